@@ -1,0 +1,355 @@
+"""The POST/LSQ integer arithmetic of the accelerator, defined once.
+
+This module is the single definition of every number the hardware uses. The
+golden model (export and integer executor), the RTL generator (``hw/``) and the
+tests import it; nothing else restates these numbers. It depends on the Python
+standard library and NumPy only (no torch), so ``hw/`` can import it.
+``docs/arithmetic.md`` is the prose version of this file.
+
+Summary
+-------
+* Activations are unsigned ``abits``-bit codes ``x`` in ``[0, 2**abits - 1]``;
+  the real value is ``x * step``.
+* A ``wbits``-bit POST weight code is ``sign << (wbits-1) | m`` with an
+  ``(wbits-1)``-bit magnitude code ``m``. ``m == 0`` means the weight is 0 (the
+  sign bit is then ignored; the exporter always writes 0). For ``m >= 1`` the
+  exponent is ``k = m - 1`` and the weight is ``(-1)**sign * alpha * sqrt(2)**-k``,
+  ``k`` in ``[0, 2**(wbits-1) - 2]``.
+* The product of ``x`` and a weight code is an integer in units of
+  ``alpha * 2**-frac_bits``: with ``j = k >> 1``
+
+  - even ``k``: ``(x << frac_bits) >> j``                      (exact)
+  - odd ``k``:  ``sqrt2_lut[x] >> j``, where
+    ``sqrt2_lut[x] = round_half_up(x * 2**frac_bits / sqrt(2))``
+
+  then negated when ``sign`` is set. ``>>`` truncates (floor of a non-negative
+  value), so the magnitude is never rounded up. This is what a barrel shifter
+  and a row-shared look-up table compute, with one adder/negator for the sign.
+* The accumulator sums signed products over the fan-in, starting from the
+  bias (an integer in the same units). Its width is derived from the fan-in so
+  it can never overflow (:func:`accumulator_bits`).
+* Requantisation to the next layer's code: ``q = clip(((acc * mult) +
+  2**(shift-1)) >> shift, 0, qmax)`` with an unsigned ``MULT_BITS``-bit
+  ``mult`` (round half up, arithmetic shift, ReLU folded into the lower clip).
+  The final layer emits ``acc`` itself (signed logits).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "WBITS_RANGE", "ABITS_RANGE", "DEFAULT_FRAC_BITS", "FRAC_BITS_RANGE", "MULT_BITS",
+    "SHIFT_RANGE", "ArithError",
+    "check_wbits", "check_abits", "check_frac_bits",
+    "post_max_exponent", "post_num_codes", "post_magnitudes", "post_code", "post_decode",
+    "post_code_values", "widen_post_code", "encode_post", "sqrt2_lut_entry", "sqrt2_lut", "lut_entry_bits",
+    "post_product", "product_table", "product_magnitude_bits", "max_product_magnitude",
+    "accumulator_bits", "fixed_point_multiplier", "requantize", "requant_product_bits",
+    "quantize_activation", "lut_error_bound", "PostFormat",
+]
+
+#: Valid weight bit-widths for POST codes (1 bit has no room for a magnitude).
+WBITS_RANGE = range(2, 9)
+#: Valid activation bit-widths.
+ABITS_RANGE = range(2, 9)
+#: Fraction bits of a product (units of alpha * 2**-frac_bits).
+DEFAULT_FRAC_BITS = 8
+FRAC_BITS_RANGE = range(0, 17)
+#: Width of the unsigned requantisation multiplier; it is normalised into
+#: ``[2**(MULT_BITS-1), 2**MULT_BITS)`` so every ratio keeps MULT_BITS significant bits.
+MULT_BITS = 16
+#: Allowed requantisation right shifts (the hardware shifter is 6 bits wide).
+SHIFT_RANGE = range(1, 64)
+
+
+class ArithError(ValueError):
+    """A parameter lies outside what the arithmetic (and so the hardware) supports."""
+
+
+def check_wbits(wbits: int) -> int:
+    if not isinstance(wbits, (int, np.integer)) or int(wbits) not in WBITS_RANGE:
+        raise ArithError(f"weight bits must be an integer in {WBITS_RANGE.start}..{WBITS_RANGE.stop - 1} "
+                         f"(POST needs a sign bit and at least one magnitude bit), got {wbits!r}")
+    return int(wbits)
+
+
+def check_abits(abits: int) -> int:
+    if not isinstance(abits, (int, np.integer)) or int(abits) not in ABITS_RANGE:
+        raise ArithError(f"activation bits must be an integer in {ABITS_RANGE.start}..{ABITS_RANGE.stop - 1}, "
+                         f"got {abits!r}")
+    return int(abits)
+
+
+def check_frac_bits(frac_bits: int) -> int:
+    if not isinstance(frac_bits, (int, np.integer)) or int(frac_bits) not in FRAC_BITS_RANGE:
+        raise ArithError(f"product fraction bits must be an integer in {FRAC_BITS_RANGE.start}.."
+                         f"{FRAC_BITS_RANGE.stop - 1}, got {frac_bits!r}")
+    return int(frac_bits)
+
+
+# --- POST weight codes -------------------------------------------------------
+
+def post_max_exponent(wbits: int) -> int:
+    """Largest exponent k of a ``wbits``-bit POST code: ``2**(wbits-1) - 2``."""
+    return 2 ** (check_wbits(wbits) - 1) - 2
+
+
+def post_num_codes(wbits: int) -> int:
+    """Number of distinct codes (``2**wbits``); levels are ``2*(kmax+1) + 1``."""
+    return 2 ** check_wbits(wbits)
+
+
+def post_magnitudes(wbits: int) -> np.ndarray:
+    """Normalised non-zero magnitudes ``sqrt(2)**-k`` for k = 0..kmax, descending (float64)."""
+    k = np.arange(post_max_exponent(wbits) + 1, dtype=np.float64)
+    return 2.0 ** (-k / 2.0)
+
+
+def post_code(sign: int, k: int | None, wbits: int) -> int:
+    """Code for ``(-1)**sign * sqrt(2)**-k``; ``k=None`` encodes zero (sign ignored, written 0)."""
+    wbits = check_wbits(wbits)
+    if k is None:
+        return 0
+    if not 0 <= k <= post_max_exponent(wbits):
+        raise ArithError(f"POST exponent {k} out of range 0..{post_max_exponent(wbits)} at {wbits} bits")
+    return (int(bool(sign)) << (wbits - 1)) | (k + 1)
+
+
+def post_decode(code, wbits: int):
+    """Split codes into ``(sign, m)``; ``k = m - 1`` where ``m > 0``. Works on ints and arrays."""
+    wbits = check_wbits(wbits)
+    code = np.asarray(code, dtype=np.int64)
+    if np.any((code < 0) | (code >= 2 ** wbits)):
+        raise ArithError(f"POST code out of range 0..{2 ** wbits - 1} at {wbits} bits")
+    sign = (code >> (wbits - 1)) & 1
+    m = code & ((1 << (wbits - 1)) - 1)
+    return sign, m
+
+
+def widen_post_code(code, from_bits: int, to_bits: int):
+    """Re-encode ``from_bits``-bit POST codes as ``to_bits``-bit codes with the same value.
+
+    The magnitude code ``m`` (and so the exponent) does not depend on the width; only the
+    sign bit moves. Lets a wide engine run narrower layers exactly.
+    """
+    from_bits, to_bits = check_wbits(from_bits), check_wbits(to_bits)
+    if to_bits < from_bits:
+        raise ArithError(f"cannot narrow {from_bits}-bit POST codes to {to_bits} bits")
+    sign, m = post_decode(code, from_bits)
+    return (sign << (to_bits - 1)) | m
+
+
+def post_code_values(wbits: int) -> np.ndarray:
+    """Real (normalised, alpha = 1) value of every code 0..2**wbits-1, float64."""
+    sign, m = post_decode(np.arange(2 ** check_wbits(wbits)), wbits)
+    mag = np.where(m > 0, 2.0 ** (-(np.maximum(m, 1) - 1) / 2.0), 0.0)
+    return np.where(sign == 1, -mag, mag)
+
+
+def encode_post(normalised: np.ndarray, wbits: int) -> np.ndarray:
+    """Nearest POST code for each normalised weight ``w / alpha`` (clipped to [-1, 1]).
+
+    Ties between two levels go to the larger magnitude; values nearer to 0 than to
+    the smallest level become code 0. This is the same rounding the PyTorch
+    quantizer uses, so export reproduces the trained levels exactly.
+    """
+    wbits = check_wbits(wbits)
+    v = np.asarray(normalised, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        raise ArithError("weights contain NaN or inf; refusing to encode them")
+    a = np.clip(np.abs(v), 0.0, 1.0)
+    levels = np.concatenate([post_magnitudes(wbits), [0.0]])  # descending, zero last
+    # midpoints between consecutive descending levels
+    mids = (levels[:-1] + levels[1:]) / 2.0
+    # index i such that level[i] is nearest: count midpoints strictly greater than a
+    idx = np.sum(a[..., None] < mids, axis=-1)
+    kmax = post_max_exponent(wbits)
+    m = np.where(idx > kmax, 0, idx + 1)
+    sign = np.where((v < 0) & (m > 0), 1, 0)
+    return (sign << (wbits - 1)) | m
+
+
+# --- the odd-exponent sqrt(2) look-up table ---------------------------------
+
+def sqrt2_lut_entry(x: int, frac_bits: int) -> int:
+    """``round_half_up(x * 2**frac_bits / sqrt(2))`` computed exactly in integers.
+
+    With ``t = x << frac_bits`` the result is the ``n`` with
+    ``(2n-1)**2 <= 2*t*t < (2n+1)**2`` (``2*t*t`` is never an odd square), i.e.
+    ``(isqrt(2*t*t) + 1) // 2``.
+    """
+    t = int(x) << check_frac_bits(frac_bits)
+    return (math.isqrt(2 * t * t) + 1) // 2
+
+
+def sqrt2_lut(abits: int, frac_bits: int) -> list[int]:
+    """The table the hardware stores: one entry per activation code, ``2**abits`` entries."""
+    return [sqrt2_lut_entry(x, frac_bits) for x in range(2 ** check_abits(abits))]
+
+
+def lut_entry_bits(abits: int, frac_bits: int) -> int:
+    """Width of a LUT entry: enough for the largest entry (never more than abits + frac_bits)."""
+    return max(1, sqrt2_lut_entry(2 ** check_abits(abits) - 1, frac_bits).bit_length())
+
+
+def lut_error_bound(frac_bits: int) -> float:
+    """Largest |integer product - exact product| in units of alpha * 2**-frac_bits for odd k.
+
+    LUT rounding contributes at most 1/2 unit (before the shift, so 1/2**(j+1) after),
+    the truncating shift less than 1 unit: the total is below 1.5 units. Even k is
+    exact before the shift, and the shift truncates less than 1 unit.
+    """
+    check_frac_bits(frac_bits)
+    return 1.5
+
+
+# --- products ----------------------------------------------------------------
+
+def product_magnitude_bits(abits: int, frac_bits: int) -> int:
+    """Bits of an unsigned product magnitude: ``abits + frac_bits``."""
+    return check_abits(abits) + check_frac_bits(frac_bits)
+
+
+def max_product_magnitude(abits: int, frac_bits: int) -> int:
+    """Largest product magnitude: ``(2**abits - 1) << frac_bits`` (k = 0)."""
+    return (2 ** check_abits(abits) - 1) << check_frac_bits(frac_bits)
+
+
+def post_product(x, code, wbits: int, abits: int, frac_bits: int = DEFAULT_FRAC_BITS):
+    """Signed integer product of activation code(s) ``x`` and POST code(s) ``code``.
+
+    Broadcasts like NumPy. Units: ``alpha * step_x * 2**-frac_bits``. Raises
+    :class:`ArithError` for codes or activations out of range.
+    """
+    abits = check_abits(abits)
+    x = np.asarray(x, dtype=np.int64)
+    if np.any((x < 0) | (x >= 2 ** abits)):
+        raise ArithError(f"activation code out of range 0..{2 ** abits - 1} at {abits} bits")
+    sign, m = post_decode(code, wbits)
+    lut = np.asarray(sqrt2_lut(abits, frac_bits), dtype=np.int64)
+    k = np.maximum(m - 1, 0)
+    j = k >> 1
+    base = np.where((k & 1) == 1, lut[x], x << frac_bits)
+    mag = np.where(m > 0, base >> j, 0)
+    return np.where(sign == 1, -mag, mag)
+
+
+def product_table(wbits: int, abits: int, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
+    """``table[x, code]`` = :func:`post_product` for every pair; shape ``(2**abits, 2**wbits)``."""
+    x = np.arange(2 ** check_abits(abits))[:, None]
+    c = np.arange(2 ** check_wbits(wbits))[None, :]
+    return post_product(x, c, wbits, abits, frac_bits)
+
+
+# --- accumulation ------------------------------------------------------------
+
+def accumulator_bits(fan_in: int, abits: int, frac_bits: int = DEFAULT_FRAC_BITS) -> int:
+    """Signed accumulator width that can never overflow for ``fan_in`` products plus a bias.
+
+    The bias is limited (at export) to the same magnitude as the largest possible sum,
+    ``fan_in * max_product_magnitude``, so ``|acc| <= 2 * fan_in * max_product_magnitude``.
+    """
+    if not isinstance(fan_in, (int, np.integer)) or fan_in < 1:
+        raise ArithError(f"fan-in must be a positive integer, got {fan_in!r}")
+    bound = 2 * int(fan_in) * max_product_magnitude(abits, frac_bits)
+    return bound.bit_length() + 1
+
+
+# --- requantisation ----------------------------------------------------------
+
+def fixed_point_multiplier(ratio: float) -> tuple[int, int]:
+    """``(mult, shift)`` with ``mult / 2**shift ~= ratio``, mult in [2**(MULT_BITS-1), 2**MULT_BITS).
+
+    Raises :class:`ArithError` if ``ratio`` is not finite and positive or needs a
+    shift outside :data:`SHIFT_RANGE`.
+    """
+    if not (isinstance(ratio, (float, int, np.floating)) and math.isfinite(ratio) and ratio > 0):
+        raise ArithError(f"requantisation ratio must be finite and > 0, got {ratio!r}")
+    mant, exp = math.frexp(float(ratio))          # ratio = mant * 2**exp, mant in [0.5, 1)
+    mult = int(round(mant * 2 ** MULT_BITS))
+    shift = MULT_BITS - exp
+    if mult == 2 ** MULT_BITS:                    # rounding carried out of the mantissa
+        mult //= 2
+        shift -= 1
+    if shift not in SHIFT_RANGE:
+        raise ArithError(f"requantisation ratio {ratio:g} needs shift {shift}, outside "
+                         f"{SHIFT_RANGE.start}..{SHIFT_RANGE.stop - 1}; the layer's scales are degenerate")
+    return mult, shift
+
+
+def requant_product_bits(acc_bits: int) -> int:
+    """Width of the signed product ``acc * mult`` in the rescale stage."""
+    return acc_bits + MULT_BITS + 1
+
+
+def requantize(acc, mult: int, shift: int, out_bits: int):
+    """``clip(((acc * mult) + 2**(shift-1)) >> shift, 0, 2**out_bits - 1)`` (round half up, ReLU).
+
+    ``acc`` already includes the bias. Works on ints and integer arrays (int64 is
+    exact while ``acc * mult`` stays below 2**62, which :func:`accumulator_bits`
+    limits guarantee for every supported width).
+    """
+    if shift not in SHIFT_RANGE:
+        raise ArithError(f"shift {shift} outside {SHIFT_RANGE.start}..{SHIFT_RANGE.stop - 1}")
+    if not 0 < mult < 2 ** MULT_BITS:
+        raise ArithError(f"multiplier {mult} outside 1..{2 ** MULT_BITS - 1}")
+    qmax = 2 ** check_abits(out_bits) - 1
+    acc = np.asarray(acc, dtype=np.int64)
+    q = (acc * int(mult) + (1 << (shift - 1))) >> shift
+    return np.clip(q, 0, qmax)
+
+
+def quantize_activation(real, step: float, bits: int):
+    """Input quantizer (used once, on the network input): ``clip(floor(real/step + 1/2), 0, 2**bits-1)``."""
+    if not (math.isfinite(step) and step > 0):
+        raise ArithError(f"activation step must be finite and > 0, got {step!r}")
+    real = np.asarray(real, dtype=np.float64)
+    if not np.all(np.isfinite(real)):
+        raise ArithError("input contains NaN or inf")
+    return np.clip(np.floor(real / step + 0.5), 0, 2 ** check_abits(bits) - 1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PostFormat:
+    """Widths of one POST datapath: weight bits, activation bits, product fraction bits."""
+
+    wbits: int
+    abits: int
+    frac_bits: int = DEFAULT_FRAC_BITS
+
+    def __post_init__(self):
+        check_wbits(self.wbits)
+        check_abits(self.abits)
+        check_frac_bits(self.frac_bits)
+
+    @property
+    def kmax(self) -> int:
+        return post_max_exponent(self.wbits)
+
+    @property
+    def max_shift(self) -> int:
+        """Largest barrel-shift amount ``j = kmax >> 1``."""
+        return self.kmax >> 1
+
+    @property
+    def lut(self) -> list[int]:
+        return sqrt2_lut(self.abits, self.frac_bits)
+
+    @property
+    def lut_bits(self) -> int:
+        return lut_entry_bits(self.abits, self.frac_bits)
+
+    @property
+    def product_bits(self) -> int:
+        """Signed product width (magnitude bits + sign)."""
+        return product_magnitude_bits(self.abits, self.frac_bits) + 1
+
+    def product(self, x, code):
+        return post_product(x, code, self.wbits, self.abits, self.frac_bits)
+
+    def acc_bits(self, fan_in: int) -> int:
+        return accumulator_bits(fan_in, self.abits, self.frac_bits)
