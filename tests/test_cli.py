@@ -1,0 +1,112 @@
+"""The command line end to end (train/export on tiny budgets, simulate) and its handling of bad input.
+
+Each bad input must give one line on stderr naming the problem and the fix, a non-zero exit code
+and no traceback.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, env=env)
+
+
+def assert_clean_error(proc, *words, code=2):
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_help_for_every_command():
+    for cmd in ("train", "export", "generate", "simulate"):
+        proc = cli(cmd, "--help")
+        assert proc.returncode == 0 and "--json" in proc.stdout
+
+
+def test_train_export_json(tmp_path):
+    ckpt, model = tmp_path / "c.safetensors", tmp_path / "m.safetensors"
+    proc = cli("train", "--epochs", "1", "--out", ckpt, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["checkpoint"] == str(ckpt) and 0 <= result["float_test_accuracy"] <= 1
+    proc = cli("export", ckpt, "--out", model, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["test_samples"] == 360
+    assert abs(result["integer_test_accuracy"] - result["float_test_accuracy"]) < 0.05
+
+
+@pytest.mark.parametrize("backend", ["amaranth", "icarus"])
+def test_simulate_json(backend, trained_model_path):
+    proc = cli("simulate", trained_model_path, "--backend", backend, "--samples", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("samples", "mismatches", "rtl_accuracy", "golden_accuracy", "cycles", "seconds"):
+        assert key in result
+    assert result["samples"] == 3 and result["mismatches"] == 0
+    assert result["rtl_accuracy"] == result["golden_accuracy"]
+    assert result["cycles"] > 0
+
+
+def test_train_bad_bits():
+    assert_clean_error(cli("train", "--wbits", "1", "--epochs", "1", "--out", "/tmp/x"), "weight bits")
+    assert_clean_error(cli("train", "--abits", "9", "--epochs", "1", "--out", "/tmp/x"), "activation bits")
+
+
+def test_missing_model_file(tmp_path):
+    assert_clean_error(cli("simulate", tmp_path / "nope.safetensors", "--backend", "icarus"), "nope.safetensors")
+    assert_clean_error(cli("export", tmp_path / "nope.safetensors"), "nope.safetensors")
+
+
+def test_truncated_model_file(tmp_path, trained_model_path):
+    bad = tmp_path / "truncated.safetensors"
+    data = trained_model_path.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    assert_clean_error(cli("simulate", bad, "--backend", "icarus"), "truncated.safetensors")
+    assert_clean_error(cli("generate", "--model", bad, "--out", tmp_path / "o"), "truncated.safetensors")
+
+
+def test_foreign_model_file(tmp_path, trained_checkpoint_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(os.urandom(256))
+    assert_clean_error(cli("simulate", junk, "--backend", "icarus"), "junk.safetensors")
+    # a real safetensors file that is not an exported integer model (the float checkpoint)
+    assert_clean_error(cli("simulate", trained_checkpoint_path, "--backend", "icarus"),
+                       trained_checkpoint_path.name)
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    import pickle
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"x": 1}))
+    assert_clean_error(cli("simulate", evil, "--backend", "icarus"), "evil.safetensors")
+
+
+def test_missing_simulator(trained_model_path, tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))          # no iverilog anywhere on PATH
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "simulate", str(trained_model_path),
+                           "--backend", "icarus", "--samples", "1"], capture_output=True, text=True,
+                          cwd=REPO, env=env)
+    assert_clean_error(proc, "Icarus", "apt-get install iverilog")
+
+
+def test_simulate_bad_sample_count(trained_model_path):
+    assert_clean_error(cli("simulate", trained_model_path, "--samples", "100000", "--backend", "icarus"),
+                       "--samples")
+
+
+def test_model_too_big_for_engine(trained_model_path):
+    proc = cli("simulate", trained_model_path, "--backend", "icarus", "--max-fan-in", "8", "--samples", "1")
+    assert_clean_error(proc, "fan")
