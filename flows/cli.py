@@ -264,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="print the human report (default unless --json)")
     common(p)
     p.set_defaults(func=cmd_simulate)
+
+    from flows import overhead_cmd
+    overhead_cmd.add_parser(sub)
+    from flows import levels_cmd
+    levels_cmd.add_parser(sub)
     return parser
 
 

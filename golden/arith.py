@@ -355,3 +355,165 @@ class PostFormat:
 
     def acc_bits(self, fan_in: int) -> int:
         return accumulator_bits(fan_in, self.abits, self.frac_bits)
+
+
+# --- v2: per-channel rescale, fixed-point values, ASQ adaptive step -----------
+#
+# Used by the integer graph (golden/intgraph.py) for conv models with batch norm folded and ASQ
+# activations; docs/arithmetic.md ("Integer graph (v2)") is the prose version. The v1 functions
+# above stay the definition of the MLP engine in hw/.
+
+#: Fraction bits of the pre-quantization value ``v`` of an ASQ layer (units ``step / 2**ASQ_VALUE_FRAC``)
+#: and of the final layer's logits.
+ASQ_VALUE_FRAC = 8
+#: The adapter's output ``z`` is rounded to ``2**-ASQ_Z_FRAC`` and clipped to ``[-ASQ_Z_LIMIT, ASQ_Z_LIMIT)``
+#: before the factor look-up.
+ASQ_Z_FRAC = 6
+ASQ_Z_LIMIT = 8
+#: Fraction bits of the factor ``beta`` and of its inverse in the ASQ tables.
+ASQ_BETA_FRAC = 16
+#: Fraction bits an accumulator keeps after it is scaled by an ASQ factor (:func:`apply_beta`).
+ASQ_ACC_FRAC = 8
+#: Adapter weights are signed fixed-point numbers of at most this many bits (sign included).
+ADAPTER_WEIGHT_BITS = 16
+#: The factor functions the hardware tables support (``z -> beta``).
+ASQ_FACTORS = ("sigmoid", "exp")
+
+__all__ += ["ASQ_ACC_FRAC", "ASQ_VALUE_FRAC", "ASQ_Z_FRAC", "ASQ_Z_LIMIT", "ASQ_BETA_FRAC", "ADAPTER_WEIGHT_BITS",
+            "ASQ_FACTORS", "signed_multiplier", "rescale_offset", "rescale", "round_shift",
+            "quantize_value", "asq_factor", "asq_tables", "asq_z_index", "asq_quantize",
+            "adapter_weight_exponent", "integer_levels", "apply_beta"]
+
+
+def signed_multiplier(ratio: float) -> tuple[int, int]:
+    """``(mult, shift)`` for a ratio of any sign: ``fixed_point_multiplier(|ratio|)`` with the sign on
+    ``mult``; ``ratio == 0`` gives ``(0, 1)``. Batch norm with a negative scale needs the sign."""
+    if not (isinstance(ratio, (float, int, np.floating)) and math.isfinite(ratio)):
+        raise ArithError(f"rescale ratio must be finite, got {ratio!r}")
+    if ratio == 0:
+        return 0, 1
+    mult, shift = fixed_point_multiplier(abs(float(ratio)))
+    return (mult if ratio > 0 else -mult), shift
+
+
+def rescale_offset(real_offset: float, shift: int) -> int:
+    """Integer offset for :func:`rescale`: ``round_half_up(real_offset * 2**shift) + 2**(shift-1)``.
+
+    ``real_offset`` is the additive term of the target value (BN shift, conv bias, zero point) in
+    units of the target value; the ``2**(shift-1)`` makes the final shift round half up.
+    """
+    if not math.isfinite(real_offset):
+        raise ArithError(f"rescale offset must be finite, got {real_offset!r}")
+    return int(math.floor(real_offset * 2.0 ** shift + 0.5)) + (1 << (shift - 1))
+
+
+def apply_beta(acc, beta_fixed):
+    """``(acc * beta_fixed) >> (ASQ_BETA_FRAC - ASQ_ACC_FRAC)`` (floor): the accumulator of a layer whose
+    input codes came from an ASQ quantizer, scaled by that sample's factor
+    ``beta = beta_fixed / 2**ASQ_BETA_FRAC`` and kept with ``ASQ_ACC_FRAC`` fraction bits (the stage's
+    rescale ratio is divided by ``2**ASQ_ACC_FRAC`` to match). ``beta_fixed`` broadcasts against ``acc``
+    (one value per sample)."""
+    return (np.asarray(acc, dtype=np.int64) * np.asarray(beta_fixed, dtype=np.int64)) >> (ASQ_BETA_FRAC -
+                                                                                         ASQ_ACC_FRAC)
+
+
+def rescale(acc, mult, offset, shift):
+    """``v = (acc * mult + offset) >> shift`` (floor, arithmetic shift), per channel.
+
+    ``mult`` (signed, ``|mult| < 2**MULT_BITS``), ``offset`` and ``shift`` broadcast against ``acc``
+    (give them shape ``[C, 1, 1]`` for ``[N, C, H, W]`` accumulators). int64 is exact while
+    ``|acc| < 2**46``, which :func:`accumulator_bits` keeps for every supported width.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    mult = np.asarray(mult, dtype=np.int64)
+    if np.any(np.abs(mult) >= 2 ** MULT_BITS):
+        raise ArithError(f"rescale multiplier outside ±{2 ** MULT_BITS - 1}")
+    shift = np.asarray(shift, dtype=np.int64)
+    if np.any((shift < SHIFT_RANGE.start) | (shift >= SHIFT_RANGE.stop)):
+        raise ArithError(f"rescale shift outside {SHIFT_RANGE.start}..{SHIFT_RANGE.stop - 1}")
+    return (acc * mult + np.asarray(offset, dtype=np.int64)) >> shift
+
+
+def round_shift(value, bits: int):
+    """``round_half_up(value / 2**bits)`` for ``bits >= 0`` (``value << -bits`` for negative bits)."""
+    value = np.asarray(value, dtype=np.int64)
+    if bits <= 0:
+        return value << (-bits)
+    return (value + (1 << (bits - 1))) >> bits
+
+
+def quantize_value(v, value_frac: int, lo: int, hi: int):
+    """Activation code of a fixed-point value: ``clip(round_half_up(v / 2**value_frac), lo, hi)``."""
+    return np.clip(round_shift(v, value_frac), lo, hi)
+
+
+def asq_factor(name: str, z):
+    """The adapter's factor function ``beta(z)`` in float64: ``2*sigmoid(z)`` or ``exp(z)``."""
+    z = np.asarray(z, dtype=np.float64)
+    if name == "sigmoid":
+        return 2.0 / (1.0 + np.exp(-z))
+    if name == "exp":
+        return np.exp(z)
+    raise ArithError(f"ASQ factor {name!r} has no integer form; supported: {', '.join(ASQ_FACTORS)}")
+
+
+def asq_tables(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(beta, inv_beta)``: ``round(beta(z) * 2**ASQ_BETA_FRAC)`` and ``round(2**ASQ_BETA_FRAC / beta(z))``
+    for every grid point ``z = i / 2**ASQ_Z_FRAC``, ``i`` in ``[-L, L)`` with ``L = ASQ_Z_LIMIT * 2**ASQ_Z_FRAC``
+    (table index ``i + L``). int64, ``2 * L`` entries each."""
+    n = ASQ_Z_LIMIT << ASQ_Z_FRAC
+    z = np.arange(-n, n, dtype=np.float64) / (1 << ASQ_Z_FRAC)
+    beta = asq_factor(name, z)
+    scale = float(1 << ASQ_BETA_FRAC)
+    return np.floor(beta * scale + 0.5).astype(np.int64), np.floor(scale / beta + 0.5).astype(np.int64)
+
+
+def asq_z_index(z_fixed, z_frac: int):
+    """Table index of the adapter output ``z = z_fixed / 2**z_frac``: its value on the ``2**-ASQ_Z_FRAC``
+    grid (round half up), clipped to ``[-L, L-1]``, plus ``L`` (so 0 .. 2L-1)."""
+    n = ASQ_Z_LIMIT << ASQ_Z_FRAC
+    i = round_shift(z_fixed, z_frac - ASQ_Z_FRAC)
+    return np.clip(i, -n, n - 1) + n
+
+
+def asq_quantize(v, inv_beta, value_frac: int, qmax: int):
+    """ASQ codes ``clip(round_half_up(v * inv_beta / 2**(value_frac + ASQ_BETA_FRAC)), 0, qmax)``:
+    ``v`` in units ``step / 2**value_frac``, ``inv_beta`` (one per sample) from :func:`asq_tables`."""
+    v = np.asarray(v, dtype=np.int64)
+    return np.clip(round_shift(v * np.asarray(inv_beta, dtype=np.int64), value_frac + ASQ_BETA_FRAC), 0, qmax)
+
+
+def adapter_weight_exponent(weights) -> int:
+    """Exponent ``E`` so that ``round(w * 2**E)`` fits :data:`ADAPTER_WEIGHT_BITS` signed bits with the
+    largest ``|w|`` in ``[2**(B-2), 2**(B-1))`` (``B = ADAPTER_WEIGHT_BITS``); 0 for all-zero weights."""
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ArithError("adapter weights contain NaN or inf; refusing to export them")
+    peak = float(np.max(np.abs(w))) if w.size else 0.0
+    if peak == 0.0:
+        return 0
+    e = (ADAPTER_WEIGHT_BITS - 2) - math.floor(math.log2(peak))
+    while round(peak * 2.0 ** e) >= 2 ** (ADAPTER_WEIGHT_BITS - 1):
+        e -= 1
+    return e
+
+
+def integer_levels(levels, max_level: int = 1 << 24) -> tuple[np.ndarray, float]:
+    """Express a normalised level set as integers: ``(ints, unit)`` with ``levels == ints * unit``.
+
+    ``unit`` is the smallest non-zero magnitude; every level must be an integer multiple of it
+    (uniform, POT, APoT level sets are). Raises :class:`ArithError` otherwise, or when the largest
+    integer exceeds ``max_level`` (e.g. POT at 8 bits: ``2**-126`` steps).
+    """
+    lv = np.asarray(levels, dtype=np.float64)
+    nz = np.abs(lv[lv != 0])
+    if nz.size == 0:
+        raise ArithError("level set has no non-zero level")
+    unit = float(nz.min())
+    ints = np.floor(lv / unit + 0.5)
+    if np.max(np.abs(ints)) > max_level:
+        raise ArithError(f"level set spans {np.max(np.abs(ints)):.3g} smallest steps, more than the integer "
+                         f"datapath's {max_level}; use fewer bits")
+    if np.max(np.abs(ints * unit - lv)) > 1e-9 * max(1.0, float(np.max(np.abs(lv)))):
+        raise ArithError("level set is not a set of integer multiples of its smallest level")
+    return ints.astype(np.int64), unit
