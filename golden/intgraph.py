@@ -26,10 +26,12 @@ measure by how much (codes equal almost everywhere, never more than 1 apart).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.fx
 from torch import nn
 
 from . import arith
@@ -40,7 +42,8 @@ from .quant.qil import QILActQuantizer, QILWeightQuantizer
 from .zoo import DigitsCNN, DigitsMLP, QConv2d, QLinear
 
 __all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun", "export_graph",
-           "FloatRun", "run_graph", "run_stage", "stage_input_bits", "integer_accuracy", "float_codes"]
+           "FloatRun", "run_graph", "run_stage", "stage_input_bits", "integer_accuracy", "float_codes", "run_dag", "DagRun",
+           "float_codes_by_name", "trace"]
 
 LOGIT_FRAC = arith.ASQ_VALUE_FRAC
 
@@ -397,7 +400,13 @@ def _dot(st: Stage, x: np.ndarray, abits: int) -> np.ndarray:
         return _matmul_exact(x, w.T)
     table = arith.product_table(st.wbits, abits, st.frac_bits)      # [2**abits, 2**wbits]
     acc = np.zeros((x.shape[0], w.shape[0]), dtype=np.int64)
-    for code in np.unique(w):
+    codes = np.unique(w)
+    if x.shape[0] * w.size <= len(codes) * (x.size + w.size):      # few rows: gather directly
+        chunk = max(1, (1 << 24) // max(1, w.size))
+        for i in range(0, x.shape[0], chunk):
+            acc[i:i + chunk] = table[x[i:i + chunk, None, :], w[None, :, :]].sum(axis=-1)
+        return acc
+    for code in codes:
         if code & ((1 << (st.wbits - 1)) - 1) == 0:
             continue                                                 # zero weight
         acc += _matmul_exact(table[x, code], (w == code).T.astype(np.int64))
@@ -410,6 +419,14 @@ def _accumulate(st: Stage, x: np.ndarray, abits: int) -> np.ndarray:
     o, cg, k, _ = st.weights.shape
     cols, oh, ow = _im2col(x, k, st.stride, st.padding)
     n, g = x.shape[0], st.groups
+    if cg == 1 and g == o:                        # depthwise: one input channel per output channel
+        patches = cols.reshape(n, oh, ow, o, k * k)
+        w = st.weights.reshape(o, k * k)
+        if st.weight_format == "table":
+            prod = patches * w
+        else:
+            prod = arith.product_table(st.wbits, abits, st.frac_bits)[patches, w]
+        return prod.sum(axis=-1).transpose(0, 3, 1, 2)
     out = np.empty((n, o, oh, ow), dtype=np.int64)
     og = o // g
     for gi in range(g):
@@ -445,10 +462,15 @@ def _input_codes(graph: IntGraph, X: np.ndarray):
     x = np.asarray(X, dtype=np.float64).reshape((-1,) + tuple(graph.input_shape))
     if not np.all(np.isfinite(x)):
         raise ValueError("input contains NaN or inf")
+    return _real_codes(q, q.adapter if q.kind == "asq" else None, x)
+
+
+def _real_codes(q: ActQuant, module, x: np.ndarray):
+    """Codes of the real network input; an ASQ input adapter runs on the host, in float, on the z grid."""
     if q.kind != "asq":
         return q.quantize_real(x), None
-    with torch.no_grad():          # the input adapter runs on the host, in float, on the z grid
-        ad = q.adapter.adapter
+    with torch.no_grad():
+        ad = module.adapter
         z = ad.logit(torch.from_numpy(x).float()).double().numpy()
     idx = arith.asq_z_index(np.floor(z * 2.0 ** 24 + 0.5).astype(np.int64), 24)
     beta_t, _ = arith.asq_tables(ad.factor)
@@ -528,3 +550,272 @@ def float_codes(model: nn.Module, X) -> "FloatRun":
         for h in hooks:
             h.remove()
     return FloatRun([got[i] for i in range(len(layers))], [betas.get(i) for i in range(len(layers))], logits)
+
+
+# === DAG models: residual adds, depthwise convs, average pooling, ReLU6 ==========================
+#
+# ResNets and MobileNetV2 add un-quantized tensors (the identity path) and pool them, so the
+# integer graph keeps such tensors as *values*: integers ``v`` with a real unit ``u`` per tensor
+# (``v * u`` is the real value). A quantized layer turns its input value into codes with its own
+# quantizer, accumulates, and its affine output (``acc * scale_c + offset_c``, batch norm folded)
+# becomes a value of unit ``max_c |scale_c| / 2**VALUE_FRAC`` (:func:`golden.arith.rescale`).
+# Adds align the second operand to the first's unit; ReLU6 clips at ``round(6 / u)``; average
+# pooling sums (unit ``u / P``). docs/arithmetic.md, "Integer DAG", is the prose version.
+
+VALUE_FRAC = arith.ASQ_VALUE_FRAC
+
+
+@dataclass
+class _Value:
+    v: np.ndarray
+    unit: float
+
+
+@dataclass
+class _Affine:
+    acc: np.ndarray                 # integer accumulators [N, O, ...] (after apply_beta if any)
+    scale: np.ndarray               # real value of one acc unit, per channel [O]
+    offset: np.ndarray              # real offset per channel [O]
+    value: _Value | None = None
+
+
+@dataclass
+class DagRun:
+    codes: dict                     # quantized layer name -> its input codes
+    betas: dict                     # name -> fixed-point beta (ASQ) or None
+    logits: np.ndarray              # integer logits (value of the output node)
+    logit_unit: float
+    predictions: np.ndarray
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, (QConv2d, QLinear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6,
+                              nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)) \
+            or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> torch.fx.Graph:
+    """The model's dataflow graph (torch.fx), quantized layers and BN/ReLU/pooling as leaves."""
+    try:
+        return _Tracer().trace(model)
+    except Exception as exc:                      # noqa: BLE001 - reported as an export error
+        raise ExportError(f"cannot trace {type(model).__name__} into a dataflow graph: {exc}") from None
+
+
+def _materialize(a: _Affine) -> _Value:
+    """Affine accumulator output -> value of unit ``max|scale| / 2**VALUE_FRAC`` (per-channel rescale)."""
+    if a.value is not None:
+        return a.value
+    peak = float(np.max(np.abs(a.scale)))
+    unit = (peak if peak > 0 else 1.0) * 2.0 ** -VALUE_FRAC
+    mults, shifts = zip(*(arith.signed_multiplier(float(r)) for r in a.scale / unit))
+    shifts = np.array(shifts, dtype=np.int64)
+    offs = np.array([arith.rescale_offset(float(o), int(s)) for o, s in zip(a.offset / unit, shifts)],
+                    dtype=np.int64)
+    shape = (1, -1) + (1,) * (a.acc.ndim - 2)
+    v = arith.rescale(a.acc, np.array(mults, dtype=np.int64).reshape(shape), offs.reshape(shape),
+                      shifts.reshape(shape))
+    a.value = _Value(v, unit)
+    return a.value
+
+
+def _align(x: _Value, unit: float) -> np.ndarray:
+    """``x`` re-expressed in ``unit`` (round half up through a 16-bit multiplier)."""
+    if x.unit == unit:
+        return x.v
+    m, s = arith.signed_multiplier(x.unit / unit)
+    return arith.rescale(x.v, m, arith.rescale_offset(0.0, s), s)
+
+
+def _codes_from_value(layer, x: _Value, where: str):
+    """The layer's activation quantizer in integers: value -> codes (and the ASQ beta)."""
+    q = _act_quant_any(layer.act_quant, where)
+    if q.kind == "asq":
+        w, s = arith.signed_multiplier(x.unit / q.value_step * 2.0 ** q.value_frac)
+        vq = arith.rescale(x.v, w, arith.rescale_offset(0.0, s), s)     # units step / 2**V
+        positions = int(np.prod(vq.shape[2:])) if vq.ndim > 2 else 1
+        q.adapter = _adapter(layer.act_quant, q, positions, where)
+        codes, beta = _asq_codes(vq, q)
+        return codes, beta, q
+    m, s = arith.signed_multiplier(x.unit * q.scale)
+    codes = arith.quantize_value(arith.rescale(x.v, m, arith.rescale_offset(q.zero, s), s), 0, q.lo, q.hi)
+    return codes, None, q
+
+
+def _act_quant_any(q, where: str) -> ActQuant:
+    """:func:`_act_quant` plus signed LSQ (MobileNetV2's linear-bottleneck inputs)."""
+    from .quant.lsq import LSQQuantizer
+    if isinstance(q, LSQQuantizer) and not isinstance(q, LSQActQuantizer) and q.signed:
+        if not bool(q.initialized):
+            raise ExportError(f"{where}: activation quantizer never saw data; run the model first")
+        if q.per_channel:
+            raise ExportError(f"{where}: per-channel activation steps are not supported by the integer graph")
+        s = float(q.step.detach())
+        return ActQuant("lsq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, 0)
+    return _act_quant(q, where)
+
+
+def _signed_dot(st: Stage, x: np.ndarray, abits: int) -> np.ndarray:
+    """:func:`_dot` for codes that may be negative: POST products are sign-symmetric in ``x``."""
+    if st.weight_format == "table" or not np.any(x < 0):
+        return _dot(st, x, abits)
+    pos, neg = np.where(x > 0, x, 0), np.where(x < 0, -x, 0)
+    return _dot(st, pos, abits) - _dot(st, neg, abits)
+
+
+def _layer_acc(layer, codes, bits, fmt, w, frac):
+    st = Stage(name="", kind="conv" if isinstance(layer, QConv2d) else "linear", weight_format=fmt,
+               weights=w, wbits=int(layer.weight_quant.bits), frac_bits=frac)
+    if isinstance(layer, QConv2d):
+        if layer.stride[0] != layer.stride[1] or layer.padding[0] != layer.padding[1] \
+                or layer.kernel_size[0] != layer.kernel_size[1] or layer.dilation != (1, 1):
+            raise ExportError("only square kernels, equal strides/paddings, no dilation")
+        st.stride, st.padding, st.groups = layer.stride[0], layer.padding[0], layer.groups
+        lut_bits = bits if not np.any(codes < 0) else bits      # |x| <= 2**(bits-1) fits the table
+        if np.any(codes < 0):
+            pos, neg = np.where(codes > 0, codes, 0), np.where(codes < 0, -codes, 0)
+            return _accumulate(st, pos, lut_bits) - _accumulate(st, neg, lut_bits)
+        return _accumulate(st, codes, bits)
+    return _signed_dot(st, codes.reshape(codes.shape[0], -1), bits)
+
+
+@torch.no_grad()
+def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force: "FloatRun | None" = None
+            ) -> DagRun:
+    """Run ``X`` through ``model`` in integer arithmetic, node by node of its dataflow graph.
+
+    Works for every zoo model (chains, ResNets, MobileNetV2). ``force`` (a :func:`float_codes_by_name`
+    result) replaces each quantized layer's input codes and ASQ factor by the float model's, so
+    that each layer's own arithmetic is compared in isolation (teacher forcing).
+    """
+    model.eval()
+    graph = trace(model)
+    mods = dict(model.named_modules())
+    env: dict = {}
+    codes_out, betas_out = {}, {}
+    x_in = np.asarray(X, dtype=np.float64)
+    if not np.all(np.isfinite(x_in)):
+        raise ValueError("input contains NaN or inf")
+    shape = tuple(getattr(model, "input_shape", ()) or ())
+    if shape:
+        x_in = x_in.reshape((-1,) + shape)
+
+    def val(a):
+        return _materialize(a) if isinstance(a, _Affine) else a
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            env[node.name] = ("real", x_in)
+            continue
+        if node.op == "output":
+            out = val(env[node.args[0].name])
+            return DagRun(codes_out, betas_out, out.v, out.unit, np.argmax(out.v, axis=1))
+        args = [env[a.name] if isinstance(a, torch.fx.Node) else a for a in node.args]
+        if node.op == "call_module":
+            m = mods[node.target]
+            where = node.target
+            if isinstance(m, (QConv2d, QLinear)):
+                src = args[0]
+                if isinstance(src, tuple):                               # the network input
+                    q = _act_quant_any(m.act_quant, where)
+                    codes, beta = _real_codes(q, m.act_quant, src[1])
+                else:
+                    codes, beta, q = _codes_from_value(m, val(src), where)
+                codes_out[where], betas_out[where] = codes, beta
+                if force is not None:
+                    codes, beta = force.codes[where], force.betas[where]
+                fmt, w, unit, frac = _weights(m, where, frac_bits)
+                acc = _layer_acc(m, codes, q.bits, fmt, w, frac)
+                scale = q.value_step * unit
+                if beta is not None:
+                    acc = arith.apply_beta(acc, np.asarray(beta).reshape((-1,) + (1,) * (acc.ndim - 1)))
+                    scale = scale * 2.0 ** -arith.ASQ_ACC_FRAC
+                bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(len(scale))
+                env[node.name] = _Affine(acc, np.asarray(scale, dtype=np.float64), bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                a = args[0]
+                if not isinstance(a, _Affine) or a.value is not None:
+                    raise ExportError(f"{where}: batch norm must directly follow a conv/linear layer")
+                g, h = _bn(m)
+                env[node.name] = _Affine(a.acc, a.scale * g, a.offset * g + h)
+            elif isinstance(m, nn.ReLU6):
+                x = val(args[0])
+                env[node.name] = _Value(np.clip(x.v, 0, int(math.floor(6.0 / x.unit + 0.5))), x.unit)
+            elif isinstance(m, nn.ReLU):
+                x = val(args[0])
+                env[node.name] = _Value(np.maximum(x.v, 0), x.unit)
+            elif isinstance(m, nn.MaxPool2d):
+                x = val(args[0])
+                k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+                env[node.name] = _Value(_maxpool(x.v, int(k), int(s), int(p)), x.unit)
+            elif isinstance(m, nn.AdaptiveAvgPool2d):
+                if m.output_size not in (1, (1, 1)):
+                    raise ExportError(f"{where}: only global average pooling is supported")
+                x = val(args[0])
+                positions = int(np.prod(x.v.shape[2:]))
+                env[node.name] = _Value(x.v.sum(axis=(2, 3), keepdims=True), x.unit / positions)
+            elif isinstance(m, (nn.Dropout, nn.Identity)):
+                env[node.name] = args[0]
+            else:
+                raise ExportError(f"{where}: module {type(m).__name__} has no integer form")
+        elif node.op == "call_function":
+            fn = node.target
+            if fn in (torch.nn.functional.relu, torch.relu):
+                x = val(args[0])
+                env[node.name] = _Value(np.maximum(x.v, 0), x.unit)
+            elif fn in (torch.flatten,):
+                if isinstance(args[0], tuple):
+                    env[node.name] = ("real", args[0][1].reshape(args[0][1].shape[0], -1))
+                else:
+                    x = val(args[0])
+                    env[node.name] = _Value(x.v.reshape(x.v.shape[0], -1), x.unit)
+            elif fn in (operator.add, torch.add):
+                a, b = val(args[0]), val(args[1])
+                env[node.name] = _Value(a.v + _align(b, a.unit), a.unit)
+            else:
+                raise ExportError(f"function {getattr(fn, '__name__', fn)} has no integer form")
+        elif node.op == "call_method" and node.target in ("view", "reshape", "flatten"):
+            new_shape = args[1:] if node.target != "flatten" else None
+            if len(new_shape or ()) == 1 and isinstance(new_shape[0], (tuple, list)):
+                new_shape = tuple(new_shape[0])
+            if isinstance(args[0], tuple):
+                arr = args[0][1]
+                env[node.name] = ("real", arr.reshape(arr.shape[0], -1) if new_shape is None else arr.reshape(new_shape))
+            else:
+                x = val(args[0])
+                env[node.name] = _Value(x.v.reshape(x.v.shape[0], -1) if new_shape is None
+                                        else x.v.reshape(new_shape), x.unit)
+        elif node.op == "call_method" and node.target == "size":
+            raise ExportError("shape-dependent control flow cannot be traced; use the chain exporter")
+        else:
+            raise ExportError(f"graph node {node.op} {node.target} has no integer form")
+    raise ExportError("graph has no output")
+
+
+@torch.no_grad()
+def float_codes_by_name(model: nn.Module, X) -> FloatRun:
+    """:func:`float_codes` keyed by the quantized layers' module names (any zoo model)."""
+    got, betas = {}, {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, (QConv2d, QLinear)):
+            def f(module, inp, name=name):
+                q = module.act_quant
+                got[name] = q.codes(inp[0]).numpy()
+                betas[name] = None
+                if isinstance(q, ASQActQuantizer):
+                    b = q.adapter(inp[0]).double().numpy()
+                    betas[name] = np.floor(b * 2.0 ** arith.ASQ_BETA_FRAC + 0.5).astype(np.int64)
+            hooks.append(mod.register_forward_pre_hook(f))
+    model.eval()
+    try:
+        x = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        shape = tuple(getattr(model, "input_shape", ()) or ())
+        if shape:
+            x = x.reshape((-1,) + shape)
+        logits = model(x).numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    return FloatRun(got, betas, logits)

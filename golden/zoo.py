@@ -276,8 +276,7 @@ class DigitsCNN(nn.Module):
         _init_weights(self)
 
     def forward(self, x):
-        if x.dim() == 2:
-            x = x.view(x.shape[0], 1, 8, 8)
+        x = x.reshape(-1, 1, 8, 8)          # [N, 64] or [N, 1, 8, 8]; traceable (no shape branch)
         return self.fc(torch.flatten(self.features(x), 1))
 
 
