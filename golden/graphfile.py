@@ -1,0 +1,240 @@
+"""File format v2: an exported integer graph (:class:`golden.intgraph.IntGraph`) in one safetensors file.
+
+``docs/export.md`` ("Version 2") describes it. Tensors hold every integer (weights, per-channel
+``mult``/``shift``/``offset``, fixed-point adapter weights); the JSON header under the
+``post_accel`` metadata key holds the structure. Read with ``safetensors`` only (never pickle);
+:func:`load_graph` checks everything and raises :class:`golden.intmodel.ModelFileError` with one
+line naming the file, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from . import arith
+from .intgraph import ActQuant, Adapter, IntGraph, Stage
+from .intmodel import METADATA_KEY, ModelFileError, _Checker, _reject_constant
+
+__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "save_graph", "load_graph"]
+
+GRAPH_FORMAT = "post-accel-intgraph"
+GRAPH_VERSION = 2
+_FIX = "re-export the model (`post-accel export`)"
+_STAGE_KEYS = ("name", "kind", "weight_format", "wbits", "frac_bits", "stride", "padding", "groups",
+               "input_beta", "relu", "relu_floor", "post_ops", "value_frac", "out", "weight_shape")
+_ACT_KEYS = ("kind", "bits", "lo", "hi", "scale", "zero", "value_step", "value_frac", "adapter")
+_ADAPTER_KEYS = ("e1", "e2", "layers", "factor")
+
+
+def _act_header(q: ActQuant, prefix: str, tensors: dict, float_adapter=None) -> dict:
+    h = {"kind": q.kind, "bits": q.bits, "lo": q.lo, "hi": q.hi, "scale": q.scale, "zero": q.zero,
+         "value_step": q.value_step, "value_frac": q.value_frac, "adapter": None}
+    ad = q.adapter
+    if isinstance(ad, Adapter):
+        h["adapter"] = {"e1": ad.e1, "e2": ad.e2, "layers": 1 if ad.w2 is None else 2, "factor": ad.factor}
+        tensors[f"{prefix}.adapter.w1"], tensors[f"{prefix}.adapter.b1"] = ad.w1, ad.b1
+        if ad.w2 is not None:
+            tensors[f"{prefix}.adapter.w2"], tensors[f"{prefix}.adapter.b2"] = ad.w2, ad.b2
+    elif ad is not None:                                   # float input adapter (host side)
+        fa = ad.adapter
+        h["adapter"] = {"e1": None, "e2": None, "layers": fa.layers, "factor": fa.factor}
+        first = fa.hidden if fa.hidden is not None else fa.out
+        tensors[f"{prefix}.adapter.fw1"] = first.weight.detach().double().numpy()
+        tensors[f"{prefix}.adapter.fb1"] = first.bias.detach().double().numpy()
+        if fa.hidden is not None:
+            tensors[f"{prefix}.adapter.fw2"] = fa.out.weight.detach().double().numpy()
+            tensors[f"{prefix}.adapter.fb2"] = fa.out.bias.detach().double().numpy()
+    return h
+
+
+def save_graph(graph: IntGraph, path, provenance: dict | None = None) -> None:
+    """Write ``graph`` to ``path`` (safetensors + JSON header, ``docs/export.md`` version 2)."""
+    from safetensors.numpy import save_file
+
+    tensors: dict = {}
+    stages = []
+    for i, st in enumerate(graph.stages):
+        p = f"stage{i}"
+        tensors[f"{p}.weights"] = np.ascontiguousarray(st.weights, dtype=np.int32)
+        tensors[f"{p}.mult"], tensors[f"{p}.shift"], tensors[f"{p}.offset"] = st.mult, st.shift, st.offset
+        stages.append({"name": st.name, "kind": st.kind, "weight_format": st.weight_format, "wbits": st.wbits,
+                       "frac_bits": st.frac_bits, "stride": st.stride, "padding": st.padding,
+                       "groups": st.groups, "input_beta": st.input_beta, "relu": st.relu,
+                       "relu_floor": st.relu_floor, "post_ops": [list(op) for op in st.post_ops],
+                       "value_frac": st.value_frac, "weight_shape": list(st.weights.shape),
+                       "out": None if st.out is None else _act_header(st.out, f"{p}.out", tensors)})
+    header = {"format": GRAPH_FORMAT, "version": GRAPH_VERSION, "input_shape": list(graph.input_shape),
+              "input": _act_header(graph.input_quant, "input", tensors), "stages": stages,
+              "meta": graph.meta, "provenance": provenance or {}}
+    for k, v in tensors.items():
+        if not np.all(np.isfinite(v)):
+            raise ModelFileError(f"{os.fspath(path)} (not written): tensor {k} has NaN or inf")
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.fspath(path),
+              metadata={METADATA_KEY: json.dumps(header, allow_nan=False)})
+
+
+def _tensor(tensors, name, c: _Checker, shape=None, integer=True):
+    if name not in tensors:
+        c.fail(f"tensor {name!r} is missing")
+    t = tensors[name]
+    if integer and not np.issubdtype(t.dtype, np.integer):
+        c.fail(f"tensor {name!r} must be integer, got {t.dtype}")
+    if not integer and not np.issubdtype(t.dtype, np.floating):
+        c.fail(f"tensor {name!r} must be floating point, got {t.dtype}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        c.fail(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    return t.astype(np.int64) if integer else t.astype(np.float64)
+
+
+def _num(v, what, c: _Checker, positive=False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        c.fail(f"{what} must be a finite number, got {v!r}")
+    if positive and not float(v) > 0:
+        c.fail(f"{what} must be > 0, got {v!r}")
+    return float(v)
+
+
+def _load_act(h, prefix, tensors, c: _Checker, channels=None) -> ActQuant:
+    c.keys(h, _ACT_KEYS, prefix)
+    if h["kind"] not in ("lsq", "qil", "asq"):
+        c.fail(f"{prefix}.kind {h['kind']!r} is not one of lsq, qil, asq")
+    bits = c.arith_(arith.check_abits, h["bits"], f"{prefix}.bits")
+    lo, hi = c.int_(h["lo"], f"{prefix}.lo"), c.int_(h["hi"], f"{prefix}.hi")
+    if not (-2 ** bits <= lo < hi < 2 ** bits):
+        c.fail(f"{prefix}: code range [{lo}, {hi}] does not fit {bits} bits")
+    q = ActQuant(h["kind"], bits, lo, hi, _num(h["scale"], f"{prefix}.scale", c, True),
+                 _num(h["zero"], f"{prefix}.zero", c), _num(h["value_step"], f"{prefix}.value_step", c, True),
+                 c.int_(h["value_frac"], f"{prefix}.value_frac", 0))
+    ad = h["adapter"]
+    if (q.kind == "asq") != (ad is not None):
+        c.fail(f"{prefix}: an ASQ quantizer needs an adapter and only ASQ has one")
+    if ad is None:
+        return q
+    c.keys(ad, _ADAPTER_KEYS, f"{prefix}.adapter")
+    if ad["factor"] not in arith.ASQ_FACTORS:
+        c.fail(f"{prefix}.adapter.factor {ad['factor']!r} is not one of {arith.ASQ_FACTORS}")
+    if ad["layers"] not in (1, 2):
+        c.fail(f"{prefix}.adapter.layers must be 1 or 2, got {ad['layers']!r}")
+    if ad["e1"] is None:                                  # float input adapter
+        import torch
+
+        from .quant.asq import ASQAdapter
+        fw1 = _tensor(tensors, f"{prefix}.adapter.fw1", c, integer=False)
+        fa = ASQAdapter(fw1.shape[1], layers=ad["layers"], factor=ad["factor"])
+        if ad["layers"] == 2:
+            fa.hidden_units = fw1.shape[0]
+            fa.hidden = torch.nn.Linear(fw1.shape[1], fw1.shape[0])
+            fa.out = torch.nn.Linear(fw1.shape[0], 1)
+        first = fa.hidden if fa.hidden is not None else fa.out
+        with torch.no_grad():
+            first.weight.copy_(torch.from_numpy(fw1))
+            first.bias.copy_(torch.from_numpy(_tensor(tensors, f"{prefix}.adapter.fb1", c, (fw1.shape[0],),
+                                                      integer=False)))
+            if ad["layers"] == 2:
+                fa.out.weight.copy_(torch.from_numpy(_tensor(tensors, f"{prefix}.adapter.fw2", c,
+                                                             (1, fw1.shape[0]), integer=False)))
+                fa.out.bias.copy_(torch.from_numpy(_tensor(tensors, f"{prefix}.adapter.fb2", c, (1,),
+                                                           integer=False)))
+
+        class _Holder:
+            adapter = fa
+        q.adapter = _Holder()
+        return q
+    w1 = _tensor(tensors, f"{prefix}.adapter.w1", c)
+    if w1.ndim != 2 or (channels is not None and w1.shape[1] != channels):
+        c.fail(f"{prefix}.adapter.w1 has shape {w1.shape}, expected [hidden, {channels}]")
+    if np.abs(w1).max(initial=0) >= 2 ** (arith.ADAPTER_WEIGHT_BITS - 1):
+        c.fail(f"{prefix}.adapter.w1 exceeds {arith.ADAPTER_WEIGHT_BITS}-bit fixed point")
+    b1 = _tensor(tensors, f"{prefix}.adapter.b1", c, (w1.shape[0],))
+    w2 = b2 = None
+    if ad["layers"] == 2:
+        w2 = _tensor(tensors, f"{prefix}.adapter.w2", c, (1, w1.shape[0]))
+        b2 = _tensor(tensors, f"{prefix}.adapter.b2", c, (1,))
+    q.adapter = Adapter(w1, b1, c.int_(ad["e1"], f"{prefix}.adapter.e1"), w2, b2,
+                        c.int_(ad["e2"], f"{prefix}.adapter.e2"), ad["factor"])
+    return q
+
+
+def load_graph(path) -> IntGraph:
+    """Read and check a version-2 file written by :func:`save_graph`."""
+    from safetensors import safe_open
+
+    p = os.fspath(path)
+    c = _Checker(p)
+    if not os.path.exists(p):
+        c.fail("no such file", "check the path, or export a model first (`post-accel export`)")
+    if os.path.isdir(p):
+        c.fail("is a directory, not a model file", "pass the exported .safetensors file inside it")
+    try:
+        with safe_open(p, framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:                                   # noqa: BLE001 - one-line report
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        c.fail(f"not a readable safetensors file (truncated or corrupt?): {type(exc).__name__}: {detail}",
+               "re-export the model; the file is damaged or not a model file")
+    if METADATA_KEY not in meta:
+        c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry", "this is not a post-accel model")
+    try:
+        h = json.loads(meta[METADATA_KEY], parse_constant=_reject_constant)
+    except ValueError as exc:
+        c.fail(f"{METADATA_KEY!r} metadata is not valid JSON ({str(exc).splitlines()[0]})")
+    if not isinstance(h, dict) or h.get("format") != GRAPH_FORMAT:
+        c.fail(f"format tag is {h.get('format') if isinstance(h, dict) else None!r}, expected {GRAPH_FORMAT!r}",
+               "a version-1 MLP file is read by golden.intmodel.load_intmodel")
+    if h.get("version") != GRAPH_VERSION:
+        c.fail(f"version {h.get('version')!r} is not {GRAPH_VERSION}", "upgrade post-accel or re-export")
+    c.keys(h, ("format", "version", "input_shape", "input", "stages", "meta", "provenance"), "header")
+    shape = h["input_shape"]
+    if not isinstance(shape, list) or not shape or not all(isinstance(v, int) and v > 0 for v in shape):
+        c.fail(f"input_shape must be a list of positive integers, got {shape!r}")
+    in_q = _load_act(h["input"], "input", tensors, c)
+    if not isinstance(h["stages"], list) or not h["stages"]:
+        c.fail("stages must be a non-empty list")
+    stages = []
+    for i, sh in enumerate(h["stages"]):
+        w = f"stage{i}"
+        c.keys(sh, _STAGE_KEYS, w)
+        if sh["kind"] not in ("conv", "linear") or sh["weight_format"] not in ("post", "table"):
+            c.fail(f"{w}: kind {sh['kind']!r} / weight_format {sh['weight_format']!r} unknown")
+        wbits = c.arith_(arith.check_wbits, sh["wbits"], f"{w}.wbits")
+        weights = _tensor(tensors, f"{w}.weights", c, sh["weight_shape"])
+        if sh["weight_format"] == "post":
+            c.arith_(arith.check_frac_bits, sh["frac_bits"], f"{w}.frac_bits")
+            if weights.min(initial=0) < 0 or weights.max(initial=0) >= 2 ** wbits:
+                c.fail(f"{w}: POST code outside 0..{2 ** wbits - 1}")
+        out_ch = weights.shape[0]
+        mult = _tensor(tensors, f"{w}.mult", c, (out_ch,))
+        shift = _tensor(tensors, f"{w}.shift", c, (out_ch,))
+        offset = _tensor(tensors, f"{w}.offset", c, (out_ch,))
+        if np.abs(mult).max() >= 2 ** arith.MULT_BITS or shift.min() < arith.SHIFT_RANGE.start \
+                or shift.max() >= arith.SHIFT_RANGE.stop:
+            c.fail(f"{w}: mult or shift outside the rescale unit's range")
+        ops = []
+        for op in sh["post_ops"]:
+            if op == ["flatten"]:
+                ops.append(("flatten",))
+            elif isinstance(op, list) and len(op) == 4 and op[0] == "maxpool" \
+                    and all(isinstance(v, int) and v >= 0 for v in op[1:]) and op[1] > 0 and op[2] > 0:
+                ops.append(tuple(op))
+            else:
+                c.fail(f"{w}: unknown post op {op!r}")
+        st = Stage(name=str(sh["name"]), kind=sh["kind"], weight_format=sh["weight_format"], weights=weights,
+                   wbits=wbits, frac_bits=c.int_(sh["frac_bits"], f"{w}.frac_bits", 0),
+                   stride=c.int_(sh["stride"], f"{w}.stride", 1), padding=c.int_(sh["padding"], f"{w}.padding", 0),
+                   groups=c.int_(sh["groups"], f"{w}.groups", 1), input_beta=bool(sh["input_beta"]),
+                   mult=mult, shift=shift, offset=offset, relu=bool(sh["relu"]),
+                   relu_floor=c.int_(sh["relu_floor"], f"{w}.relu_floor"), post_ops=ops,
+                   value_frac=c.int_(sh["value_frac"], f"{w}.value_frac", 0))
+        if sh["out"] is not None:
+            st.out = _load_act(sh["out"], f"{w}.out", tensors, c)
+        elif i != len(h["stages"]) - 1:
+            c.fail(f"{w}: only the last stage may be final (no output quantizer)")
+        stages.append(st)
+    if stages[-1].out is not None:
+        c.fail("the last stage must be final (it outputs the logits)")
+    return IntGraph(input_quant=in_q, input_shape=tuple(shape), stages=stages, meta=h["meta"])
