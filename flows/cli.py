@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     overhead_cmd.add_parser(sub)
     from flows import levels_cmd
     levels_cmd.add_parser(sub)
+    from flows import perf_cmd
+    perf_cmd.add_parser(sub)
     return parser
 
 

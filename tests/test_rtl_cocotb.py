@@ -15,6 +15,7 @@ from flows.compile import compile_model
 from golden import executor
 from hw.program import predicted_cycles
 from sim.compare import compare_outputs
+from sim.cycle_model import model_perf, program_shapes
 from sim.rtl import run_rtl
 
 SLICE = {"icarus": 24, "verilator": 90}
@@ -37,6 +38,7 @@ def test_trained_mlp_bit_exact(backend, trained_model, digits_codes):
     assert cmp.values == n * sum(l.codes.shape[0] for l in trained_model.layers)
     # the engine's cycle count is deterministic and equals the documented schedule
     assert rtl.cycles == [predicted_cycles(program.params, program)] * n
+    assert rtl.cycles[0] == model_perf(program_shapes(program), 4, 4)["total_cycles"]   # the cycle model
     rtl_pred = np.array([int(np.argmax(o[-1])) for o in rtl.outputs])
     assert (rtl_pred == golden.predictions).all()
     assert (rtl_pred == labels[:n]).mean() > 0.8          # a trained model, not noise

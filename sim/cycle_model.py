@@ -1,0 +1,222 @@
+"""Analytic cycle model of the layer engine: cycles, utilisation and memory traffic per layer.
+
+The engine's schedule (``docs/engine.md``, ``hw/engine.py``) does not depend on the data, so its
+cycle count is a closed formula of the layer shape and the array size. For a fully-connected
+layer it is :func:`hw.program.layer_cycles` (the same constants), which the tests check against
+the RTL's measured ``cycles`` on many shapes and array configurations.
+
+Convolutions are modelled as the engine will run them: the input in HWC order with channels in
+``ceil(C_in / R)`` tiles, one output pixel at a time, and for every pixel the fully-connected
+schedule over the ``k*k*ceil(C_in/R)`` input tiles of its receptive field (``n_it``) and the
+``ceil(C_out/C)`` output tiles; grouped (depthwise) convolutions run group by group. These rows
+are the design target of the convolution engine and are marked ``rtl_checked = False`` until
+that engine exists; only fully-connected layers are RTL-checked today. Pooling, residual adds
+and the ASQ adapter are not counted (listed under ``unmodelled``).
+
+Pure Python; ResNet-18 at 224x224 takes well under a second (``bench/perf_speed.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+from hw.program import LAYER_OVERHEAD, RUN_OVERHEAD, TAIL_CYCLES, EngineParams, layer_cycles
+
+__all__ = ["Shape", "LayerPerf", "layer_perf", "model_perf", "shapes_for_model", "shapes_from_file",
+           "program_shapes", "write_shapes_file", "SHAPES_FILE"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One conv/linear layer: ``linear`` has ``k = 1`` and ``out_hw = (1, 1)``."""
+
+    name: str
+    kind: str
+    in_ch: int
+    out_ch: int
+    k: int = 1
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    in_hw: tuple = (1, 1)
+    out_hw: tuple = (1, 1)
+
+    @property
+    def macs(self) -> int:
+        return self.in_ch // self.groups * self.out_ch * self.k * self.k * self.out_hw[0] * self.out_hw[1]
+
+
+@dataclass(frozen=True)
+class LayerPerf:
+    """Predicted behaviour of one layer on an R x C engine."""
+
+    name: str
+    kind: str
+    cycles: int
+    array_steps: int            # cycles in which the array takes a step
+    useful_macs: int
+    utilisation: float          # useful MACs / (R * C * cycles)
+    step_utilisation: float     # useful MACs / (R * C * array_steps): padding waste only
+    n_it: int
+    n_ot: int
+    n_pix: int
+    groups: int
+    weight_words_read: int      # R*C*W-bit words
+    act_words_read: int         # R-wide activation words (one per bank)
+    bias_reads: int
+    outputs_written: int
+    rtl_checked: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_perf(shape: Shape, rows: int, cols: int) -> LayerPerf:
+    """Cycles, utilisation and traffic of ``shape`` on an ``rows x cols`` engine."""
+    if rows < 1 or cols < 1:
+        raise ValueError(f"rows and cols must be >= 1, got {rows}x{cols}")
+    g = shape.groups
+    if shape.in_ch % g or shape.out_ch % g:
+        raise ValueError(f"layer {shape.name}: channels {shape.in_ch}->{shape.out_ch} not divisible by groups {g}")
+    cin_g, cout_g = shape.in_ch // g, shape.out_ch // g
+    n_it = shape.k * shape.k * math.ceil(cin_g / rows)
+    n_ot = math.ceil(cout_g / cols)
+    n_pix = shape.out_hw[0] * shape.out_hw[1]
+    tiles = g * n_pix * n_ot
+    if tiles == 1 or (g == 1 and n_pix == 1):
+        cycles = layer_cycles(EngineParams(rows=rows, cols=cols, max_fan_in=max(1, cin_g)), n_it, n_ot, cout_g)
+    else:
+        last_valid = cout_g - (n_ot - 1) * cols
+        cycles = LAYER_OVERHEAD + tiles * (cols + n_it) + TAIL_CYCLES + last_valid
+    steps = tiles * n_it
+    macs = shape.macs
+    return LayerPerf(name=shape.name, kind=shape.kind, cycles=cycles, array_steps=steps, useful_macs=macs,
+                     utilisation=macs / (rows * cols * cycles), step_utilisation=macs / (rows * cols * steps),
+                     n_it=n_it, n_ot=n_ot, n_pix=n_pix, groups=g, weight_words_read=steps, act_words_read=steps,
+                     bias_reads=tiles * cols, outputs_written=shape.out_ch * n_pix,
+                     rtl_checked=shape.kind == "linear" and g == 1)
+
+
+def model_perf(shapes, rows: int, cols: int, clock_mhz: float = 100.0, unmodelled: dict | None = None) -> dict:
+    """Per-layer and total figures for a list of :class:`Shape` (one sample, one run)."""
+    if not (isinstance(clock_mhz, (int, float)) and math.isfinite(clock_mhz) and clock_mhz > 0):
+        raise ValueError(f"clock must be a positive number of MHz, got {clock_mhz!r}")
+    layers = [layer_perf(s, rows, cols) for s in shapes]
+    if not layers:
+        raise ValueError("the model has no conv or linear layer")
+    cycles = RUN_OVERHEAD + sum(l.cycles for l in layers)
+    macs = sum(l.useful_macs for l in layers)
+    return {
+        "rows": rows, "cols": cols, "clock_mhz": clock_mhz, "layers": [l.to_dict() for l in layers],
+        "total_cycles": cycles, "useful_macs": macs, "peak_macs_per_cycle": rows * cols,
+        "utilisation": macs / (rows * cols * cycles), "latency_us": cycles / clock_mhz,
+        "weight_words_read": sum(l.weight_words_read for l in layers),
+        "act_words_read": sum(l.act_words_read for l in layers),
+        "outputs_written": sum(l.outputs_written for l in layers),
+        "rtl_checked_layers": sum(l.rtl_checked for l in layers),
+        "unmodelled": unmodelled or {},
+    }
+
+
+SHAPES_FILE = os.path.join(os.path.dirname(__file__), "model_shapes.json")
+
+
+def shapes_for_model(name: str, input_hw: int | None = None, cached: bool = True) -> tuple[list[Shape], dict]:
+    """Layer shapes of a zoo model and counts of unmodelled ops.
+
+    At the model's own input size the shapes come from ``sim/model_shapes.json`` (no torch import,
+    so ``post-accel perf`` answers at once; ``write_shapes_file`` regenerates it and a test checks it
+    against the zoo); otherwise from ``golden.zoo.layer_shapes`` on the meta device.
+    """
+    if cached and input_hw is None and os.path.exists(SHAPES_FILE):
+        with open(SHAPES_FILE) as f:
+            table = json.load(f)
+        if name in table:
+            entry = table[name]
+            return [Shape(**{**d, "in_hw": tuple(d["in_hw"]), "out_hw": tuple(d["out_hw"])})
+                    for d in entry["layers"]], entry["unmodelled"]
+    import torch
+
+    from golden.zoo import MODEL_INPUT_SHAPES, build_model, layer_shapes
+
+    if name not in MODEL_INPUT_SHAPES:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_INPUT_SHAPES)}, or a model file")
+    shape = MODEL_INPUT_SHAPES[name]
+    if input_hw is not None and len(shape) == 3:
+        shape = (shape[0], input_hw, input_hw)
+    with torch.device("meta"):          # shapes only: no weights are initialised, nothing is computed
+        model = build_model(name, 4, 4, weight_quant="fp", act_quant="fp")
+        recs = layer_shapes(model, shape)
+    shapes = [Shape(r.name, r.kind, r.in_ch, r.out_ch, r.kernel[0], r.stride[0], r.padding[0], r.groups,
+                    tuple(r.in_hw), tuple(r.out_hw)) for r in recs]
+    unmodelled = {}
+    for m in model.modules():
+        kind = type(m).__name__
+        if kind in ("MaxPool2d", "AdaptiveAvgPool2d"):
+            unmodelled[kind] = unmodelled.get(kind, 0) + 1
+    blocks = sum(type(m).__name__ in ("BasicBlock", "InvertedResidual") and getattr(m, "use_res", True)
+                 for m in model.modules())
+    if blocks:
+        unmodelled["residual_add"] = blocks
+    return shapes, unmodelled
+
+
+def write_shapes_file(path: str = SHAPES_FILE) -> dict:
+    """Regenerate ``sim/model_shapes.json`` from the zoo (every model at its own input size)."""
+    from golden.zoo import MODEL_NAMES
+
+    table = {}
+    for name in MODEL_NAMES:
+        shapes, unmodelled = shapes_for_model(name, cached=False)
+        table[name] = {"layers": [{**asdict(s), "in_hw": list(s.in_hw), "out_hw": list(s.out_hw)} for s in shapes],
+                       "unmodelled": unmodelled}
+    with open(path, "w") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return table
+
+
+def program_shapes(program) -> list[Shape]:
+    """Shapes of a compiled engine program (fully-connected layers)."""
+    return [Shape(l.name, "linear", l.fan_in, l.fan_out) for l in program.layers]
+
+
+def shapes_from_file(path) -> tuple[list[Shape], dict]:
+    """Shapes of an exported model: a version-1 MLP file or a version-2 integer graph."""
+    from golden.intmodel import ModelFileError, load_intmodel
+
+    from golden.graphfile import load_graph
+
+    try:
+        model = load_intmodel(path)
+        return [Shape(l.name, "linear", l.fan_in, l.fan_out) for l in model.layers], {}
+    except ModelFileError as v1_error:
+        try:
+            graph = load_graph(path)
+        except ModelFileError:
+            raise v1_error from None
+    shapes, pools = [], 0
+    dims = tuple(graph.input_shape)
+    for st in graph.stages:
+        if st.kind == "linear":
+            fan_in = st.weights.shape[1]
+            shapes.append(Shape(st.name, "linear", fan_in, st.weights.shape[0]))
+            dims = (st.weights.shape[0],)
+            continue
+        c, h, w = dims
+        k = st.weights.shape[2]
+        oh, ow = (h + 2 * st.padding - k) // st.stride + 1, (w + 2 * st.padding - k) // st.stride + 1
+        shapes.append(Shape(st.name, "conv", c, st.weights.shape[0], k, st.stride, st.padding, st.groups,
+                            (h, w), (oh, ow)))
+        dims = (st.weights.shape[0], oh, ow)
+        for op in st.post_ops:
+            if op[0] == "maxpool":
+                pools += 1
+                _, pk, ps, pp = op
+                dims = (dims[0], (dims[1] + 2 * pp - pk) // ps + 1, (dims[2] + 2 * pp - pk) // ps + 1)
+            else:
+                dims = (int(math.prod(dims)),)
+    return shapes, ({"MaxPool2d": pools} if pools else {})
