@@ -57,6 +57,8 @@ test: deps
 
 bench: deps
 	$(RUN) $(PY) bench/sim_speed.py
+	$(RUN) $(PY) bench/scaling.py
+	$(RUN) $(PY) bench/ablate.py
 
 clean:
 	rm -rf $(OUT) build sim_build

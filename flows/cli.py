@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     levels_cmd.add_parser(sub)
     from flows import perf_cmd
     perf_cmd.add_parser(sub)
+    from flows import ablate_cmd
+    ablate_cmd.add_parser(sub)
     return parser
 
 
