@@ -32,7 +32,14 @@ def _emit(args, result: dict, text: str) -> None:
 
 # --- train -------------------------------------------------------------------
 
+def _legacy_mlp(args) -> bool:
+    """The engine-runnable path: the digits MLP with POST weights and LSQ activations (export v1)."""
+    return args.model == "mlp" and args.weight_quant == "post" and args.act_quant == "lsq"
+
+
 def cmd_train(args) -> int:
+    if not _legacy_mlp(args):
+        return _train_zoo(args)
     from golden.train import TrainConfig, save_checkpoint, train
 
     cfg = TrainConfig(seed=args.seed, wbits=args.wbits, abits=args.abits, hidden=tuple(args.hidden),
@@ -44,9 +51,39 @@ def cmd_train(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, cfg, metrics, out)
     result = {"checkpoint": str(out), "seconds": round(seconds, 2), "wbits": cfg.wbits, "abits": cfg.abits,
-              "seed": cfg.seed, "epochs": cfg.epochs, **{k: v for k, v in metrics.items()}}
+              "seed": cfg.seed, "epochs": cfg.epochs, "model": "mlp", "weight_quant": "post",
+              "act_quant": "lsq", **{k: v for k, v in metrics.items()}}
     _emit(args, result, f"trained W{cfg.wbits}A{cfg.abits} MLP {list(cfg.hidden)} in {seconds:.1f} s: "
           f"float QAT test accuracy {metrics['float_test_accuracy']:.4f} -> {out}")
+    return 0
+
+
+DIGITS_MODELS = ("mlp", "cnn")
+
+
+def _train_zoo(args) -> int:
+    from golden.train_zoo import TrainSpec, save_checkpoint, train_spec
+
+    if args.model not in DIGITS_MODELS:
+        raise UserError(f"train runs on the digits data set, so --model must be one of {', '.join(DIGITS_MODELS)} "
+                        f"(got {args.model!r}; the ImageNet/CIFAR models are for perf and overhead)")
+    kw = {"epochs": args.epochs} if args.epochs is not None else {}
+    if args.fp_epochs is not None:
+        kw["fp_epochs"] = args.fp_epochs
+    spec = TrainSpec(model=args.model, wbits=args.wbits, abits=args.abits, weight_quant=args.weight_quant,
+                     act_quant=args.act_quant, seed=args.seed, **kw)
+    started = time.perf_counter()
+    model, metrics = train_spec(spec, progress=not (args.json or args.quiet), integer=False)
+    seconds = time.perf_counter() - started
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, spec, metrics, out)
+    acc = metrics.get("float_test_accuracy")
+    result = {"checkpoint": str(out), "seconds": round(seconds, 2), "model": args.model, "wbits": args.wbits,
+              "abits": args.abits, "weight_quant": args.weight_quant, "act_quant": args.act_quant,
+              "seed": args.seed, "epochs": spec.epochs, "float_test_accuracy": acc}
+    _emit(args, result, f"trained {args.model} W{args.wbits}A{args.abits} ({args.weight_quant} weights, "
+          f"{args.act_quant} activations) in {seconds:.1f} s: float QAT test accuracy {acc:.4f} -> {out}")
     return 0
 
 
@@ -64,9 +101,17 @@ def _integer_accuracy(intmodel) -> tuple[float, int]:
 def cmd_export(args) -> int:
     from golden.export import export_model
     from golden.intmodel import save_intmodel
-    from golden.train import load_checkpoint
+    from golden.train import CheckpointError, load_checkpoint
 
-    model, cfg, metrics = load_checkpoint(args.checkpoint)
+    try:
+        model, cfg, metrics = load_checkpoint(args.checkpoint)
+    except CheckpointError as v1_error:
+        if "no such file" in str(v1_error) or "not a readable" in str(v1_error):
+            raise
+        try:
+            return _export_zoo(args)
+        except UserError:
+            raise v1_error from None
     intmodel = export_model(model, cfg, metrics)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +122,34 @@ def cmd_export(args) -> int:
               "float_test_accuracy": float_acc, "integer_test_accuracy": int_acc}
     _emit(args, result, f"exported {len(intmodel.layers)} layers -> {out}\n"
           f"test accuracy: float QAT {float_acc:.4f}, integer executor {int_acc:.4f} ({n} samples)")
+    return 0
+
+
+def _export_zoo(args) -> int:
+    """A zoo checkpoint (``train --model cnn``, any quantizers) -> integer graph file (export v2)."""
+    import numpy as np
+
+    from golden.data import load_digits_split
+    from golden.graphfile import save_graph
+    from golden.intgraph import export_graph, run_graph
+    from golden.train_zoo import ZooCheckpointError, load_checkpoint
+
+    try:
+        model, spec, metrics = load_checkpoint(args.checkpoint)
+    except ZooCheckpointError as exc:
+        raise UserError(str(exc)) from None
+    graph = export_graph(model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_graph(graph, out, provenance={"spec": spec.to_dict(), "metrics": metrics})
+    _, _, x_test, y_test = load_digits_split()
+    int_acc = float((run_graph(graph, x_test).predictions == y_test).mean())
+    float_acc = metrics.get("float_test_accuracy")
+    result = {"model": str(out), "format": "post-accel-intgraph", "version": 2,
+              "layers": [st.name for st in graph.stages], "test_samples": int(len(y_test)),
+              "float_test_accuracy": float_acc, "integer_test_accuracy": int_acc}
+    _emit(args, result, f"exported {len(graph.stages)} stages (integer graph v2) -> {out}\n"
+          f"test accuracy: float QAT {float_acc:.4f}, integer executor {int_acc:.4f} ({len(y_test)} samples)")
     return 0
 
 
@@ -232,17 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object of results")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("train", help="QAT of the digits MLP (POST weights, LSQ activations)")
-    p.add_argument("--wbits", type=int, default=4, help="hidden-layer POST weight bits (default 4)")
+    p = sub.add_parser("train", help="QAT on the digits (MLP or CNN, any weight/activation quantizer)")
+    p.add_argument("--model", default="mlp", help="digits model: mlp (default) or cnn")
+    p.add_argument("--weight-quant", default="post",
+                   help="weight quantizer: post (default), pot, apot, uniform, qil, fp")
+    p.add_argument("--act-quant", default="lsq", help="activation quantizer: lsq (default), asq, qil, fp")
+    p.add_argument("--wbits", type=int, default=4, help="hidden-layer weight bits (default 4)")
     p.add_argument("--abits", type=int, default=4, help="hidden-layer activation bits (default 4)")
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=[64, 32], help="hidden layer sizes")
     p.add_argument("--epochs", type=_positive_int, default=None, help="QAT epochs (default: the config's)")
+    p.add_argument("--fp-epochs", type=int, default=None,
+                   help="float pre-training epochs before QAT (zoo models only; default: the spec's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(DEFAULT_OUT / "checkpoint.safetensors"))
     common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="trained checkpoint -> integer model (safetensors + JSON metadata)")
+    p = sub.add_parser("export", help="trained checkpoint -> integer model (safetensors + JSON metadata; "
+                                      "v1 for the engine's MLP, v2 integer graph for the others)")
     p.add_argument("checkpoint", help="checkpoint written by `post-accel train`")
     p.add_argument("--out", default=str(DEFAULT_OUT / "model.safetensors"))
     common(p)

@@ -170,6 +170,10 @@ class _Checker:
 
 def _check_header(h, c: _Checker) -> dict:
     """Validate the JSON header; returns a normalised copy (Python ints/floats)."""
+    if isinstance(h, dict) and h.get("format") == "post-accel-intgraph":
+        c.fail("is an integer graph (export v2) of a conv/zoo model, not a v1 MLP file",
+               "the layer engine runs v1 MLP models so far (train with the default --model mlp "
+               "--weight-quant post --act-quant lsq); use golden.graphfile.load_graph for v2 files")
     c.keys(h, _TOP_KEYS, "header")
     if h["format"] != FORMAT:
         c.fail(f"format tag is {h['format']!r}, expected {FORMAT!r}", "this is not a post-accel integer model")

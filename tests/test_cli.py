@@ -110,3 +110,28 @@ def test_simulate_bad_sample_count(trained_model_path):
 def test_model_too_big_for_engine(trained_model_path):
     proc = cli("simulate", trained_model_path, "--backend", "icarus", "--max-fan-in", "8", "--samples", "1")
     assert_clean_error(proc, "fan")
+
+
+def test_train_export_cnn_with_any_quantizers(tmp_path):
+    """`train --model cnn --weight-quant/--act-quant` -> zoo checkpoint -> `export` writes an integer graph
+    (v2) that `perf` reads, and that `simulate` (v1 engine) refuses with a clear message."""
+    ckpt, model = tmp_path / "c.safetensors", tmp_path / "m.safetensors"
+
+    def _cli(*args):
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    r = _cli("train", "--model", "cnn", "--weight-quant", "pot", "--act-quant", "asq", "--epochs", "1",
+             "--fp-epochs", "1", "--out", str(ckpt), "--json")
+    assert r["model"] == "cnn" and r["weight_quant"] == "pot" and r["act_quant"] == "asq"
+    r = _cli("export", str(ckpt), "--out", str(model), "--json")
+    assert r["format"] == "post-accel-intgraph" and len(r["layers"]) == 4
+    assert abs(r["integer_test_accuracy"] - r["float_test_accuracy"]) <= 0.05
+    r = _cli("perf", "--model", str(model), "--json")
+    assert [l["kind"] for l in r["layers"]] == ["conv", "conv", "conv", "linear"]
+    assert_clean_error(cli("simulate", model, "--samples", "2"), "integer graph (export v2)")
+
+
+def test_train_rejects_non_digits_models():
+    assert_clean_error(cli("train", "--model", "resnet18"), "mlp, cnn")
