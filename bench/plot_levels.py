@@ -1,9 +1,9 @@
 """Plot the 4-bit level sets of uniform, POT, POST (and APoT), like Fig. 3 of the ASQ/POST paper.
 
 Each panel shows the quantization function ``Q(v)`` on the normalised range [-1, 1] (alpha = 1),
-its levels as dots, and an inset that zooms into [0, 0.04] -- where POT at 4 bits still has two
-levels (1/64, 1/32) and POST none (its smallest level is sqrt(2)**-6 = 0.125): POST's coarser
-resolution near zero is the paper's point. The uniform panel uses the symmetric set (15 levels,
+its levels as dots, and an inset that zooms into [0, ZOOM] = [0, 0.25] near zero, where POT crowds
+its levels (1/64 ... 1/4), POST has three (0.125, 0.177, 0.25) and uniform one (1/7). POST's denser
+resolution near zero than uniform, without POT's waste, is the paper's point. The uniform panel uses the symmetric set (15 levels,
 ``Q(v) = round(7 v) / 7``) so all four panels have the same ``2**4 - 1`` levels. Level sets come
 from :mod:`golden.levels`. Usage::
 
@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from golden import levels as L  # noqa: E402
+
+#: Upper end of the inset that zooms in near zero.
+ZOOM = 0.25
 
 PANELS = (("uniform", "Uniform (symmetric)"), ("pot", "POT: {0, ±2^-k}"), ("post", "POST: {0, ±(√2)^-k}"),
           ("apot", "APoT (Li et al. 2020)"))
@@ -64,14 +67,14 @@ def main(argv=None) -> int:
         ax.set_xlim(-1.05, 1.05)
         ax.set_ylim(-1.05, 1.05)
         ins = ax.inset_axes([0.58, 0.07, 0.38, 0.38])
-        vz = np.linspace(0.0, 0.04, 2001)
+        vz = np.linspace(0.0, ZOOM, 2001)
         ins.plot(vz, quantize(quant, args.bits, vz), lw=1.2, color="C0")
         ins.plot(vz, vz, lw=0.6, ls="--", color="0.6")
-        near = levels[(levels >= 0) & (levels <= 0.04)]
+        near = levels[(levels >= 0) & (levels <= ZOOM)]
         ins.plot(near, near, "o", ms=3.5, color="C3")
-        ins.set_xlim(0, 0.04)
-        ins.set_ylim(-0.002, 0.042)
-        ins.set_title("zoom: 0 .. 0.04", fontsize=8)
+        ins.set_xlim(0, ZOOM)
+        ins.set_ylim(-0.01 * ZOOM / 0.2, ZOOM * 1.05)
+        ins.set_title(f"zoom: 0 .. {ZOOM}", fontsize=8)
         ins.tick_params(labelsize=7)
         ax.indicate_inset_zoom(ins, edgecolor="0.4")
     axes.flat[0].legend(loc="upper left", fontsize=8)
