@@ -46,8 +46,8 @@ def run(args) -> int:
     print(f"total {result['total_cycles']:,} cycles, utilisation {result['utilisation']:.1%} of the "
           f"{args.rows * args.cols} MAC/cycle peak, latency {result['latency_us']:,.1f} us")
     if any(not l["rtl_checked"] for l in result["layers"]):
-        print("* convolution schedule of the engine design (docs/cycle_model.md); only fully-connected "
-              "layers are checked against the RTL so far")
+        print("* grouped (depthwise) convolution: modelled group by group, a schedule the engine does not "
+              "run yet (docs/cycle_model.md)")
     if unmodelled:
         print("not counted: " + ", ".join(f"{k} x{v}" for k, v in sorted(unmodelled.items())))
     return 0

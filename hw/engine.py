@@ -5,42 +5,33 @@ counts and what :func:`hw.program.predicted_cycles` computes.
 
 Schedule
 --------
-A run starts in the cycle after ``start`` is seen (edge ``s``); ``cycles`` counts every cycle
-from then until, and including, the cycle at whose end ``done`` rises. The sequencer FSM spends:
+A run starts in the cycle after ``start`` is seen; ``cycles`` counts every cycle from then until,
+and including, the cycle at whose end ``done`` rises. Per layer: ``LAYER`` 1 cycle, ``DESC``
+``25 + 1`` cycles (one descriptor field a cycle, plus the cycle that latches the last), then for
+every output pixel and output tile ``BIAS`` ``C`` cycles and ``FEED`` ``n_it`` cycles (one weight
+word and one R-wide input word a cycle, the array step a cycle later; the finished tile drains
+while the next one runs), then ``TAIL`` ``6 + v_last`` cycles; once per run a final ``LAYER``
+cycle raises ``done``:
 
-* per layer ``l`` with ``n_it`` input tiles, ``n_ot`` output tiles and ``n_out`` outputs:
-
-  - ``LAYER``: 1 cycle (is there a layer left?);
-  - ``DESC``: ``11 + 1`` cycles (one descriptor field read per cycle, plus the last read's data);
-  - per output tile: ``BIAS`` ``C`` cycles (read the tile's C biases: the accumulator init),
-    then ``FEED`` ``n_it`` cycles (one weight word and R activations read per cycle; each
-    becomes one array step a cycle later). The next tile's ``BIAS`` starts right after ``FEED``:
-    the finished tile drains (one output a cycle through the requantiser) while it runs;
-  - ``TAIL``: ``6 + v`` cycles after the last ``FEED`` cycle, ``v = n_out - (n_ot - 1) * C``
-    the last tile's valid outputs: 1 cycle the last step's memory data is offered to the array,
-    1 in the product register, 1 in the accumulators (taken by the drain), ``v`` drain cycles,
-    3 requantiser cycles; the last of these writes the last output and leaves ``TAIL``.
-
-* once per run: the final ``LAYER`` cycle that finds no layer left and raises ``done``.
-
-So ``cycles = 1 + sum_l [13 + n_ot*(C + n_it) + 6 + n_out - (n_ot - 1)*C]``
-``= 1 + sum_l (n_ot*n_it + n_out + C + 19)`` exactly, independent of the data (the constants are
-:data:`hw.program.LAYER_OVERHEAD`, :data:`hw.program.TAIL_CYCLES`, :data:`hw.program.RUN_OVERHEAD`).
-``n_ot*n_it`` cycles carry array steps; everything else is overhead.
+``cycles = 1 + sum_l [27 + n_pix*n_ot*(C + n_it) + 6 + v_last]`` exactly, independent of the data
+(:data:`hw.program.LAYER_OVERHEAD`, :data:`hw.program.TAIL_CYCLES`, :data:`hw.program.RUN_OVERHEAD`).
 
 Dataflow
 --------
-Activation banks: R memories of ``act_words`` x ``abits``; element ``e`` of a region at word ``b``
-is in bank ``e % R`` at word ``b + e // R``, so input tile ``it`` is word ``in_base + it`` of
-every bank. Weight memory: one ``R*C*W``-bit word per tile, tiles ``(ot, it)`` consecutive from
-``w_base``. Bias memory: ``acc_bits`` per entry, ``C`` consecutive entries per output tile from
-``b_base``. Results of the final layer go to the result memory at index ``o``; other layers'
-outputs go through the requantiser to word ``out_base + o // R``, bank ``o % R`` (a (word,
-bank) counter, no division). Descriptors: a 16-bit memory at ``layer * 16 + field``.
+Activation banks: R memories of ``act_words`` x ``abits``; element ``(c, y, x)`` of a ``C x H x W``
+region at word ``b`` is in bank ``c % R`` at word ``b + (y*W + x)*ceil(C/R) + c // R`` (HWC). The
+sequencer walks output pixels row by row and, for each, the taps ``(ky, kx)`` of its receptive
+field and the ``CT`` channel tiles of each tap with incremental address registers (``pix0``,
+``col_step``, ``row_step``, ``krow_jump`` from the descriptor: no multiplier); taps outside the
+input feed zeros. Weight memory: one ``R*C*W``-bit word per tile, tiles ``(ot, it)`` consecutive
+from ``w_base`` and read again for every pixel. Bias memory: ``acc_bits`` per entry, ``C`` per
+output tile. Outputs of the final layer go to the result memory at ``pixel*n_out + o``; other
+layers' outputs go through the requantiser to word ``out_base + pixel*oct + o // R``, bank
+``o % R``. Descriptors: a 16-bit memory at ``layer * 32 + field``.
 
 Host notes
 ----------
-Writes to addresses outside a memory (or to a bank ``>= R``, a descriptor field ``>= 11``) are
+Writes to addresses outside a memory (or to a bank ``>= R``, a descriptor field ``>= 25``) are
 ignored; such reads answer 0. ``n_layers`` above ``max_layers`` is clamped to it. The engine reads
 ``C`` biases per output tile, so a layer needs ``n_ot * C`` bias entries (zeros past ``n_out``;
 :func:`hw.program.build_program` pads). Take every read response before ``start``: during a run
@@ -53,7 +44,7 @@ exact; the streams keep valid/ready so the components stay reusable.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,7 +79,7 @@ def host_read_layout(params: EngineParams) -> data.StructLayout:
 
 
 class PostEngine(wiring.Component):
-    """Runs a stack of fully-connected POST layers loaded at run time (``docs/engine.md``).
+    """Runs a stack of convolution / fully-connected POST layers loaded at run time (``docs/engine.md``).
 
     Parameters
     ----------
@@ -172,8 +163,8 @@ class PostEngine(wiring.Component):
         do_wr = self.host_wr.valid & ~busy
         wr_bank = wr.addr[:bank_bits]
         wr_word = wr.addr[bank_bits:]
-        desc_field = wr.addr[:4]
-        desc_layer = wr.addr[4:]
+        desc_field = wr.addr[:5]
+        desc_layer = wr.addr[5:]
 
         # --- host reads (only while idle) -------------------------------------------
         req = self.rd_req.payload
@@ -216,10 +207,28 @@ class PostEngine(wiring.Component):
         shift = Signal(SHIFT_BITS)
         qmax = Signal(QMAX_BITS)
         final = Signal()
+        k = Signal(DESC_BITS)
+        ct = Signal(DESC_BITS)
+        stride = Signal(DESC_BITS)
+        pad = Signal(DESC_BITS)
+        in_h = Signal(DESC_BITS)
+        in_w = Signal(DESC_BITS)
+        out_w = Signal(DESC_BITS)
+        n_pix = Signal(DESC_BITS)
+        oct_ = Signal(DESC_BITS)
+        col_step = Signal(DESC_BITS)
+        row_step = Signal(signed(DESC_BITS))
+        krow_jump = Signal(DESC_BITS)
+        v_last = Signal(DESC_BITS)
+        pix0 = Signal(signed(DESC_BITS))
         fields = {DescField.N_IT: n_it, DescField.N_OT: n_ot, DescField.N_OUT: n_out,
                   DescField.IN_BASE: in_base, DescField.OUT_BASE: out_base, DescField.W_BASE: w_base,
                   DescField.B_BASE: b_base, DescField.MULT: mult, DescField.SHIFT: shift,
-                  DescField.QMAX: qmax, DescField.FINAL: final}
+                  DescField.QMAX: qmax, DescField.FINAL: final, DescField.K: k, DescField.CT: ct,
+                  DescField.STRIDE: stride, DescField.PAD: pad, DescField.IN_H: in_h, DescField.IN_W: in_w,
+                  DescField.OUT_W: out_w, DescField.N_PIX: n_pix, DescField.OCT: oct_,
+                  DescField.COL_STEP: col_step, DescField.ROW_STEP: row_step, DescField.KROW_JUMP: krow_jump,
+                  DescField.V_LAST: v_last, DescField.PIX0: pix0}
         assert len(fields) == DESC_FIELDS
 
         # --- sequencer state ----------------------------------------------------------
@@ -230,12 +239,28 @@ class PostEngine(wiring.Component):
         w_addr = Signal(DESC_BITS)
         b_addr = Signal(DESC_BITS)
         m.d.comb += [weight_rd.addr.eq(w_addr), bias_rd.addr.eq(b_addr),
-                     desc_rd.addr.eq(Cat(fcnt[:4], layer))]
+                     desc_rd.addr.eq(Cat(fcnt[:5], layer))]
+
+        # convolution walk: output pixel (pix, ox), its receptive field's tap (row iy, column kx/ix,
+        # channel tile ctc); the input word of the tap is tap_addr
+        pix = Signal(DESC_BITS)
+        ox = Signal(DESC_BITS)
+        pix_addr = Signal(signed(DESC_BITS + 4))     # input word of tap (0, 0) of this pixel
+        iy0 = Signal(signed(DESC_BITS + 2))          # input row / column of tap (0, 0)
+        ix0 = Signal(signed(DESC_BITS + 2))
+        tap_addr = Signal(signed(DESC_BITS + 4))
+        kx = Signal(DESC_BITS)
+        ctc = Signal(DESC_BITS)
+        iy = Signal(signed(DESC_BITS + 2))
+        ix = Signal(signed(DESC_BITS + 2))
+        tap_valid = Signal()
+        m.d.comb += tap_valid.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w))
 
         # feed: memory data of the step issued last cycle becomes an array step
         feed_v = Signal()
         feed_first = Signal()
         feed_last = Signal()
+        feed_pad = Signal()                                  # the tap lies in the zero padding
         bias_v = Signal()
         init = Signal(data.ArrayLayout(signed(p.acc_bits), C))
         m.d.sync += [feed_v.eq(0), bias_v.eq(0)]
@@ -245,20 +270,20 @@ class PostEngine(wiring.Component):
         step = array.i.payload
         m.d.comb += [array.i.valid.eq(feed_v), step.first.eq(feed_first), step.last.eq(feed_last),
                      step.init.eq(init), step.w.eq(weight_rd.data)]
-        m.d.comb += [step.x[r].eq(act_rd[r].data) for r in range(R)]
+        m.d.comb += [step.x[r].eq(Mux(feed_pad, 0, act_rd[r].data)) for r in range(R)]
 
         # activation read ports: host reads while idle, the feed while busy
         feed_en = Signal()
         for r in range(R):
             with m.If(busy):
-                m.d.comb += [act_rd[r].addr.eq(in_base + it), act_rd[r].en.eq(feed_en)]
+                m.d.comb += [act_rd[r].addr.eq(tap_addr), act_rd[r].en.eq(feed_en)]
             with m.Else():
                 m.d.comb += [act_rd[r].addr.eq(rd_word), act_rd[r].en.eq(do_rd & (req.sel == Sel.ACT))]
 
         # --- drain: the array's C accumulators, one valid output a cycle into the requantiser
         drain = Signal(data.ArrayLayout(signed(p.acc_bits), C))
         drain_left = Signal(range(C + 1))
-        drain_remaining = Signal(DESC_BITS + 1)      # outputs of this layer not yet captured
+        cap_ot = Signal(DESC_BITS)                   # output tile (within its pixel) captured next
         tiles_in_flight = Signal(2)                  # last steps accepted, outputs not yet captured
         m.d.comb += array.o.ready.eq(drain_left == 0)
         capture = array.o.valid & array.o.ready
@@ -273,10 +298,10 @@ class PostEngine(wiring.Component):
         push = rq.i.valid & rq.i.ready
         with m.If(capture):
             m.d.sync += drain.eq(array.o.payload)
-            with m.If(drain_remaining >= C):
-                m.d.sync += [drain_left.eq(C), drain_remaining.eq(drain_remaining - C)]
+            with m.If(cap_ot == n_ot - 1):
+                m.d.sync += [drain_left.eq(v_last), cap_ot.eq(0)]
             with m.Else():
-                m.d.sync += [drain_left.eq(drain_remaining), drain_remaining.eq(0)]
+                m.d.sync += [drain_left.eq(C), cap_ot.eq(cap_ot + 1)]
         with m.Elif(push):
             m.d.sync += [drain[c].eq(drain[c + 1]) for c in range(C - 1)]
             m.d.sync += drain_left.eq(drain_left - 1)
@@ -291,14 +316,19 @@ class PostEngine(wiring.Component):
             m.d.sync += rq_in_flight.eq(rq_in_flight - 1)
         out_word = Signal(DESC_BITS)
         out_bank = Signal(range(R))
+        out_pix = Signal(DESC_BITS)                  # first word of the pixel being written
+        wr_o = Signal(DESC_BITS)                     # output channel being written
         res_idx = Signal(DESC_BITS)
         with m.If(pop):
             with m.If(final):
                 m.d.sync += res_idx.eq(res_idx + 1)
+            with m.Elif(wr_o == n_out - 1):          # last channel of a pixel: next pixel's words
+                m.d.sync += [wr_o.eq(0), out_bank.eq(0), out_pix.eq(out_pix + oct_),
+                             out_word.eq(out_pix + oct_)]
             with m.Elif(out_bank == R - 1):
-                m.d.sync += [out_bank.eq(0), out_word.eq(out_word + 1)]
+                m.d.sync += [out_bank.eq(0), out_word.eq(out_word + 1), wr_o.eq(wr_o + 1)]
             with m.Else():
-                m.d.sync += out_bank.eq(out_bank + 1)
+                m.d.sync += [out_bank.eq(out_bank + 1), wr_o.eq(wr_o + 1)]
 
         for r in range(R):
             with m.If(busy):
@@ -348,23 +378,45 @@ class PostEngine(wiring.Component):
                 with m.If(fcnt == f + 1):
                     m.d.sync += reg.eq(desc_rd.data)
             with m.If(fcnt == DESC_FIELDS):
-                m.d.sync += [ot.eq(0), ccnt.eq(0), w_addr.eq(w_base), b_addr.eq(b_base),
-                             drain_remaining.eq(n_out), out_word.eq(out_base), out_bank.eq(0),
-                             res_idx.eq(0), state.eq(_State.BIAS)]
+                m.d.sync += [ot.eq(0), ccnt.eq(0), w_addr.eq(w_base), b_addr.eq(b_base), cap_ot.eq(0),
+                             out_word.eq(out_base), out_pix.eq(out_base), out_bank.eq(0), wr_o.eq(0),
+                             res_idx.eq(0), pix.eq(0), ox.eq(0), pix_addr.eq(pix0), iy0.eq(-pad),
+                             ix0.eq(-pad), state.eq(_State.BIAS)]
         with m.Elif(state == _State.BIAS):
             m.d.sync += [bias_v.eq(1), b_addr.eq(b_addr + 1), ccnt.eq(ccnt + 1)]
             with m.If(ccnt == C - 1):
-                m.d.sync += [ccnt.eq(0), it.eq(0), state.eq(_State.FEED)]
+                m.d.sync += [ccnt.eq(0), it.eq(0), tap_addr.eq(pix_addr), kx.eq(0), ctc.eq(0),
+                             iy.eq(iy0), ix.eq(ix0), state.eq(_State.FEED)]
         with m.Elif(state == _State.FEED):
             m.d.comb += feed_en.eq(1)
             m.d.sync += [feed_v.eq(1), feed_first.eq(it == 0), feed_last.eq(it == n_it - 1),
-                         w_addr.eq(w_addr + 1), it.eq(it + 1)]
-            with m.If(it == n_it - 1):
-                m.d.sync += ot.eq(ot + 1)
-                with m.If(ot == n_ot - 1):
-                    m.d.sync += state.eq(_State.TAIL)
+                         feed_pad.eq(~tap_valid), w_addr.eq(w_addr + 1), it.eq(it + 1)]
+            # next tap: channel tiles fastest, then kernel columns, then kernel rows
+            with m.If(ctc == ct - 1):
+                m.d.sync += ctc.eq(0)
+                with m.If(kx == k - 1):
+                    m.d.sync += [kx.eq(0), ix.eq(ix0), iy.eq(iy + 1),
+                                 tap_addr.eq(tap_addr + krow_jump)]
                 with m.Else():
-                    m.d.sync += state.eq(_State.BIAS)
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), tap_addr.eq(tap_addr + 1)]
+            with m.Else():
+                m.d.sync += [ctc.eq(ctc + 1), tap_addr.eq(tap_addr + 1)]
+            with m.If(it == n_it - 1):
+                with m.If(ot == n_ot - 1):
+                    m.d.sync += ot.eq(0)
+                    with m.If(pix == n_pix - 1):
+                        m.d.sync += state.eq(_State.TAIL)
+                    with m.Else():                   # next output pixel: weights and biases again
+                        m.d.sync += [pix.eq(pix + 1), w_addr.eq(w_base), b_addr.eq(b_base),
+                                     state.eq(_State.BIAS)]
+                        with m.If(ox == out_w - 1):
+                            m.d.sync += [ox.eq(0), pix_addr.eq(pix_addr + row_step), iy0.eq(iy0 + stride),
+                                         ix0.eq(-pad)]
+                        with m.Else():
+                            m.d.sync += [ox.eq(ox + 1), pix_addr.eq(pix_addr + col_step),
+                                         ix0.eq(ix0 + stride)]
+                with m.Else():
+                    m.d.sync += [ot.eq(ot + 1), state.eq(_State.BIAS)]
         with m.Else():                              # _State.TAIL
             with m.If(pipeline_empty):
                 m.d.sync += [layer.eq(layer + 1), state.eq(_State.LAYER)]

@@ -23,11 +23,11 @@ import numpy as np
 
 from golden import arith
 
-__all__ = ["EngineParams", "Sel", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS", "LayerSpec",
+__all__ = ["EngineParams", "Sel", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS", "SIGNED_FIELDS", "LayerSpec",
            "Program", "build_program", "predicted_cycles", "LAYER_OVERHEAD", "TAIL_CYCLES", "RUN_OVERHEAD"]
 
-#: Descriptor slots per layer in the ``DESC`` address space (``layer * 16 + field``).
-DESC_STRIDE = 16
+#: Descriptor slots per layer in the ``DESC`` address space (``layer * 32 + field``).
+DESC_STRIDE = 32
 #: Width of one descriptor field in the engine (every field is stored as a 16-bit word).
 DESC_BITS = 16
 
@@ -44,7 +44,12 @@ class Sel(IntEnum):
 
 
 class DescField(IntEnum):
-    """Fields of a layer descriptor (``DESC`` address ``layer * 16 + field``)."""
+    """Fields of a layer descriptor (``DESC`` address ``layer * 32 + field``).
+
+    Fields 11.. describe the convolution geometry (a fully-connected layer is a 1x1 convolution
+    on a 1x1 input: ``K = 1``, ``CT = n_it``, one pixel). Fields marked signed are 16-bit two's
+    complement.
+    """
 
     N_IT = 0       #: input tiles, ceil(fan_in / R)
     N_OT = 1       #: output tiles, ceil(fan_out / C)
@@ -57,6 +62,21 @@ class DescField(IntEnum):
     SHIFT = 8      #: requantisation shift
     QMAX = 9       #: 2**out_bits - 1
     FINAL = 10     #: 1: write acc to RESULT[o] instead of requantising
+    K = 11         #: kernel size (square)
+    CT = 12        #: input channel tiles, ceil(C_in / R); n_it = K*K*CT
+    STRIDE = 13    #: convolution stride
+    PAD = 14       #: zero padding on every side
+    IN_H = 15      #: input height
+    IN_W = 16      #: input width
+    OUT_W = 17     #: output width
+    N_PIX = 18     #: output pixels, out_h * out_w
+    OCT = 19       #: activation words per output pixel, ceil(n_out / R)
+    COL_STEP = 20  #: input word step between horizontally adjacent output pixels, stride * CT
+    ROW_STEP = 21  #: (signed) step from the last pixel of an output row to the first of the next
+    KROW_JUMP = 22 #: word step from the end of one kernel row to the start of the next, (IN_W-K)*CT + 1
+    PIX0 = 23      #: (signed) input word of tap (0, 0) of output pixel (0, 0), in_base - PAD*(IN_W+1)*CT
+    V_LAST = 24    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
+                   #: the only field not used in the cycle that latches it)
 
 
 #: Number of descriptor fields the engine stores per layer.
@@ -188,19 +208,50 @@ class LayerSpec:
     out_bits: int | None
     final: bool
     name: str
+    in_shape: tuple | None = None     #: (C, H, W) of a convolution's input; None: fully connected
+    stride: int = 1
+    pad: int = 0
+
+    @property
+    def is_conv(self) -> bool:
+        return self.in_shape is not None
+
+    @property
+    def k(self) -> int:
+        return int(np.shape(self.codes)[2]) if self.is_conv else 1
 
     @property
     def fan_in(self) -> int:
-        return int(np.shape(self.codes)[1])
+        """Products per output: ``C_in * K * K`` (fully connected: the input size)."""
+        return int(np.prod(np.shape(self.codes)[1:]))
 
     @property
     def fan_out(self) -> int:
+        """Output channels (fully connected: outputs)."""
         return int(np.shape(self.codes)[0])
+
+    @property
+    def in_chw(self) -> tuple:
+        return tuple(self.in_shape) if self.is_conv else (self.fan_in, 1, 1)
+
+    @property
+    def out_chw(self) -> tuple:
+        c, h, w = self.in_chw
+        k = self.k
+        return (self.fan_out, (h + 2 * self.pad - k) // self.stride + 1, (w + 2 * self.pad - k) // self.stride + 1)
+
+    @property
+    def in_size(self) -> int:
+        return int(np.prod(self.in_chw))
+
+    @property
+    def out_size(self) -> int:
+        return int(np.prod(self.out_chw))
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where one layer lives in the engine (the descriptor's values)."""
+    """Where one layer lives in the engine (the descriptor's values, :class:`DescField` order)."""
 
     n_it: int
     n_ot: int
@@ -213,10 +264,30 @@ class _Layout:
     shift: int
     qmax: int
     final: int
+    k: int = 1
+    ct: int = 1
+    stride: int = 1
+    pad: int = 0
+    in_h: int = 1
+    in_w: int = 1
+    out_w: int = 1
+    n_pix: int = 1
+    oct: int = 1
+    col_step: int = 0
+    row_step: int = 0
+    krow_jump: int = 1
+    pix0: int = 0
+    v_last: int = 1
 
     def fields(self) -> list[int]:
         return [self.n_it, self.n_ot, self.n_out, self.in_base, self.out_base, self.w_base, self.b_base,
-                self.mult, self.shift, self.qmax, self.final]
+                self.mult, self.shift, self.qmax, self.final, self.k, self.ct, self.stride, self.pad,
+                self.in_h, self.in_w, self.out_w, self.n_pix, self.oct, self.col_step, self.row_step,
+                self.krow_jump, self.pix0, self.v_last]
+
+
+#: Descriptor fields holding signed values (written as 16-bit two's complement).
+SIGNED_FIELDS = (DescField.ROW_STEP, DescField.PIX0)
 
 
 @dataclass
@@ -246,7 +317,8 @@ class Program:
     def _check_input(self, x) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 1 or x.shape[0] != self.input_size:
-            raise ValueError(f"input must be a 1-D array of {self.input_size} activation codes, got shape {x.shape}")
+            raise ValueError(f"input must be a 1-D array of {self.input_size} activation codes "
+                             f"(C*H*W in CHW order for a convolution), got shape {x.shape}")
         if not np.issubdtype(x.dtype, np.integer):
             raise ValueError(f"input codes must be integers, got dtype {x.dtype}")
         x = x.astype(np.int64)
@@ -255,71 +327,118 @@ class Program:
             raise ValueError(f"input codes must lie in 0..{top} ({self.params.abits}-bit activations)")
         return x
 
+    def _addresses(self, base: int, chw: tuple) -> list[int]:
+        """``ACT`` addresses of a CHW tensor stored HWC with ``ceil(C/R)`` words per pixel, CHW order."""
+        c, h, w = chw
+        R, bb = self.params.rows, self.params.bank_bits
+        ct = _ceil(c, R)
+        return [((base + (y * w + x) * ct + ch // R) << bb) | (ch % R)
+                for ch in range(c) for y in range(h) for x in range(w)]
+
     def input_writes(self, x_codes) -> list[tuple[int, int, int]]:
-        """Host writes that place one sample's input codes in the input region."""
+        """Host writes that place one sample's input codes (CHW order) in the input region."""
         x = self._check_input(x_codes)
-        addr = self.params.act_address
-        return [(int(Sel.ACT), addr(self.input_base, e), int(v)) for e, v in enumerate(x)]
+        addrs = self._addresses(self.input_base, self.layers[0].in_chw)
+        return [(int(Sel.ACT), a, int(v)) for a, v in zip(addrs, x)]
 
     def output_reads(self) -> list[tuple[int, int]]:
-        """Reads of every layer's outputs in layer order (ACT regions, RESULT for the final layer)."""
+        """Reads of every layer's outputs in layer order, each in CHW order (RESULT for the final layer)."""
         reads = []
-        addr = self.params.act_address
-        for lay in self.layouts:
-            if lay.final:
-                reads += [(int(Sel.RESULT), o) for o in range(lay.n_out)]
+        for layer, lay in zip(self.layers, self.layouts):
+            c, h, w = layer.out_chw
+            if lay.final:       # RESULT index pixel * n_out + o
+                reads += [(int(Sel.RESULT), (y * w + x) * c + o) for o in range(c) for y in range(h)
+                          for x in range(w)]
             else:
-                reads += [(int(Sel.ACT), addr(lay.out_base, o)) for o in range(lay.n_out)]
+                reads += [(int(Sel.ACT), a) for a in self._addresses(lay.out_base, layer.out_chw)]
         return reads
 
     def decode_outputs(self, values) -> list[np.ndarray]:
-        """Split raw read data (in :meth:`output_reads` order) into one int64 array per layer."""
+        """Split raw read data (in :meth:`output_reads` order) into one int64 array per layer (CHW, flat)."""
         values = [int(v) for v in values]
-        expected = sum(lay.n_out for lay in self.layouts)
-        if len(values) != expected:
-            raise ValueError(f"expected {expected} read values, got {len(values)}")
+        sizes = [layer.out_size for layer in self.layers]
+        if len(values) != sum(sizes):
+            raise ValueError(f"expected {sum(sizes)} read values, got {len(values)}")
         db = self.params.data_bits
         out, pos = [], 0
-        for lay in self.layouts:
-            chunk = values[pos:pos + lay.n_out]
-            pos += lay.n_out
+        for lay, n in zip(self.layouts, sizes):
+            chunk = values[pos:pos + n]
+            pos += n
             if lay.final:
                 chunk = [v - (1 << db) if v >> (db - 1) & 1 else v for v in chunk]
             out.append(np.array(chunk, dtype=np.int64))
         return out
 
     def reference(self, x_codes) -> list[np.ndarray]:
-        """Per-layer outputs computed directly with :mod:`golden.arith` (what the engine must give)."""
+        """Per-layer outputs (CHW, flat) computed directly with :mod:`golden.arith`."""
         p = self.params
         x = self._check_input(x_codes)
         outs = []
         for layer in self.layers:
-            prod = arith.post_product(x[None, :], np.asarray(layer.codes, dtype=np.int64),
-                                      p.wbits, p.abits, p.frac_bits)
-            acc = prod.sum(axis=1) + np.asarray(layer.bias, dtype=np.int64)
+            cols = _patches(x.reshape(layer.in_chw), layer.k, layer.stride, layer.pad)   # [pixels, fan_in]
+            codes = np.asarray(layer.codes, dtype=np.int64).reshape(layer.fan_out, -1)
+            prod = arith.post_product(cols[:, None, :], codes[None, :, :], p.wbits, p.abits, p.frac_bits)
+            acc = prod.sum(axis=2) + np.asarray(layer.bias, dtype=np.int64)[None, :]     # [pixels, out]
             if layer.final:
                 y = acc.astype(np.int64)
             else:
                 y = arith.requantize(acc, layer.mult, layer.shift, layer.out_bits).astype(np.int64)
+            y = y.T.reshape(-1)                                                        # CHW order
             outs.append(y)
             x = y
         return outs
+
+
+def _patches(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
+    """``[C, H, W]`` codes -> ``[out_h*out_w, C*k*k]`` receptive fields (zero padding), row-major pixels."""
+    c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    rows = [xp[:, y * stride:y * stride + k, xx * stride:xx * stride + k].reshape(-1)
+            for y in range(oh) for xx in range(ow)]
+    return np.stack(rows)
 
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _pack_tile(codes: np.ndarray, ot: int, it: int, p: EngineParams) -> int:
+def _pack_tile(codes: np.ndarray, ot: int, it: int, ct_count: int, p: EngineParams) -> int:
+    """Weight word of tile ``(ot, it)``; ``codes`` is ``[out, C_in, K, K]`` and input tile ``it`` is
+    ``(ky*K + kx)*CT + ct``: row ``r`` holds input channel ``ct*R + r`` at tap ``(ky, kx)``."""
     word = 0
-    fan_out, fan_in = codes.shape
+    fan_out, cin, k, _ = codes.shape
+    tap, ct = divmod(it, ct_count)
+    ky, kx = divmod(tap, k)
     for r in range(p.rows):
-        i = it * p.rows + r
+        ci = ct * p.rows + r
         for c in range(p.cols):
             o = ot * p.cols + c
-            code = int(codes[o, i]) if (i < fan_in and o < fan_out) else 0
+            code = int(codes[o, ci, ky, kx]) if (ci < cin and o < fan_out) else 0
             word |= code << ((r * p.cols + c) * p.wbits)
     return word
+
+
+def _engine_codes(layer: LayerSpec, prev: LayerSpec | None, R: int) -> np.ndarray:
+    """The layer's codes as ``[out, C_in, K, K]`` in the engine's input order.
+
+    A fully-connected layer is a 1x1 convolution. After a convolution with an ``H x W`` output it
+    reads that output where the convolution wrote it (HWC, ``ceil(C/R)*R`` channel slots a pixel),
+    so its columns are permuted from PyTorch's CHW flattening to that order (zero in pad slots).
+    """
+    codes = np.asarray(layer.codes, dtype=np.int64)
+    if layer.is_conv:
+        return codes
+    if prev is not None and prev.out_chw[1] * prev.out_chw[2] > 1:
+        c, h, w = prev.out_chw
+        slots = _ceil(c, R) * R
+        out = np.zeros((layer.fan_out, h * w * slots), dtype=np.int64)
+        for ch in range(c):
+            for y in range(h):
+                for x in range(w):
+                    out[:, (y * w + x) * slots + ch] = codes[:, ch * h * w + y * w + x]
+        return out[:, :, None, None]
+    return codes[:, :, None, None]
 
 
 def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | None, last: bool) -> None:
@@ -328,13 +447,31 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | 
     if not isinstance(layer, LayerSpec):
         raise ValueError(f"layer {l} is not a LayerSpec")
     codes = np.asarray(layer.codes)
-    if codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] < 1:
+    if layer.is_conv:
+        if codes.ndim != 4 or codes.shape[2] != codes.shape[3] or min(codes.shape) < 1:
+            raise ValueError(f"{where}: convolution codes must be a non-empty [out, C_in, K, K] array, "
+                             f"got shape {codes.shape}")
+        if len(layer.in_shape) != 3 or layer.in_shape[0] != codes.shape[1] or min(layer.in_shape) < 1:
+            raise ValueError(f"{where}: in_shape {layer.in_shape} must be (C_in={codes.shape[1]}, H, W)")
+        if not (isinstance(layer.stride, int) and layer.stride >= 1 and isinstance(layer.pad, int)
+                and 0 <= layer.pad < codes.shape[2]):
+            raise ValueError(f"{where}: stride must be >= 1 and padding in 0..K-1, got {layer.stride}, {layer.pad}")
+        if min(layer.out_chw[1:]) < 1:
+            raise ValueError(f"{where}: a {codes.shape[2]}x{codes.shape[2]} kernel does not fit the "
+                             f"{layer.in_shape[1]}x{layer.in_shape[2]} input")
+    elif codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] < 1:
         raise ValueError(f"{where}: codes must be a non-empty [fan_out, fan_in] array, got shape {codes.shape}")
     if not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"{where}: codes must be integers, got dtype {codes.dtype}")
-    fan_out, fan_in = codes.shape
-    if prev_fan_out is not None and fan_in != prev_fan_out:
-        raise ValueError(f"{where}: fan_in {fan_in} does not match the previous layer's fan_out {prev_fan_out}")
+    fan_out, fan_in = layer.fan_out, layer.fan_in
+    if prev_fan_out is not None:
+        prev_chw = prev_fan_out
+        if layer.is_conv and tuple(layer.in_shape) != tuple(prev_chw):
+            raise ValueError(f"{where}: input shape {tuple(layer.in_shape)} does not match the previous "
+                             f"layer's output {tuple(prev_chw)}")
+        if not layer.is_conv and fan_in != int(np.prod(prev_chw)):
+            raise ValueError(f"{where}: fan_in {fan_in} does not match the previous layer's "
+                             f"{int(np.prod(prev_chw))} outputs")
     if np.any((codes < 0) | (codes >= 2 ** p.wbits)):
         bad = int(codes.max()) if codes.max() >= 2 ** p.wbits else int(codes.min())
         raise ValueError(f"{where}: POST code {bad} does not fit the engine's {p.wbits}-bit PEs "
@@ -351,9 +488,9 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | 
         if not last:
             raise ValueError(f"{where}: only the last layer may be final (its outputs go to RESULT, "
                              f"which no layer can read)")
-        if fan_out > p.result_words:
-            raise ValueError(f"{where}: {fan_out} outputs exceed result_words {p.result_words}; "
-                             f"regenerate with --result-words {fan_out}")
+        if layer.out_size > p.result_words:
+            raise ValueError(f"{where}: {layer.out_size} outputs exceed result_words {p.result_words}; "
+                             f"regenerate with --result-words {layer.out_size}")
     else:
         ob = layer.out_bits
         if not isinstance(ob, (int, np.integer)) or not (arith.ABITS_RANGE.start <= ob <= p.abits):
@@ -367,7 +504,8 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | 
             raise ValueError(f"{where}: shift {layer.shift!r} outside {arith.SHIFT_RANGE.start}.."
                              f"{arith.SHIFT_RANGE.stop - 1} (the requantisation shifter)")
     # the accumulator never leaves acc_bits: bound it with the largest activation code
-    prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64), p.wbits, p.abits, p.frac_bits)
+    prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits, p.abits,
+                              p.frac_bits)
     hi = bias.astype(np.int64) + np.where(prod > 0, prod, 0).sum(axis=1)
     lo = bias.astype(np.int64) + np.where(prod < 0, prod, 0).sum(axis=1)
     amax, amin = 2 ** (p.acc_bits - 1) - 1, -2 ** (p.acc_bits - 1)
@@ -408,21 +546,32 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     prev = None
     for l, layer in enumerate(layers):
         _check_layer(l, layer, p, prev, l == len(layers) - 1)
-        prev = layer.fan_out
+        prev = layer.out_chw
 
     R, C = p.rows, p.cols
-    input_size = layers[0].fan_in
-    act_next = _ceil(input_size, R)
+    input_size = layers[0].in_size
+    c0, h0, w0 = layers[0].in_chw
+    act_next = h0 * w0 * _ceil(c0, R)
+    if act_next > p.act_words:
+        raise ValueError(f"the input needs {act_next} words per activation bank, more than act_words "
+                         f"{p.act_words}; regenerate with --act-words {act_next}")
     in_base, w_next, b_next = 0, 0, 0
     layouts, writes = [], []
+    prev = None
     for layer in layers:
         where = f"layer {layer.name}"
-        n_it, n_ot = _ceil(layer.fan_in, R), _ceil(layer.fan_out, C)
+        codes = _engine_codes(layer, prev, R)
+        cin, k = codes.shape[1], codes.shape[2]
+        ct = _ceil(cin, R)
+        n_it, n_ot = k * k * ct, _ceil(layer.fan_out, C)
+        _, in_h, in_w = layer.in_chw if layer.is_conv else (cin, 1, 1)
+        out_c, out_h, out_w = layer.out_chw
+        oct_ = _ceil(out_c, R)
         if layer.final:
             out_base = 0
         else:
             out_base = act_next
-            act_next += _ceil(layer.fan_out, R)
+            act_next += out_h * out_w * oct_
             if act_next > p.act_words:
                 raise ValueError(f"{where}: activation regions need {act_next} words per bank (input and "
                                  f"every non-final layer's output), more than act_words {p.act_words}; "
@@ -436,40 +585,48 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         if b_next > p.bias_words:
             raise ValueError(f"{where}: biases need {b_next} words in total (padded to {C} per output tile), "
                              f"more than bias_words {p.bias_words}; regenerate with --bias-words {b_next}")
+        stride, pad = (layer.stride, layer.pad) if layer.is_conv else (1, 0)
         lay = _Layout(n_it=n_it, n_ot=n_ot, n_out=layer.fan_out, in_base=in_base, out_base=out_base,
                       w_base=w_base, b_base=b_base,
                       mult=0 if layer.final else int(layer.mult), shift=0 if layer.final else int(layer.shift),
-                      qmax=0 if layer.final else 2 ** int(layer.out_bits) - 1, final=int(bool(layer.final)))
+                      qmax=0 if layer.final else 2 ** int(layer.out_bits) - 1, final=int(bool(layer.final)),
+                      k=k, ct=ct, stride=stride, pad=pad, in_h=in_h, in_w=in_w, out_w=out_w,
+                      n_pix=out_h * out_w, oct=oct_, col_step=stride * ct,
+                      row_step=stride * in_w * ct - (out_w - 1) * stride * ct,
+                      krow_jump=(in_w - k) * ct + 1, v_last=layer.fan_out - (n_ot - 1) * C,
+                      pix0=in_base - pad * (in_w + 1) * ct)
         for name, v in zip(DescField, lay.fields()):
-            if not 0 <= v < 1 << DESC_BITS:
+            lo, hi = (-(1 << (DESC_BITS - 1)), 1 << (DESC_BITS - 1)) if name in SIGNED_FIELDS else (0, 1 << DESC_BITS)
+            if not lo <= v < hi:
                 raise ValueError(f"{where}: descriptor field {name.name.lower()} = {v} does not fit "
                                  f"{DESC_BITS} bits; split the layer")
         layouts.append(lay)
-        codes = np.asarray(layer.codes, dtype=np.int64)
         for ot in range(n_ot):
             for it in range(n_it):
-                writes.append((int(Sel.WEIGHT), w_base + ot * n_it + it, _pack_tile(codes, ot, it, p)))
+                writes.append((int(Sel.WEIGHT), w_base + ot * n_it + it, _pack_tile(codes, ot, it, ct, p)))
         mask = (1 << p.acc_bits) - 1
         bias = np.asarray(layer.bias, dtype=np.int64)
         for o in range(n_ot * C):
             v = int(bias[o]) if o < layer.fan_out else 0
             writes.append((int(Sel.BIAS), b_base + o, v & mask))
         in_base = out_base
+        prev = layer
     for l, lay in enumerate(layouts):
         for f, v in zip(DescField, lay.fields()):
-            writes.append((int(Sel.DESC), l * DESC_STRIDE + int(f), int(v)))
+            writes.append((int(Sel.DESC), l * DESC_STRIDE + int(f), int(v) & ((1 << DESC_BITS) - 1)))
     writes.append((int(Sel.CTRL), 0, len(layers)))
     return Program(params=p, layers=layers, layouts=layouts, config_writes=writes,
                    input_base=0, input_size=input_size)
 
 
-def layer_cycles(params: EngineParams, n_it: int, n_ot: int, n_out: int) -> int:
+def layer_cycles(params: EngineParams, n_it: int, n_ot: int, n_out: int, n_pix: int = 1) -> int:
     """Cycles one layer takes (see the "Schedule" of ``hw/engine.py`` and ``docs/engine.md``)."""
     C = params.cols
     last_valid = n_out - (n_ot - 1) * C
-    return LAYER_OVERHEAD + n_ot * (C + n_it) + TAIL_CYCLES + last_valid
+    return LAYER_OVERHEAD + n_pix * n_ot * (C + n_it) + TAIL_CYCLES + last_valid
 
 
 def predicted_cycles(params: EngineParams, program: Program) -> int:
     """Exact value of the engine's ``cycles`` output for one run of ``program``."""
-    return RUN_OVERHEAD + sum(layer_cycles(params, lay.n_it, lay.n_ot, lay.n_out) for lay in program.layouts)
+    return RUN_OVERHEAD + sum(layer_cycles(params, lay.n_it, lay.n_ot, lay.n_out, lay.n_pix)
+                              for lay in program.layouts)

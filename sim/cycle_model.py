@@ -5,13 +5,13 @@ cycle count is a closed formula of the layer shape and the array size. For a ful
 layer it is :func:`hw.program.layer_cycles` (the same constants), which the tests check against
 the RTL's measured ``cycles`` on many shapes and array configurations.
 
-Convolutions are modelled as the engine will run them: the input in HWC order with channels in
+Convolutions run as the engine runs them: the input in HWC order with channels in
 ``ceil(C_in / R)`` tiles, one output pixel at a time, and for every pixel the fully-connected
 schedule over the ``k*k*ceil(C_in/R)`` input tiles of its receptive field (``n_it``) and the
-``ceil(C_out/C)`` output tiles; grouped (depthwise) convolutions run group by group. These rows
-are the design target of the convolution engine and are marked ``rtl_checked = False`` until
-that engine exists; only fully-connected layers are RTL-checked today. Pooling, residual adds
-and the ASQ adapter are not counted (listed under ``unmodelled``).
+``ceil(C_out/C)`` output tiles; the tests check these against the RTL too. Grouped (depthwise)
+convolutions are modelled group by group, a schedule the engine does not run yet
+(``rtl_checked = False``). Pooling, residual adds and the ASQ adapter are not counted (listed
+under ``unmodelled``).
 
 Pure Python; ResNet-18 at 224x224 takes well under a second (``bench/perf_speed.py``).
 """
@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from hw.program import LAYER_OVERHEAD, RUN_OVERHEAD, TAIL_CYCLES, EngineParams, layer_cycles
+from hw.program import LAYER_OVERHEAD, RUN_OVERHEAD, TAIL_CYCLES
 
 __all__ = ["Shape", "LayerPerf", "layer_perf", "model_perf", "shapes_for_model", "shapes_from_file",
            "program_shapes", "write_shapes_file", "SHAPES_FILE"]
@@ -31,7 +31,12 @@ __all__ = ["Shape", "LayerPerf", "layer_perf", "model_perf", "shapes_for_model",
 
 @dataclass(frozen=True)
 class Shape:
-    """One conv/linear layer: ``linear`` has ``k = 1`` and ``out_hw = (1, 1)``."""
+    """One conv/linear layer: ``linear`` has ``k = 1`` and ``out_hw = (1, 1)``.
+
+    A linear layer that reads a flattened ``C x H x W`` feature map may say so with ``in_ch = C`` and
+    ``in_hw = (H, W)``: the engine then reads it where the convolution wrote it, ``ceil(C/R)`` words
+    per pixel, so ``n_it = H*W*ceil(C/R)``; with ``in_hw = (1, 1)`` it is ``ceil(in_ch/R)``.
+    """
 
     name: str
     kind: str
@@ -46,6 +51,8 @@ class Shape:
 
     @property
     def macs(self) -> int:
+        if self.kind == "linear":
+            return self.in_ch * self.in_hw[0] * self.in_hw[1] * self.out_ch
         return self.in_ch // self.groups * self.out_ch * self.k * self.k * self.out_hw[0] * self.out_hw[1]
 
 
@@ -82,22 +89,22 @@ def layer_perf(shape: Shape, rows: int, cols: int) -> LayerPerf:
     if shape.in_ch % g or shape.out_ch % g:
         raise ValueError(f"layer {shape.name}: channels {shape.in_ch}->{shape.out_ch} not divisible by groups {g}")
     cin_g, cout_g = shape.in_ch // g, shape.out_ch // g
-    n_it = shape.k * shape.k * math.ceil(cin_g / rows)
+    if shape.kind == "linear":
+        n_it = shape.in_hw[0] * shape.in_hw[1] * math.ceil(cin_g / rows)
+    else:
+        n_it = shape.k * shape.k * math.ceil(cin_g / rows)
     n_ot = math.ceil(cout_g / cols)
     n_pix = shape.out_hw[0] * shape.out_hw[1]
     tiles = g * n_pix * n_ot
-    if tiles == 1 or (g == 1 and n_pix == 1):
-        cycles = layer_cycles(EngineParams(rows=rows, cols=cols, max_fan_in=max(1, cin_g)), n_it, n_ot, cout_g)
-    else:
-        last_valid = cout_g - (n_ot - 1) * cols
-        cycles = LAYER_OVERHEAD + tiles * (cols + n_it) + TAIL_CYCLES + last_valid
+    last_valid = cout_g - (n_ot - 1) * cols
+    cycles = LAYER_OVERHEAD + tiles * (cols + n_it) + TAIL_CYCLES + last_valid
     steps = tiles * n_it
     macs = shape.macs
     return LayerPerf(name=shape.name, kind=shape.kind, cycles=cycles, array_steps=steps, useful_macs=macs,
                      utilisation=macs / (rows * cols * cycles), step_utilisation=macs / (rows * cols * steps),
                      n_it=n_it, n_ot=n_ot, n_pix=n_pix, groups=g, weight_words_read=steps, act_words_read=steps,
                      bias_reads=tiles * cols, outputs_written=shape.out_ch * n_pix,
-                     rtl_checked=shape.kind == "linear" and g == 1)
+                     rtl_checked=g == 1)
 
 
 def model_perf(shapes, rows: int, cols: int, clock_mhz: float = 100.0, unmodelled: dict | None = None) -> dict:
@@ -200,11 +207,15 @@ def shapes_from_file(path) -> tuple[list[Shape], dict]:
             raise v1_error from None
     shapes, pools = [], 0
     dims = tuple(graph.input_shape)
+    chw = None                                   # feature map a flatten came from
     for st in graph.stages:
         if st.kind == "linear":
             fan_in = st.weights.shape[1]
-            shapes.append(Shape(st.name, "linear", fan_in, st.weights.shape[0]))
-            dims = (st.weights.shape[0],)
+            if chw is not None and int(math.prod(chw)) == fan_in:
+                shapes.append(Shape(st.name, "linear", chw[0], st.weights.shape[0], in_hw=tuple(chw[1:])))
+            else:
+                shapes.append(Shape(st.name, "linear", fan_in, st.weights.shape[0]))
+            dims, chw = (st.weights.shape[0],), None
             continue
         c, h, w = dims
         k = st.weights.shape[2]
@@ -218,5 +229,5 @@ def shapes_from_file(path) -> tuple[list[Shape], dict]:
                 _, pk, ps, pp = op
                 dims = (dims[0], (dims[1] + 2 * pp - pk) // ps + 1, (dims[2] + 2 * pp - pk) // ps + 1)
             else:
-                dims = (int(math.prod(dims)),)
+                chw, dims = dims, (int(math.prod(dims)),)
     return shapes, ({"MaxPool2d": pools} if pools else {})

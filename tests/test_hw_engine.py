@@ -122,9 +122,10 @@ def test_cycle_formula():
     rng = np.random.default_rng(0)
     program = build_program(params, random_layers(rng, params, [5, 7, 3]))
     # 5 -> 7: n_it 2, n_ot 4, last tile 1 valid; 7 -> 3: n_it 3, n_ot 2, last tile 1 valid
-    assert layer_cycles(params, 2, 4, 7) == 13 + 4 * (2 + 2) + 6 + 1
-    assert layer_cycles(params, 3, 2, 3) == 13 + 2 * (2 + 3) + 6 + 1
-    assert predicted_cycles(params, program) == 1 + 36 + 30
+    # per layer: 1 + 25 descriptor fields + 1 (LAYER, DESC), per tile C + n_it, tail 6 + last valid
+    assert layer_cycles(params, 2, 4, 7) == 27 + 4 * (2 + 2) + 6 + 1
+    assert layer_cycles(params, 3, 2, 3) == 27 + 2 * (2 + 3) + 6 + 1
+    assert predicted_cycles(params, program) == 1 + 50 + 44
 
 
 def test_corrupted_weight_is_caught():
@@ -180,8 +181,10 @@ def test_host_protocol():
         cycles, waited = await run_engine(ctx, dut, 100)               # n_layers = 0
         log["empty_run"] = (cycles, waited)
         # a run with one (empty-weight) layer: busy, host ports refuse, done rises once
-        desc = {DescField.N_IT: 1, DescField.N_OT: 1, DescField.N_OUT: 2, DescField.FINAL: 1}
-        await host_write(ctx, dut, [(Sel.DESC, int(f), v) for f, v in desc.items()] + [(Sel.CTRL, 0, 1)])
+        from hw.program import _Layout
+        desc = _Layout(n_it=1, n_ot=1, n_out=2, in_base=0, out_base=0, w_base=0, b_base=0, mult=0, shift=0,
+                       qmax=0, final=1, v_last=2).fields()
+        await host_write(ctx, dut, [(Sel.DESC, f, v) for f, v in enumerate(desc)] + [(Sel.CTRL, 0, 1)])
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -223,7 +226,7 @@ def _layers_ok(params):
     (lambda L, p: [L[0], dataclasses.replace(L[1], bias=L[1].bias + (1 << 30))],
      r"layer out: output 0 .*accumulator"),
     (lambda L, p: [L[0], dataclasses.replace(L[1], codes=L[1].codes[:, :6])],
-     r"layer out: fan_in 6 does not match the previous layer's fan_out 7"),
+     r"layer out: fan_in 6 does not match the previous layer's 7 outputs"),
     (lambda L, p: [dataclasses.replace(L[0], final=True), L[1]], r"layer fc1: only the last layer may be final"),
     (lambda L, p: [L[0], dataclasses.replace(L[1], codes=np.zeros((12, 7), dtype=np.int64),
                                              bias=np.zeros(12, dtype=np.int64))],
@@ -269,7 +272,7 @@ def test_engine_params_derived():
     assert p.acc_bits == arith.accumulator_bits(256, 4, 8) and p.bank_bits == 2 and p.addr_bits == 16
     assert p.data_bits == max(64, p.acc_bits, 32) and p.lut_entries == 16 and p.lut_bits == 12
     assert EngineParams(rows=3).bank_bits == 2 and EngineParams(rows=1).bank_bits == 1
-    assert [f.value for f in DescField] == list(range(11)) and DESC_STRIDE == 16
+    assert [f.value for f in DescField] == list(range(25)) and DESC_STRIDE == 32
     assert [s.value for s in Sel] == list(range(6))
 
 
