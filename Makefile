@@ -55,7 +55,7 @@ demo: deps
 	$(RUN) $(VENV)/bin/post-accel simulate $(OUT)/model.safetensors --backend verilator --report
 
 test: deps
-	$(RUN) $(PY) -m pytest -q -n $(JOBS) tests
+	$(RUN) $(PY) -m pytest -q -n $(JOBS) --durations=10 tests
 
 bench: deps
 	$(RUN) $(PY) bench/sim_speed.py
