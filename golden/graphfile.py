@@ -17,7 +17,7 @@ import numpy as np
 
 from . import arith
 from .intgraph import ActQuant, Adapter, IntGraph, Stage
-from .intmodel import METADATA_KEY, ModelFileError, _Checker, _reject_constant
+from .intmodel import METADATA_KEY, ModelFileError, _Checker, _reject_constant, read_model_file
 
 __all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "save_graph", "load_graph"]
 
@@ -161,22 +161,7 @@ def _load_act(h, prefix, tensors, c: _Checker, channels=None) -> ActQuant:
 
 def load_graph(path) -> IntGraph:
     """Read and check a version-2 file written by :func:`save_graph`."""
-    from safetensors import safe_open
-
-    p = os.fspath(path)
-    c = _Checker(p)
-    if not os.path.exists(p):
-        c.fail("no such file", "check the path, or export a model first (`post-accel export`)")
-    if os.path.isdir(p):
-        c.fail("is a directory, not a model file", "pass the exported .safetensors file inside it")
-    try:
-        with safe_open(p, framework="numpy") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:                                   # noqa: BLE001 - one-line report
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        c.fail(f"not a readable safetensors file (truncated or corrupt?): {type(exc).__name__}: {detail}",
-               "re-export the model; the file is damaged or not a model file")
+    c, meta, tensors = read_model_file(path)
     if METADATA_KEY not in meta:
         c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry", "this is not a post-accel model")
     try:

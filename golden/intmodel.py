@@ -327,10 +327,11 @@ def _reject_constant(name):
     raise ValueError(f"non-finite number {name} in JSON")
 
 
-def load_intmodel(path) -> IntModel:
-    """Read and fully validate an integer model written by :func:`save_intmodel`.
+def read_model_file(path) -> tuple[_Checker, dict, dict]:
+    """Open an exported model file with safetensors (never pickle): ``(checker, metadata, tensors)``.
 
-    Raises :class:`ModelFileError` (one line: file, problem, fix) on any deviation.
+    Shared by the v1 loader below and ``golden.graphfile.load_graph``; a missing path, a directory
+    or an unreadable (truncated, corrupt, foreign) file raises :class:`ModelFileError` in one line.
     """
     from safetensors import safe_open
 
@@ -348,6 +349,15 @@ def load_intmodel(path) -> IntModel:
         detail = str(exc).splitlines()[0] if str(exc) else ""
         c.fail(f"not a readable safetensors file (truncated or corrupt?): {type(exc).__name__}: {detail}",
                "re-export the model; the file is damaged or not a model file")
+    return c, meta, tensors
+
+
+def load_intmodel(path) -> IntModel:
+    """Read and fully validate an integer model written by :func:`save_intmodel`.
+
+    Raises :class:`ModelFileError` (one line: file, problem, fix) on any deviation.
+    """
+    c, meta, tensors = read_model_file(path)
     if METADATA_KEY not in meta:
         hint = ("it is a training checkpoint; export it first (`post-accel export`)"
                 if "post_accel_checkpoint" in meta else "this is not a post-accel integer model")
