@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from hw.program import LAYER_OVERHEAD, RUN_OVERHEAD, TAIL_CYCLES
+from hw.program import RUN_OVERHEAD, EngineParams, layer_cycles
 
 __all__ = ["Shape", "LayerPerf", "layer_perf", "model_perf", "shapes_for_model", "shapes_from_file",
            "program_shapes", "write_shapes_file", "SHAPES_FILE"]
@@ -96,8 +96,8 @@ def layer_perf(shape: Shape, rows: int, cols: int) -> LayerPerf:
     n_ot = math.ceil(cout_g / cols)
     n_pix = shape.out_hw[0] * shape.out_hw[1]
     tiles = g * n_pix * n_ot
-    last_valid = cout_g - (n_ot - 1) * cols
-    cycles = LAYER_OVERHEAD + tiles * (cols + n_it) + TAIL_CYCLES + last_valid
+    # the engine's own formula (one definition); groups run one after another like extra pixels
+    cycles = layer_cycles(EngineParams(rows=rows, cols=cols), n_it, n_ot, cout_g, n_pix=g * n_pix)
     steps = tiles * n_it
     macs = shape.macs
     return LayerPerf(name=shape.name, kind=shape.kind, cycles=cycles, array_steps=steps, useful_macs=macs,
