@@ -48,8 +48,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e .
 	@touch $(STAMP)
 
+# The demo model: the digits CNN with POST weights (the 8-bit edge layers too) and ASQ activations.
+DEMO_TRAIN = --model cnn --weight-quant post --act-quant asq --edge-weight-quant post
+
 demo: deps
-	$(RUN) $(VENV)/bin/post-accel train  --out $(OUT)/checkpoint.safetensors
+	$(RUN) $(VENV)/bin/post-accel train $(DEMO_TRAIN) --out $(OUT)/checkpoint.safetensors
 	$(RUN) $(VENV)/bin/post-accel export $(OUT)/checkpoint.safetensors --out $(OUT)/model.safetensors
 	$(RUN) $(VENV)/bin/post-accel generate --model $(OUT)/model.safetensors --out $(OUT)/rtl
 	$(RUN) $(VENV)/bin/post-accel simulate $(OUT)/model.safetensors --backend verilator --report

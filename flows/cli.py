@@ -70,6 +70,10 @@ def _train_zoo(args) -> int:
     kw = {"epochs": args.epochs} if args.epochs is not None else {}
     if args.fp_epochs is not None:
         kw["fp_epochs"] = args.fp_epochs
+    if args.edge_weight_quant is not None:
+        kw["edge_weight_quant"] = args.edge_weight_quant
+    if args.edge_act_quant is not None:
+        kw["edge_act_quant"] = args.edge_act_quant
     spec = TrainSpec(model=args.model, wbits=args.wbits, abits=args.abits, weight_quant=args.weight_quant,
                      act_quant=args.act_quant, seed=args.seed, **kw)
     started = time.perf_counter()
@@ -155,8 +159,24 @@ def _export_zoo(args) -> int:
 
 # --- generate ----------------------------------------------------------------
 
-ENGINE_FLAGS = ("wbits", "abits", "frac_bits", "max_fan_in", "act_words", "weight_words", "bias_words",
-                "result_words", "max_layers")
+ENGINE_FLAGS = ("wbits", "abits", "frac_bits", "max_fan_in", "act_words", "weight_words", "chan_words",
+                "result_words", "max_layers", "value_words", "adapter_words", "max_channels")
+
+
+def _load_engine_model(path):
+    """An exported model for the engine: ``("v1", IntModel)`` or ``("v2", IntGraph)``."""
+    from golden.intmodel import ModelFileError, load_intmodel
+
+    try:
+        return "v1", load_intmodel(path)
+    except ModelFileError as v1_error:
+        from golden.graphfile import load_graph
+        try:
+            return "v2", load_graph(path)
+        except ModelFileError as v2_error:
+            if "format" in str(v1_error) and "format" not in str(v2_error):
+                raise v2_error from None
+            raise v1_error from None
 
 
 def _engine_params(args, model=None):
@@ -164,8 +184,10 @@ def _engine_params(args, model=None):
 
     given = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k, None) is not None}
     if model is not None:
-        from flows.compile import engine_params_for
-        base = engine_params_for(model, args.rows, args.cols)
+        from flows.compile import engine_params_for, engine_params_for_graph
+        from golden.intmodel import IntModel
+        base = (engine_params_for(model, args.rows, args.cols) if isinstance(model, IntModel)
+                else engine_params_for_graph(model, args.rows, args.cols))
         fields = {k: getattr(base, k) for k in ("rows", "cols") + ENGINE_FLAGS}
         fields.update(given)
         return EngineParams(**fields)
@@ -177,9 +199,12 @@ def cmd_generate(args) -> int:
 
     model = None
     if args.model:
-        from golden.intmodel import load_intmodel
-        model = load_intmodel(args.model)
+        _, model = _load_engine_model(args.model)
     params = _engine_params(args, model)
+    if model is not None:                      # the model must fit before any Verilog is written
+        from flows.compile import compile_graph, compile_model
+        from golden.intmodel import IntModel
+        (compile_model if isinstance(model, IntModel) else compile_graph)(model, params)
     manifest = generate(params, Path(args.out), model_path=args.model)
     result = {"verilog": manifest["verilog"], "manifest": manifest["manifest"], "rows": params.rows,
               "cols": params.cols, "wbits": params.wbits, "abits": params.abits,
@@ -195,38 +220,54 @@ def cmd_simulate(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from flows.compile import compile_model
-    from golden import executor
+    from flows.compile import compile_graph, compile_model
     from golden.data import load_digits_split
-    from golden.intmodel import load_intmodel
     from sim.compare import compare_outputs
 
-    model = load_intmodel(args.model)
+    version, model = _load_engine_model(args.model)
     params = _engine_params(args, model)
-    program = compile_model(model, params)
     _, _, x_test, y_test = load_digits_split()
     n = len(y_test) if args.samples is None else args.samples
     if not 1 <= n <= len(y_test):
         raise UserError(f"--samples must be in 1..{len(y_test)} (the digits test set), got {n}")
-    x_codes = executor.quantize_input(model, x_test[:n])
     labels = y_test[:n]
-    golden = executor.run(model, x_codes)
-    expected = golden.activations[1:] + [golden.logits]
+    if version == "v1":
+        from golden import executor
+        program = compile_model(model, params)
+        x_codes = executor.quantize_input(model, x_test[:n])
+        golden = executor.run(model, x_codes)
+        expected = golden.activations[1:] + [golden.logits]
+        golden_pred, betas, names = golden.predictions, None, [l.name for l in model.layers]
+    else:
+        from golden.intgraph import run_graph
+        program = compile_graph(model, params)           # every layer checked before simulating
+        golden = run_graph(model, x_test[:n])
+        x_codes = golden.codes[0].reshape(n, -1)
+        betas = golden.betas[0]
+        expected = [golden.codes[i + 1].reshape(n, -1) for i in range(len(model.stages) - 1)] + [golden.logits]
+        golden_pred, names = golden.predictions, [st.name for st in model.stages]
 
+    if args.waves and args.backend == "amaranth" and not args.waves.endswith(".vcd"):
+        raise UserError(f"--waves {args.waves}: Amaranth's simulator writes VCD only; name the file *.vcd")
+    if args.waves and not args.waves.endswith((".vcd", ".fst")):
+        raise UserError(f"--waves {args.waves}: name the waveform file *.vcd or *.fst")
     if args.backend == "amaranth":
         from sim.amaranth_sim import run_amaranth
-        runner = lambda chunk: run_amaranth(program, chunk)  # noqa: E731
+        runner = lambda chunk, b, waves=None: run_amaranth(program, chunk, betas=b, waves=waves)  # noqa: E731
     else:
         from sim.rtl import check_backend, run_rtl
         check_backend(args.backend)
-        runner = lambda chunk: run_rtl(program, chunk, backend=args.backend)  # noqa: E731
+        runner = lambda chunk, b, waves=None: run_rtl(program, chunk, backend=args.backend, betas=b,  # noqa: E731
+                                                      waves=waves)
 
     outputs, cycles, seconds, sim_cycles, build_seconds = [], [], 0.0, 0, 0.0
-    chunks = [x_codes[i:i + args.chunk] for i in range(0, n, args.chunk)]
+    starts = list(range(0, n, args.chunk))
+    chunks = [x_codes[i:i + args.chunk] for i in starts]
+    chunk_betas = [None if betas is None else betas[i:i + args.chunk] for i in starts]
     bar = tqdm(total=n, desc=f"simulate ({args.backend})", unit="sample", disable=args.json or args.quiet,
                file=sys.stderr)
-    for chunk in chunks:
-        run = runner(chunk)
+    for chunk, b in zip(chunks, chunk_betas):
+        run = runner(chunk, b)
         if isinstance(run, dict):                       # Amaranth backend returns a dict
             outputs += run["outputs"]
             cycles += run["cycles"]
@@ -241,13 +282,16 @@ def cmd_simulate(args) -> int:
         bar.update(len(chunk))
     bar.close()
 
-    cmp = compare_outputs(expected, outputs, [l.name for l in model.layers])
+    if args.waves:                                      # one sample with every signal dumped
+        runner(x_codes[:1], None if betas is None else betas[:1], waves=args.waves)
+    cmp = compare_outputs(expected, outputs, names)
     rtl_pred = np.array([int(np.argmax(o[-1])) for o in outputs])
     result = {
         "backend": args.backend, "samples": n, "mismatches": cmp.mismatches,
         "prediction_mismatches": cmp.prediction_mismatches, "per_layer_mismatches": cmp.per_layer,
         "rtl_accuracy": float((rtl_pred == labels).mean()),
-        "golden_accuracy": float((golden.predictions == labels).mean()),
+        "golden_accuracy": float((golden_pred == labels).mean()), "model_format": version,
+        "layers": names, "waves": args.waves,
         "cycles": int(sum(cycles)), "cycles_per_sample": float(np.mean(cycles)),
         "seconds": round(seconds, 3), "build_seconds": round(build_seconds, 2),
         "simulated_cycles": sim_cycles,
@@ -292,7 +336,13 @@ def _add_engine_flags(p, with_defaults: bool) -> None:
     p.add_argument("--max-fan-in", type=_positive_int, default=None, help="largest fan-in (accumulator width)")
     p.add_argument("--act-words", type=_positive_int, default=None, help="depth of each activation bank")
     p.add_argument("--weight-words", type=_positive_int, default=None, help="depth of the weight memory")
-    p.add_argument("--bias-words", type=_positive_int, default=None, help="depth of the bias memory")
+    p.add_argument("--chan-words", type=_positive_int, default=None,
+                   help="depth of the per-channel rescale parameter memory")
+    p.add_argument("--value-words", type=_positive_int, default=None,
+                   help="depth of the value buffer (one layer's pixels x channels before pooling)")
+    p.add_argument("--adapter-words", type=_positive_int, default=None, help="depth of the ASQ adapter memory")
+    p.add_argument("--max-channels", type=_positive_int, default=None,
+                   help="largest ASQ layer width (channel-sum memory depth)")
     p.add_argument("--result-words", type=_positive_int, default=None, help="depth of the result memory")
     p.add_argument("--max-layers", type=_positive_int, default=None, help="layer descriptor slots")
 
@@ -316,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=None, help="QAT epochs (default: the config's)")
     p.add_argument("--fp-epochs", type=int, default=None,
                    help="float pre-training epochs before QAT (zoo models only; default: the spec's)")
+    p.add_argument("--edge-weight-quant", default=None,
+                   help="weight quantizer of the 8-bit first and last layers (zoo models; default uniform; "
+                        "post makes every layer runnable on the POST engine)")
+    p.add_argument("--edge-act-quant", default=None,
+                   help="activation quantizer of the first and last layers (zoo models; default lsq)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(DEFAULT_OUT / "checkpoint.safetensors"))
     common(p)
@@ -341,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_flags(p, with_defaults=False)
     p.add_argument("--samples", type=_positive_int, default=None, help="first N test samples (default: all)")
     p.add_argument("--chunk", type=_positive_int, default=90, help="samples per simulator launch")
+    p.add_argument("--waves", default=None, metavar="FILE",
+                   help="also dump every signal of one sample (the first) to FILE (.vcd, or .fst on "
+                        "Icarus/Verilator)")
     p.add_argument("--report", action="store_true", help="print the human report (default unless --json)")
     common(p)
     p.set_defaults(func=cmd_simulate)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from golden import arith
 from hw.build import engine_ports, engine_verilog
-from hw.program import EngineParams
+from hw.program import CHAN_BITS, DESC_BITS, DESC_STRIDE, DescField, EngineParams
 
-__all__ = ["generate", "manifest_for"]
+__all__ = ["generate", "manifest_for", "memories"]
 
 
 def _sha256(data: bytes) -> str:
@@ -39,16 +39,32 @@ def manifest_for(params: EngineParams, verilog: str) -> dict:
         "lut": {"sharing": "one per array row", "count": params.rows, "entries": lut_entries,
                 "entry_bits": lut_bits, "bits_per_lut": lut_entries * lut_bits,
                 "total_bits": params.rows * lut_entries * lut_bits},
-        "memories": [
-            {"name": "act", "banks": params.rows, "depth": params.act_words, "width": params.abits},
-            {"name": "weight", "banks": 1, "depth": params.weight_words,
-             "width": params.rows * params.cols * params.wbits},
-            {"name": "bias", "banks": 1, "depth": params.bias_words, "width": params.acc_bits},
-            {"name": "result", "banks": 1, "depth": params.result_words, "width": params.acc_bits},
-        ],
+        "memories": memories(params),
+        "asq": {"table_entries": arith.asq_table_index_count(), "table_bits": 2 * arith.ASQ_TABLE_BITS,
+                "z_frac": arith.ASQ_Z_FRAC, "z_limit": arith.ASQ_Z_LIMIT, "beta_frac": arith.ASQ_BETA_FRAC,
+                "value_bits": arith.VALUE_BITS, "sum_bits": arith.SUM_BITS,
+                "adapter_bits": arith.ADAPTER_ACC_BITS},
+        "descriptor": {"fields": [f.name.lower() for f in DescField], "stride": DESC_STRIDE, "bits": DESC_BITS},
         "ports": engine_ports(params),
         "sha256": _sha256(verilog.encode()),
     }
+
+
+def memories(params: EngineParams) -> list[dict]:
+    """Every on-chip memory of the engine: name, banks, depth (words), width (bits), total bits, role."""
+    p = params
+    rows = [
+        ("act", p.rows, p.act_words, p.abits, "activation codes, one bank per array row (HWC regions)"),
+        ("weight", 1, p.weight_words, p.rows * p.cols * p.wbits, "POST codes, one R x C tile a word"),
+        ("chan", 1, p.chan_words, CHAN_BITS, "per-output-channel rescale {mult, shift, offset}"),
+        ("value", 1, p.value_words, arith.VALUE_BITS, "one layer's values v before pooling and quantizing"),
+        ("result", 1, p.result_words, arith.VALUE_BITS, "the final layer's values (logits)"),
+        ("desc", 1, p.max_layers * DESC_STRIDE, DESC_BITS, "layer descriptors"),
+        ("adapt", 1, p.adapter_words, arith.ADAPTER_ACC_BITS, "ASQ adapter weights and biases"),
+        ("sums", 1, p.max_channels, arith.SUM_BITS, "ASQ channel sums of one layer"),
+        ("table", 1, arith.asq_table_index_count(), 2 * arith.ASQ_TABLE_BITS, "ASQ beta | inv_beta per z"),
+    ]
+    return [{"name": n, "banks": b, "depth": d, "width": w, "bits": b * d * w, "role": r} for n, b, d, w, r in rows]
 
 
 def _installed() -> bool:

@@ -424,7 +424,7 @@ def _engine_advice(params, rep: SynthReport) -> str:
     tips = []
     if rep.brams > TARGETS[rep.target].capacity.get("brams", 1 << 30):
         tips.append(f"smaller memories, e.g. --weight-words {max(16, params.weight_words // 4)} "
-                    f"--bias-words {max(16, params.bias_words // 4)}")
+                    f"--bias-words {max(16, params.chan_words // 4)}")
     if rep.luts > TARGETS[rep.target].capacity.get("luts", 1 << 30) or not tips:
         tips.append(f"a smaller array (--rows/--cols, now {params.rows}x{params.cols}) or smaller memories "
                     f"(--weight-words/--act-words/--bias-words/--result-words)")

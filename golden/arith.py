@@ -517,3 +517,44 @@ def integer_levels(levels, max_level: int = 1 << 24) -> tuple[np.ndarray, float]
     if np.max(np.abs(ints * unit - lv)) > 1e-9 * max(1.0, float(np.max(np.abs(lv)))):
         raise ArithError("level set is not a set of integer multiples of its smallest level")
     return ints.astype(np.int64), unit
+
+
+# --- v2 hardware widths ---------------------------------------------------------
+#
+# The engine (hw/engine.py) holds these quantities in fixed-width registers; the compiler
+# (hw.program.build_program) proves from the layer's parameters that they never leave them, so
+# the integer executor's int64 arithmetic and the RTL agree bit for bit.
+
+#: Signed width of the pre-quantization value ``v`` (and of the final layer's logits) in the engine.
+VALUE_BITS = 32
+#: Unsigned width of one ``beta`` or ``inv_beta`` table entry (``exp(8) * 2**16 < 2**28``).
+ASQ_TABLE_BITS = 28
+#: Signed width of a per-channel rescale offset in the engine.
+OFFSET_BITS = 48
+#: Signed width of an ASQ channel sum (``positions * |v|``) in the engine.
+SUM_BITS = 48
+#: Signed width of the adapter's words (biases, weights) and accumulators ``h`` and ``z``.
+ADAPTER_ACC_BITS = 64
+
+__all__ += ["VALUE_BITS", "ASQ_TABLE_BITS", "OFFSET_BITS", "SUM_BITS", "ADAPTER_ACC_BITS", "adapter_z",
+            "asq_table_index_count"]
+
+
+def asq_table_index_count() -> int:
+    """Entries of each ASQ table: ``2 * ASQ_Z_LIMIT * 2**ASQ_Z_FRAC``."""
+    return 2 * (ASQ_Z_LIMIT << ASQ_Z_FRAC)
+
+
+def adapter_z(sums, w1, b1, w2=None, b2=None):
+    """The ASQ adapter in fixed point, for per-sample channel sums ``sums`` ``[N, C]`` -> ``z`` ``[N]``.
+
+    Two layers (``w2`` given): ``h = relu(sums @ w1.T + b1)``, ``z = h @ w2.T + b2``; one layer:
+    ``z = sums @ w1.T + b1`` (``w1`` has one row). All int64; the engine computes the same sums
+    of products one term a cycle (``h`` starts at ``b1``, ``z`` at 0 and adds ``b2`` last).
+    """
+    sums = np.asarray(sums, dtype=np.int64)
+    h = sums @ np.asarray(w1, dtype=np.int64).T + np.asarray(b1, dtype=np.int64)
+    if w2 is None:
+        return h[:, 0]
+    h = np.maximum(h, 0)
+    return (h @ np.asarray(w2, dtype=np.int64).T + np.asarray(b2, dtype=np.int64))[:, 0]

@@ -74,12 +74,8 @@ class Adapter:
         return self.e1 + (self.e2 if self.w2 is not None else 0)
 
     def z(self, sums: np.ndarray) -> np.ndarray:
-        """Fixed-point adapter output for per-sample channel sums ``[N, C]`` -> ``[N]``."""
-        h = sums.astype(np.int64) @ self.w1.T.astype(np.int64) + self.b1
-        if self.w2 is None:
-            return h[:, 0]
-        h = np.maximum(h, 0)
-        return (h @ self.w2.T.astype(np.int64) + self.b2)[:, 0]
+        """Fixed-point adapter output for per-sample channel sums ``[N, C]`` -> ``[N]`` (:func:`golden.arith.adapter_z`)."""
+        return arith.adapter_z(sums, self.w1, self.b1, self.w2, self.b2)
 
 
 @dataclass

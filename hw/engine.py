@@ -1,20 +1,28 @@
-"""The layer engine: memories, host ports, sequencer, POST MAC array and requantiser.
+"""The layer engine: memories, host ports, sequencer, POST MAC array, rescale, pooling, ASQ unit.
 
 Ports and memory map are those of ``docs/engine.md``; the schedule below is what ``cycles``
-counts and what :func:`hw.program.predicted_cycles` computes.
+counts and what :func:`hw.program.predicted_cycles` computes. The arithmetic is
+``docs/arithmetic.md`` ("Integer graph (v2)"), defined once in :mod:`golden.arith`.
 
 Schedule
 --------
 A run starts in the cycle after ``start`` is seen; ``cycles`` counts every cycle from then until,
-and including, the cycle at whose end ``done`` rises. Per layer: ``LAYER`` 1 cycle, ``DESC``
-``25 + 1`` cycles (one descriptor field a cycle, plus the cycle that latches the last), then for
-every output pixel and output tile ``BIAS`` ``C`` cycles and ``FEED`` ``n_it`` cycles (one weight
-word and one R-wide input word a cycle, the array step a cycle later; the finished tile drains
-while the next one runs), then ``TAIL`` ``6 + v_last`` cycles; once per run a final ``LAYER``
-cycle raises ``done``:
+and including, the cycle at whose end ``done`` rises. Per layer:
 
-``cycles = 1 + sum_l [27 + n_pix*n_ot*(C + n_it) + 6 + v_last]`` exactly, independent of the data
-(:data:`hw.program.LAYER_OVERHEAD`, :data:`hw.program.TAIL_CYCLES`, :data:`hw.program.RUN_OVERHEAD`).
+1. ``LAYER`` 1 cycle, ``DESC`` ``DESC_FIELDS + 1`` cycles (one field a cycle, plus the cycle that
+   latches the last).
+2. ``FEED``: for every output pixel and output tile ``max(n_it, C)`` cycles: one weight word and
+   one R-wide input word a cycle for ``n_it`` cycles, then idle cycles so that the drain (one
+   accumulator a cycle) keeps up; the run's very last tile ends with its last step.
+3. ``TAIL`` ``TAIL_CYCLES + v_last``: the last tile's values leave the channel rescale unit.
+4. Non-final layers then walk the value buffer channel by channel (``n_out * pooled_pixels *
+   PK**2`` cycles, one pooling tap a cycle) and flush for ``WALK_FLUSH`` cycles. With an ASQ
+   quantizer the first walk sums the pooled values per channel, ``ADAPT`` evaluates the adapter
+   one term a cycle (``HID * (n_out + 2) + 1`` cycles), ``TABLE`` (``ADAPT_TAIL`` cycles) looks
+   up ``beta`` and ``1/beta`` for the sample, and a second walk quantizes.
+
+Once per run a final ``LAYER`` cycle raises ``done``. The count does not depend on the data
+(:func:`hw.program.layer_cycles`).
 
 Dataflow
 --------
@@ -22,24 +30,27 @@ Activation banks: R memories of ``act_words`` x ``abits``; element ``(c, y, x)``
 region at word ``b`` is in bank ``c % R`` at word ``b + (y*W + x)*ceil(C/R) + c // R`` (HWC). The
 sequencer walks output pixels row by row and, for each, the taps ``(ky, kx)`` of its receptive
 field and the ``CT`` channel tiles of each tap with incremental address registers (``pix0``,
-``col_step``, ``row_step``, ``krow_jump`` from the descriptor: no multiplier); taps outside the
-input feed zeros. Weight memory: one ``R*C*W``-bit word per tile, tiles ``(ot, it)`` consecutive
-from ``w_base`` and read again for every pixel. Bias memory: ``acc_bits`` per entry, ``C`` per
-output tile. Outputs of the final layer go to the result memory at ``pixel*n_out + o``; other
-layers' outputs go through the requantiser to word ``out_base + pixel*oct + o // R``, bank
-``o % R``. Descriptors: a 16-bit memory at ``layer * 32 + field``.
+``col_step``, ``row_step``, ``krow_jump`` from the descriptor); taps outside the input feed
+zeros. Weight memory: one ``R*C*W``-bit word per tile, tiles ``(ot, it)`` consecutive from
+``w_base`` and read again for every pixel. The array's accumulators (which start at 0) drain one
+a cycle through :class:`hw.rescale.ChannelRescale` (``apply_beta``, per-channel ``mult``,
+``offset``, ``shift`` from CHAN, ReLU) into the value buffer at ``pixel*n_out + o`` (the final
+layer: into RESULT). The walk reads the value buffer, max-pools, and either accumulates the
+channel sums (ASQ) or feeds :class:`hw.rescale.ActQuantizer`, whose codes go to word
+``out_base + pooled_pixel*oct + o // R``, bank ``o % R``. Descriptors: a 16-bit memory at
+``layer * 64 + field``.
 
 Host notes
 ----------
-Writes to addresses outside a memory (or to a bank ``>= R``, a descriptor field ``>= 25``) are
-ignored; such reads answer 0. ``n_layers`` above ``max_layers`` is clamped to it. The engine reads
-``C`` biases per output tile, so a layer needs ``n_ot * C`` bias entries (zeros past ``n_out``;
-:func:`hw.program.build_program` pads). Take every read response before ``start``: during a run
-the activation read ports belong to the sequencer.
+Writes to addresses outside a memory (or to a bank ``>= R``, a descriptor field ``>= DESC_FIELDS``)
+are ignored; such reads answer 0. ``n_layers`` above ``max_layers`` is clamped to it. Take every
+read response before ``start``: during a run the activation ports belong to the sequencer.
+``CTRL`` 1 (the network input's ASQ factor) is overwritten by every ASQ layer of a run: write it
+again before each sample.
 
-By construction the array's output is always taken the cycle it is offered and the
-requantiser is never blocked, so the sequencer streams without stalls and the schedule above is
-exact; the streams keep valid/ready so the components stay reusable.
+By construction the array's output is always taken in time, the rescale unit and the quantizer
+are never blocked, so the sequencer streams without stalls and the schedule above is exact; the
+streams keep valid/ready so the components stay reusable.
 """
 
 from __future__ import annotations
@@ -48,23 +59,31 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden import arith
 from hw.array import PostArray
 from hw.lut import checked
-from hw.program import DESC_BITS, DESC_FIELDS, DESC_STRIDE, DescField, EngineParams, Sel
-from hw.rescale import SHIFT_BITS, QMAX_BITS, Requantizer
+from hw.program import (ADAPT_TAIL, CHAN_BITS, DESC_BITS, DESC_FIELDS, DESC_STRIDE, SIGNED_FIELDS, WALK_FLUSH, Ctrl,
+                        DescField, EngineParams, Sel)
+from hw.rescale import RESCALE_LATENCY, ActQuantizer, ChannelRescale, chan_layout
+
+#: Entries of the ASQ factor tables (``golden.arith.asq_table_index_count``).
+TABLE_ENTRIES = arith.asq_table_index_count()
 
 __all__ = ["PostEngine", "host_write_layout", "host_read_layout"]
 
 
-class _State(enum.Enum, shape=3):
+class _State(enum.Enum, shape=4):
     """Sequencer states (see the module docstring's "Schedule")."""
 
     IDLE = 0
     LAYER = 1
     DESC = 2
-    BIAS = 3
-    FEED = 4
-    TAIL = 5
+    FEED = 3
+    TAIL = 4
+    WALK = 5
+    FLUSH = 6
+    ADAPT = 7
+    TABLE = 8
 
 
 def host_write_layout(params: EngineParams) -> data.StructLayout:
@@ -131,6 +150,7 @@ class PostEngine(wiring.Component):
         p = self.params
         R, C, A = p.rows, p.cols, p.abits
         bank_bits = p.bank_bits
+        VB = arith.VALUE_BITS
 
         # --- memories ---------------------------------------------------------------
         act_mem = [memory.Memory(shape=unsigned(A), depth=p.act_words, init=[]) for _ in range(R)]
@@ -141,21 +161,34 @@ class PostEngine(wiring.Component):
         m.submodules.weight = weight_mem = memory.Memory(shape=unsigned(p.weight_word_bits),
                                                          depth=p.weight_words, init=[])
         weight_wr, weight_rd = weight_mem.write_port(), weight_mem.read_port()
-        m.submodules.bias = bias_mem = memory.Memory(shape=unsigned(p.acc_bits), depth=p.bias_words, init=[])
-        bias_wr, bias_rd = bias_mem.write_port(), bias_mem.read_port()
-        m.submodules.result = result_mem = memory.Memory(shape=unsigned(p.acc_bits), depth=p.result_words,
-                                                         init=[])
+        m.submodules.chan = chan_mem = memory.Memory(shape=chan_layout(), depth=p.chan_words, init=[])
+        chan_wr, chan_rd = chan_mem.write_port(), chan_mem.read_port()
+        m.submodules.value = value_mem = memory.Memory(shape=signed(VB), depth=p.value_words, init=[])
+        value_wr, value_rd = value_mem.write_port(), value_mem.read_port()
+        m.submodules.result = result_mem = memory.Memory(shape=signed(VB), depth=p.result_words, init=[])
         result_wr, result_rd = result_mem.write_port(), result_mem.read_port()
         m.submodules.desc = desc_mem = memory.Memory(shape=unsigned(DESC_BITS),
                                                      depth=p.max_layers * DESC_STRIDE, init=[])
         desc_wr, desc_rd = desc_mem.write_port(), desc_mem.read_port()
+        m.submodules.adapt = adapt_mem = memory.Memory(shape=signed(arith.ADAPTER_ACC_BITS),
+                                                       depth=p.adapter_words, init=[])
+        adapt_wr, adapt_rd = adapt_mem.write_port(), adapt_mem.read_port()
+        m.submodules.sums = sums_mem = memory.Memory(shape=signed(arith.SUM_BITS), depth=p.max_channels, init=[])
+        sums_wr, sums_rd = sums_mem.write_port(), sums_mem.read_port()
+        tb = arith.ASQ_TABLE_BITS
+        m.submodules.table = table_mem = memory.Memory(shape=unsigned(2 * tb), depth=TABLE_ENTRIES, init=[])
+        table_wr, table_rd = table_mem.write_port(), table_mem.read_port()
 
         m.submodules.array = array = PostArray(R, C, p.wbits, A, p.frac_bits, p.acc_bits)
-        m.submodules.rq = rq = Requantizer(p.acc_bits)
+        m.submodules.rescale = rs = ChannelRescale(p.acc_bits)
+        tag_bits = DESC_BITS + bank_bits
+        m.submodules.quant = qz = ActQuantizer(tag_bits)
 
         # --- control registers ------------------------------------------------------
         busy = self.busy
         n_layers = Signal(range(p.max_layers + 1))
+        beta_cur = Signal(tb)           # factor of the current layer's input codes (host: the network input)
+        inv_cur = Signal(tb)            # quantizer multiplier of the current layer
 
         # --- host writes (only while idle) ------------------------------------------
         wr = self.host_wr.payload
@@ -163,8 +196,8 @@ class PostEngine(wiring.Component):
         do_wr = self.host_wr.valid & ~busy
         wr_bank = wr.addr[:bank_bits]
         wr_word = wr.addr[bank_bits:]
-        desc_field = wr.addr[:5]
-        desc_layer = wr.addr[5:]
+        desc_field = wr.addr[:6]
+        desc_layer = wr.addr[6:]
 
         # --- host reads (only while idle) -------------------------------------------
         req = self.rd_req.payload
@@ -191,55 +224,30 @@ class PostEngine(wiring.Component):
         with m.If(resp_ok & (resp_sel == Sel.ACT)):
             m.d.comb += self.rd_resp.payload.eq(act_data[resp_bank])        # zero-extended
         with m.Elif(resp_ok & (resp_sel == Sel.RESULT)):
-            m.d.comb += self.rd_resp.payload.eq(result_rd.data.as_signed())  # sign-extended
+            m.d.comb += self.rd_resp.payload.eq(result_rd.data)             # sign-extended
         m.d.comb += [result_rd.addr.eq(req.addr), result_rd.en.eq(do_rd & (req.sel == Sel.RESULT))]
 
         # --- descriptor of the current layer ----------------------------------------
         layer = Signal(range(p.max_layers + 1))
-        n_it = Signal(DESC_BITS)
-        n_ot = Signal(DESC_BITS)
-        n_out = Signal(DESC_BITS)
-        in_base = Signal(DESC_BITS)
-        out_base = Signal(DESC_BITS)
-        w_base = Signal(DESC_BITS)
-        b_base = Signal(DESC_BITS)
-        mult = Signal(DESC_BITS)
-        shift = Signal(SHIFT_BITS)
-        qmax = Signal(QMAX_BITS)
-        final = Signal()
-        k = Signal(DESC_BITS)
-        ct = Signal(DESC_BITS)
-        stride = Signal(DESC_BITS)
-        pad = Signal(DESC_BITS)
-        in_h = Signal(DESC_BITS)
-        in_w = Signal(DESC_BITS)
-        out_w = Signal(DESC_BITS)
-        n_pix = Signal(DESC_BITS)
-        oct_ = Signal(DESC_BITS)
-        col_step = Signal(DESC_BITS)
-        row_step = Signal(signed(DESC_BITS))
-        krow_jump = Signal(DESC_BITS)
-        v_last = Signal(DESC_BITS)
-        pix0 = Signal(signed(DESC_BITS))
-        fields = {DescField.N_IT: n_it, DescField.N_OT: n_ot, DescField.N_OUT: n_out,
-                  DescField.IN_BASE: in_base, DescField.OUT_BASE: out_base, DescField.W_BASE: w_base,
-                  DescField.B_BASE: b_base, DescField.MULT: mult, DescField.SHIFT: shift,
-                  DescField.QMAX: qmax, DescField.FINAL: final, DescField.K: k, DescField.CT: ct,
-                  DescField.STRIDE: stride, DescField.PAD: pad, DescField.IN_H: in_h, DescField.IN_W: in_w,
-                  DescField.OUT_W: out_w, DescField.N_PIX: n_pix, DescField.OCT: oct_,
-                  DescField.COL_STEP: col_step, DescField.ROW_STEP: row_step, DescField.KROW_JUMP: krow_jump,
-                  DescField.V_LAST: v_last, DescField.PIX0: pix0}
-        assert len(fields) == DESC_FIELDS
+        fields = {f: Signal(signed(DESC_BITS) if f in SIGNED_FIELDS else unsigned(DESC_BITS), name=f"d_{f.name.lower()}")
+                  for f in DescField}
+        d = {f.name.lower(): s for f, s in fields.items()}
+        n_it, n_ot, n_out, n_span = d["n_it"], d["n_ot"], d["n_out"], d["n_span"]
+        k, ct, stride, pad, in_h, in_w, out_w = d["k"], d["ct"], d["stride"], d["pad"], d["in_h"], d["in_w"], d["out_w"]
+        n_pix, oct_, v_last = d["n_pix"], d["oct"], d["v_last"]
+        flags = d["flags"]
+        final = flags[0]
+        use_beta = flags[1]
+        relu = flags[2]
+        asq = flags[3]
+        adapter_relu = flags[4]
 
         # --- sequencer state ----------------------------------------------------------
         fcnt = Signal(range(DESC_FIELDS + 1))     # descriptor field being read
-        ccnt = Signal(range(C))                   # bias being read in BIAS
         ot = Signal(DESC_BITS)                    # output tile
-        it = Signal(DESC_BITS)                    # input tile
+        it = Signal(DESC_BITS)                    # cycle within the tile (steps while it < n_it)
         w_addr = Signal(DESC_BITS)
-        b_addr = Signal(DESC_BITS)
-        m.d.comb += [weight_rd.addr.eq(w_addr), bias_rd.addr.eq(b_addr),
-                     desc_rd.addr.eq(Cat(fcnt[:5], layer))]
+        m.d.comb += [weight_rd.addr.eq(w_addr), desc_rd.addr.eq(Cat(fcnt[:6], layer))]
 
         # convolution walk: output pixel (pix, ox), its receptive field's tap (row iy, column kx/ix,
         # channel tile ctc); the input word of the tap is tap_addr
@@ -261,106 +269,186 @@ class PostEngine(wiring.Component):
         feed_first = Signal()
         feed_last = Signal()
         feed_pad = Signal()                                  # the tap lies in the zero padding
-        bias_v = Signal()
-        init = Signal(data.ArrayLayout(signed(p.acc_bits), C))
-        m.d.sync += [feed_v.eq(0), bias_v.eq(0)]
-        with m.If(bias_v):                                   # shift the tile's biases in
-            m.d.sync += init[C - 1].eq(bias_rd.data.as_signed())
-            m.d.sync += [init[c].eq(init[c + 1]) for c in range(C - 1)]
+        m.d.sync += feed_v.eq(0)
         step = array.i.payload
         m.d.comb += [array.i.valid.eq(feed_v), step.first.eq(feed_first), step.last.eq(feed_last),
-                     step.init.eq(init), step.w.eq(weight_rd.data)]
+                     step.w.eq(weight_rd.data)]
         m.d.comb += [step.x[r].eq(Mux(feed_pad, 0, act_rd[r].data)) for r in range(R)]
 
-        # activation read ports: host reads while idle, the feed while busy
-        feed_en = Signal()
-        for r in range(R):
-            with m.If(busy):
-                m.d.comb += [act_rd[r].addr.eq(tap_addr), act_rd[r].en.eq(feed_en)]
-            with m.Else():
-                m.d.comb += [act_rd[r].addr.eq(rd_word), act_rd[r].en.eq(do_rd & (req.sel == Sel.ACT))]
-
-        # --- drain: the array's C accumulators, one valid output a cycle into the requantiser
+        # --- drain: the array's C accumulators, one valid output a cycle into the rescale unit
         drain = Signal(data.ArrayLayout(signed(p.acc_bits), C))
         drain_left = Signal(range(C + 1))
+        drain_ch = Signal(DESC_BITS)                 # output channel of drain[0]
         cap_ot = Signal(DESC_BITS)                   # output tile (within its pixel) captured next
+        cap_o0 = Signal(DESC_BITS)                   # its first channel, cap_ot * C
         tiles_in_flight = Signal(2)                  # last steps accepted, outputs not yet captured
-        m.d.comb += array.o.ready.eq(drain_left == 0)
+        push = rs.i.valid & rs.i.ready
+        m.d.comb += array.o.ready.eq((drain_left == 0) | ((drain_left == 1) & push))
         capture = array.o.valid & array.o.ready
         last_in = array.i.valid & array.i.ready & feed_last
         with m.If(last_in & ~capture):
             m.d.sync += tiles_in_flight.eq(tiles_in_flight + 1)
         with m.Elif(capture & ~last_in):
             m.d.sync += tiles_in_flight.eq(tiles_in_flight - 1)
-        m.d.comb += [rq.i.valid.eq(drain_left != 0), rq.i.payload.acc.eq(drain[0]),
-                     rq.i.payload.mult.eq(mult), rq.i.payload.shift.eq(shift), rq.i.payload.qmax.eq(qmax),
-                     rq.i.payload.final.eq(final)]
-        push = rq.i.valid & rq.i.ready
+        m.d.comb += [rs.i.valid.eq(drain_left != 0), rs.i.payload.acc.eq(drain[0]), rs.i.payload.ch.eq(drain_ch),
+                     rs.beta.eq(beta_cur), rs.use_beta.eq(use_beta), rs.relu.eq(relu),
+                     rs.relu_floor.eq(d["relu_floor"]), rs.c_base.eq(d["c_base"]),
+                     chan_rd.addr.eq(rs.param_addr), chan_rd.en.eq(rs.param_en), rs.param.eq(chan_rd.data),
+                     rs.o.ready.eq(1)]
         with m.If(capture):
-            m.d.sync += drain.eq(array.o.payload)
+            m.d.sync += [drain.eq(array.o.payload), drain_ch.eq(cap_o0)]
             with m.If(cap_ot == n_ot - 1):
-                m.d.sync += [drain_left.eq(v_last), cap_ot.eq(0)]
+                m.d.sync += [drain_left.eq(v_last), cap_ot.eq(0), cap_o0.eq(0)]
             with m.Else():
-                m.d.sync += [drain_left.eq(C), cap_ot.eq(cap_ot + 1)]
+                m.d.sync += [drain_left.eq(C), cap_ot.eq(cap_ot + 1), cap_o0.eq(cap_o0 + C)]
         with m.Elif(push):
             m.d.sync += [drain[c].eq(drain[c + 1]) for c in range(C - 1)]
-            m.d.sync += drain_left.eq(drain_left - 1)
+            m.d.sync += [drain_left.eq(drain_left - 1), drain_ch.eq(drain_ch + 1)]
 
-        # --- writer: requantised outputs to the activation banks, logits to RESULT ----
-        m.d.comb += rq.o.ready.eq(1)
-        rq_in_flight = Signal(3)
-        pop = rq.o.valid
+        # --- rescaled values: to the value buffer (pixel * n_out + o), or RESULT for the final layer
+        rs_in_flight = Signal(range(RESCALE_LATENCY + 2))
+        pop = rs.o.valid
         with m.If(push & ~pop):
-            m.d.sync += rq_in_flight.eq(rq_in_flight + 1)
+            m.d.sync += rs_in_flight.eq(rs_in_flight + 1)
         with m.Elif(pop & ~push):
-            m.d.sync += rq_in_flight.eq(rq_in_flight - 1)
-        out_word = Signal(DESC_BITS)
-        out_bank = Signal(range(R))
-        out_pix = Signal(DESC_BITS)                  # first word of the pixel being written
-        wr_o = Signal(DESC_BITS)                     # output channel being written
-        res_idx = Signal(DESC_BITS)
+            m.d.sync += rs_in_flight.eq(rs_in_flight - 1)
+        v_idx = Signal(DESC_BITS)
         with m.If(pop):
-            with m.If(final):
-                m.d.sync += res_idx.eq(res_idx + 1)
-            with m.Elif(wr_o == n_out - 1):          # last channel of a pixel: next pixel's words
-                m.d.sync += [wr_o.eq(0), out_bank.eq(0), out_pix.eq(out_pix + oct_),
-                             out_word.eq(out_pix + oct_)]
-            with m.Elif(out_bank == R - 1):
-                m.d.sync += [out_bank.eq(0), out_word.eq(out_word + 1), wr_o.eq(wr_o + 1)]
-            with m.Else():
-                m.d.sync += [out_bank.eq(out_bank + 1), wr_o.eq(wr_o + 1)]
+            m.d.sync += v_idx.eq(v_idx + 1)
+        m.d.comb += [value_wr.addr.eq(v_idx), value_wr.data.eq(rs.o.payload), value_wr.en.eq(pop & ~final),
+                     result_wr.addr.eq(v_idx), result_wr.data.eq(rs.o.payload), result_wr.en.eq(pop & final)]
 
+        # --- the pooling walk over the value buffer (channel-outer) -----------------------
+        walking = Signal()
+        sum_pass = Signal()                          # 1: channel sums for ASQ, 0: quantize
+        wc, wc_word, wc_bank = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R))
+        wpix, wpx = Signal(DESC_BITS), Signal(DESC_BITS)
+        wy0, wx0 = Signal(signed(DESC_BITS + 2)), Signal(signed(DESC_BITS + 2))
+        wy, wx = Signal(signed(DESC_BITS + 2)), Signal(signed(DESC_BITS + 2))
+        ky2, kx2 = Signal(DESC_BITS), Signal(DESC_BITS)
+        pk, ps, pp = d["pk"], d["ps"], d["pp"]
+        w_valid = Signal()
+        m.d.comb += w_valid.eq((wy >= 0) & (wy < d["conv_h"]) & (wx >= 0) & (wx < out_w))
+        v_addr = Signal(2 * DESC_BITS + 2)
+        m.d.comb += v_addr.eq((wy[:DESC_BITS] * out_w + wx[:DESC_BITS]) * n_out + wc)
+        m.d.comb += [value_rd.addr.eq(v_addr), value_rd.en.eq(walking)]
+        # stage 1: the value read
+        t1_v, t1_tap, t1_first, t1_last, t1_end_ch, t1_first_pix = (Signal(name=f"t1_{n}") for n in
+                                                                     ("v", "tap", "first", "last", "end_ch", "first_pix"))
+        t1_c, t1_cword, t1_cbank, t1_pix = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R)), Signal(DESC_BITS)
+        m.d.sync += [t1_v.eq(walking), t1_tap.eq(w_valid), t1_first.eq((ky2 == 0) & (kx2 == 0)),
+                     t1_last.eq((ky2 == pk - 1) & (kx2 == pk - 1)),
+                     t1_end_ch.eq((ky2 == pk - 1) & (kx2 == pk - 1) & (wpix == d["p_npix"] - 1)),
+                     t1_first_pix.eq(wpix == 0), t1_c.eq(wc), t1_cword.eq(wc_word), t1_cbank.eq(wc_bank),
+                     t1_pix.eq(wpix)]
+        pool_max = Signal(signed(VB))
+        cand = Signal(signed(VB))
+        cur = Signal(signed(VB))
+        m.d.comb += cand.eq(Mux(t1_tap, value_rd.data, -(1 << (VB - 1))))
+        m.d.comb += cur.eq(Mux(t1_first | (cand > pool_max), cand, pool_max))
+        with m.If(t1_v):
+            m.d.sync += pool_max.eq(cur)
+        # stage 2: one pooled value
+        t2_v, t2_end_ch, t2_first_pix = Signal(), Signal(), Signal()
+        t2_val = Signal(signed(VB))
+        t2_c, t2_cword, t2_cbank, t2_pix = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R)), Signal(DESC_BITS)
+        m.d.sync += [t2_v.eq(t1_v & t1_last), t2_val.eq(cur), t2_end_ch.eq(t1_end_ch), t2_first_pix.eq(t1_first_pix),
+                     t2_c.eq(t1_c), t2_cword.eq(t1_cword), t2_cbank.eq(t1_cbank), t2_pix.eq(t1_pix)]
+        # sum pass: per-channel sums of the pooled values
+        ssum = Signal(signed(arith.SUM_BITS))
+        new_sum = Signal(signed(arith.SUM_BITS))
+        m.d.comb += new_sum.eq(Mux(t2_first_pix, 0, ssum) + t2_val)
+        with m.If(t2_v & sum_pass):
+            m.d.sync += ssum.eq(new_sum)
+        # quantize pass: codes to the activation banks (HWC, pooled pixel t2_pix)
+        out_addr = Signal(DESC_BITS)
+        m.d.comb += out_addr.eq(d["out_base"] + t2_pix * oct_ + t2_cword)
+        m.d.comb += [qz.i.valid.eq(t2_v & ~sum_pass), qz.i.payload.v.eq(t2_val),
+                     qz.i.payload.tag.eq(Cat(out_addr, t2_cbank)), qz.o.ready.eq(1),
+                     qz.inv.eq(inv_cur), qz.shift.eq(d["q_shift"]), qz.lo.eq(d["lo"]), qz.hi.eq(d["hi"])]
+        q_addr = qz.o.payload.tag[:DESC_BITS]
+        q_bank = qz.o.payload.tag[DESC_BITS:]
+
+        # --- the ASQ adapter: h = b1 + sum w1*S, z += w2*relu(h), z += b2; one term a cycle
+        aj, ac = Signal(DESC_BITS), Signal(DESC_BITS)
+        a_ptr = Signal(DESC_BITS)
+        k_b1, k_w1, k_w2, k_b2 = Signal(), Signal(), Signal(), Signal()
+        h = Signal(signed(arith.ADAPTER_ACC_BITS))
+        z = Signal(signed(arith.ADAPTER_ACC_BITS))
+        m.d.sync += [k_b1.eq(0), k_w1.eq(0), k_w2.eq(0), k_b2.eq(0)]
+        a_word = adapt_rd.data
+        a_weight = a_word[:arith.ADAPTER_WEIGHT_BITS].as_signed()
+        h_act = Signal(signed(arith.ADAPTER_ACC_BITS))
+        m.d.comb += h_act.eq(Mux(adapter_relu & (h < 0), 0, h))
+        with m.If(k_b1):
+            m.d.sync += h.eq(a_word)
+        with m.If(k_w1):
+            m.d.sync += h.eq(h + a_weight * sums_rd.data)
+        with m.If(k_w2):
+            m.d.sync += z.eq(z + a_weight * h_act)
+        with m.If(k_b2):
+            m.d.sync += z.eq(z + a_word)
+        m.d.comb += [adapt_rd.addr.eq(a_ptr), sums_rd.addr.eq(ac - 1)]
+        # z on the table grid: round_half_up(z / 2**z_shift), clipped, as a table index
+        zs = d["z_shift"]
+        zt = Signal(signed(arith.ADAPTER_ACC_BITS))
+        m.d.comb += zt.eq(Mux(zs == 0, z, ((z >> (zs - 1)[:6]) + 1) >> 1))
+        half = TABLE_ENTRIES // 2
+        z_idx = Signal(range(TABLE_ENTRIES))
+        with m.If(zt < -half):
+            m.d.comb += z_idx.eq(0)
+        with m.Elif(zt > half - 1):
+            m.d.comb += z_idx.eq(TABLE_ENTRIES - 1)
+        with m.Else():
+            m.d.comb += z_idx.eq(zt + half)
+        m.d.comb += table_rd.addr.eq(z_idx)
+
+        # activation ports: host while idle; the feed reads and the quantizer writes while busy
+        feed_en = Signal()
         for r in range(R):
             with m.If(busy):
-                m.d.comb += [act_wr[r].addr.eq(out_word), act_wr[r].data.eq(rq.o.payload[:A]),
-                             act_wr[r].en.eq(pop & ~final & (out_bank == r))]
+                m.d.comb += [act_rd[r].addr.eq(tap_addr), act_rd[r].en.eq(feed_en),
+                             act_wr[r].addr.eq(q_addr), act_wr[r].data.eq(qz.o.payload.code[:A]),
+                             act_wr[r].en.eq(qz.o.valid & (q_bank == r))]
             with m.Else():
-                m.d.comb += [act_wr[r].addr.eq(wr_word), act_wr[r].data.eq(wr.data[:A]),
+                m.d.comb += [act_rd[r].addr.eq(rd_word), act_rd[r].en.eq(do_rd & (req.sel == Sel.ACT)),
+                             act_wr[r].addr.eq(wr_word), act_wr[r].data.eq(wr.data[:A]),
                              act_wr[r].en.eq(do_wr & (wr.sel == Sel.ACT) & (wr_bank == r)
                                              & (wr_word < p.act_words))]
-        m.d.comb += [result_wr.addr.eq(res_idx), result_wr.data.eq(rq.o.payload),
-                     result_wr.en.eq(pop & final)]
         m.d.comb += [weight_wr.addr.eq(wr.addr), weight_wr.data.eq(wr.data[:p.weight_word_bits]),
                      weight_wr.en.eq(do_wr & (wr.sel == Sel.WEIGHT) & (wr.addr < p.weight_words))]
-        m.d.comb += [bias_wr.addr.eq(wr.addr), bias_wr.data.eq(wr.data[:p.acc_bits]),
-                     bias_wr.en.eq(do_wr & (wr.sel == Sel.BIAS) & (wr.addr < p.bias_words))]
+        m.d.comb += [chan_wr.addr.eq(wr.addr), chan_wr.data.eq(wr.data[:CHAN_BITS]),
+                     chan_wr.en.eq(do_wr & (wr.sel == Sel.CHAN) & (wr.addr < p.chan_words))]
+        m.d.comb += [adapt_wr.addr.eq(wr.addr), adapt_wr.data.eq(wr.data[:arith.ADAPTER_ACC_BITS]),
+                     adapt_wr.en.eq(do_wr & (wr.sel == Sel.ADAPT) & (wr.addr < p.adapter_words))]
+        m.d.comb += [table_wr.addr.eq(wr.addr), table_wr.data.eq(wr.data[:2 * tb]),
+                     table_wr.en.eq(do_wr & (wr.sel == Sel.TABLE) & (wr.addr < TABLE_ENTRIES))]
         m.d.comb += [desc_wr.addr.eq(wr.addr), desc_wr.data.eq(wr.data[:DESC_BITS]),
                      desc_wr.en.eq(do_wr & (wr.sel == Sel.DESC) & (desc_field < DESC_FIELDS)
                                    & (desc_layer < p.max_layers))]
-        with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == 0)):
+        m.d.comb += [sums_wr.addr.eq(t2_c), sums_wr.data.eq(new_sum), sums_wr.en.eq(t2_v & sum_pass & t2_end_ch)]
+        with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == Ctrl.N_LAYERS)):
             with m.If(wr.data > p.max_layers):
                 m.d.sync += n_layers.eq(p.max_layers)
             with m.Else():
                 m.d.sync += n_layers.eq(wr.data)
+        with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == Ctrl.BETA)):
+            m.d.sync += beta_cur.eq(wr.data[:tb])
 
         # --- the sequencer ------------------------------------------------------------
-        pipeline_empty = (~feed_v & (tiles_in_flight == 0) & (drain_left == 0)
-                          & ((rq_in_flight == 0) | ((rq_in_flight == 1) & pop)))
+        mac_empty = (~feed_v & (tiles_in_flight == 0) & (drain_left == 0)
+                     & ((rs_in_flight == 0) | ((rs_in_flight == 1) & pop)))
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+        flush = Signal(range(WALK_FLUSH + 1))
+
+        def start_walk(sums: bool):
+            return [walking.eq(1), sum_pass.eq(sums), wc.eq(0), wc_word.eq(0), wc_bank.eq(0), wpix.eq(0),
+                    wpx.eq(0), wy0.eq(-pp), wx0.eq(-pp), wy.eq(-pp), wx.eq(-pp), ky2.eq(0), kx2.eq(0),
+                    state.eq(_State.WALK)]
 
         # explicit state register decoded with an if/elif chain (no partial Verilog case
-        # statements); any unused encoding behaves as TAIL
+        # statements); any unused encoding behaves as TABLE
         state = Signal(_State)
         with m.If(state == _State.IDLE):
             with m.If(self.start):
@@ -378,46 +466,99 @@ class PostEngine(wiring.Component):
                 with m.If(fcnt == f + 1):
                     m.d.sync += reg.eq(desc_rd.data)
             with m.If(fcnt == DESC_FIELDS):
-                m.d.sync += [ot.eq(0), ccnt.eq(0), w_addr.eq(w_base), b_addr.eq(b_base), cap_ot.eq(0),
-                             out_word.eq(out_base), out_pix.eq(out_base), out_bank.eq(0), wr_o.eq(0),
-                             res_idx.eq(0), pix.eq(0), ox.eq(0), pix_addr.eq(pix0), iy0.eq(-pad),
-                             ix0.eq(-pad), state.eq(_State.BIAS)]
-        with m.Elif(state == _State.BIAS):
-            m.d.sync += [bias_v.eq(1), b_addr.eq(b_addr + 1), ccnt.eq(ccnt + 1)]
-            with m.If(ccnt == C - 1):
-                m.d.sync += [ccnt.eq(0), it.eq(0), tap_addr.eq(pix_addr), kx.eq(0), ctc.eq(0),
-                             iy.eq(iy0), ix.eq(ix0), state.eq(_State.FEED)]
+                m.d.sync += [ot.eq(0), it.eq(0), w_addr.eq(d["w_base"]), cap_ot.eq(0), cap_o0.eq(0), v_idx.eq(0),
+                             pix.eq(0), ox.eq(0), pix_addr.eq(d["pix0"]), iy0.eq(-pad), ix0.eq(-pad),
+                             tap_addr.eq(d["pix0"]), iy.eq(-pad), ix.eq(-pad), kx.eq(0), ctc.eq(0),
+                             state.eq(_State.FEED)]
         with m.Elif(state == _State.FEED):
-            m.d.comb += feed_en.eq(1)
-            m.d.sync += [feed_v.eq(1), feed_first.eq(it == 0), feed_last.eq(it == n_it - 1),
-                         feed_pad.eq(~tap_valid), w_addr.eq(w_addr + 1), it.eq(it + 1)]
-            # next tap: channel tiles fastest, then kernel columns, then kernel rows
-            with m.If(ctc == ct - 1):
-                m.d.sync += ctc.eq(0)
-                with m.If(kx == k - 1):
-                    m.d.sync += [kx.eq(0), ix.eq(ix0), iy.eq(iy + 1),
-                                 tap_addr.eq(tap_addr + krow_jump)]
+            m.d.sync += it.eq(it + 1)
+            with m.If(it < n_it):
+                m.d.comb += feed_en.eq(1)
+                m.d.sync += [feed_v.eq(1), feed_first.eq(it == 0), feed_last.eq(it == n_it - 1),
+                             feed_pad.eq(~tap_valid), w_addr.eq(w_addr + 1)]
+                # next tap: channel tiles fastest, then kernel columns, then kernel rows
+                with m.If(ctc == ct - 1):
+                    m.d.sync += ctc.eq(0)
+                    with m.If(kx == k - 1):
+                        m.d.sync += [kx.eq(0), ix.eq(ix0), iy.eq(iy + 1),
+                                     tap_addr.eq(tap_addr + d["krow_jump"])]
+                    with m.Else():
+                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), tap_addr.eq(tap_addr + 1)]
                 with m.Else():
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), tap_addr.eq(tap_addr + 1)]
-            with m.Else():
-                m.d.sync += [ctc.eq(ctc + 1), tap_addr.eq(tap_addr + 1)]
-            with m.If(it == n_it - 1):
+                    m.d.sync += [ctc.eq(ctc + 1), tap_addr.eq(tap_addr + 1)]
+            # the tile's last cycle (the run's last tile ends with its last step: no idle cycles)
+            with m.If((it == n_span - 1) | ((it == n_it - 1) & (ot == n_ot - 1) & (pix == n_pix - 1))):
+                m.d.sync += [it.eq(0), kx.eq(0), ctc.eq(0)]
                 with m.If(ot == n_ot - 1):
                     m.d.sync += ot.eq(0)
                     with m.If(pix == n_pix - 1):
                         m.d.sync += state.eq(_State.TAIL)
-                    with m.Else():                   # next output pixel: weights and biases again
-                        m.d.sync += [pix.eq(pix + 1), w_addr.eq(w_base), b_addr.eq(b_base),
-                                     state.eq(_State.BIAS)]
+                    with m.Else():                   # next output pixel: weights again
+                        m.d.sync += [pix.eq(pix + 1), w_addr.eq(d["w_base"])]
                         with m.If(ox == out_w - 1):
-                            m.d.sync += [ox.eq(0), pix_addr.eq(pix_addr + row_step), iy0.eq(iy0 + stride),
-                                         ix0.eq(-pad)]
+                            m.d.sync += [ox.eq(0), pix_addr.eq(pix_addr + d["row_step"]), iy0.eq(iy0 + stride),
+                                         ix0.eq(-pad), tap_addr.eq(pix_addr + d["row_step"]),
+                                         iy.eq(iy0 + stride), ix.eq(-pad)]
                         with m.Else():
-                            m.d.sync += [ox.eq(ox + 1), pix_addr.eq(pix_addr + col_step),
-                                         ix0.eq(ix0 + stride)]
+                            m.d.sync += [ox.eq(ox + 1), pix_addr.eq(pix_addr + d["col_step"]),
+                                         ix0.eq(ix0 + stride), tap_addr.eq(pix_addr + d["col_step"]),
+                                         iy.eq(iy0), ix.eq(ix0 + stride)]
                 with m.Else():
-                    m.d.sync += [ot.eq(ot + 1), state.eq(_State.BIAS)]
-        with m.Else():                              # _State.TAIL
-            with m.If(pipeline_empty):
-                m.d.sync += [layer.eq(layer + 1), state.eq(_State.LAYER)]
+                    m.d.sync += [ot.eq(ot + 1), tap_addr.eq(pix_addr), iy.eq(iy0), ix.eq(ix0)]
+        with m.Elif(state == _State.TAIL):
+            with m.If(mac_empty):
+                with m.If(final):
+                    m.d.sync += [layer.eq(layer + 1), state.eq(_State.LAYER)]
+                with m.Elif(asq):
+                    m.d.sync += start_walk(True)
+                with m.Else():
+                    m.d.sync += start_walk(False)
+                    m.d.sync += inv_cur.eq(1 << arith.ASQ_BETA_FRAC)
+        with m.Elif(state == _State.WALK):
+            # next tap: window columns, window rows, pooled pixels (row-major), channels
+            with m.If(kx2 == pk - 1):
+                m.d.sync += [kx2.eq(0), wx.eq(wx0)]
+                with m.If(ky2 == pk - 1):
+                    m.d.sync += ky2.eq(0)
+                    with m.If(wpix == d["p_npix"] - 1):
+                        m.d.sync += [wpix.eq(0), wpx.eq(0), wy0.eq(-pp), wx0.eq(-pp), wy.eq(-pp), wx.eq(-pp),
+                                     wc.eq(wc + 1)]
+                        with m.If(wc_bank == R - 1):
+                            m.d.sync += [wc_bank.eq(0), wc_word.eq(wc_word + 1)]
+                        with m.Else():
+                            m.d.sync += wc_bank.eq(wc_bank + 1)
+                        with m.If(wc == n_out - 1):
+                            m.d.sync += [walking.eq(0), flush.eq(0), state.eq(_State.FLUSH)]
+                    with m.Elif(wpx == d["p_w"] - 1):
+                        m.d.sync += [wpix.eq(wpix + 1), wpx.eq(0), wx0.eq(-pp), wx.eq(-pp), wy0.eq(wy0 + ps),
+                                     wy.eq(wy0 + ps)]
+                    with m.Else():
+                        m.d.sync += [wpix.eq(wpix + 1), wpx.eq(wpx + 1), wx0.eq(wx0 + ps), wx.eq(wx0 + ps),
+                                     wy.eq(wy0)]
+                with m.Else():
+                    m.d.sync += [ky2.eq(ky2 + 1), wy.eq(wy + 1)]
+            with m.Else():
+                m.d.sync += [kx2.eq(kx2 + 1), wx.eq(wx + 1)]
+        with m.Elif(state == _State.FLUSH):
+            m.d.sync += flush.eq(flush + 1)
+            with m.If(flush == WALK_FLUSH - 1):
+                with m.If(sum_pass):
+                    m.d.sync += [aj.eq(0), ac.eq(0), a_ptr.eq(d["a_base"]), z.eq(0), state.eq(_State.ADAPT)]
+                with m.Else():
+                    m.d.sync += [layer.eq(layer + 1), state.eq(_State.LAYER)]
+        with m.Elif(state == _State.ADAPT):
+            m.d.sync += a_ptr.eq(a_ptr + 1)
+            with m.If(aj == d["hid"]):
+                m.d.sync += [k_b2.eq(1), flush.eq(0), state.eq(_State.TABLE)]
+            with m.Elif(ac == 0):
+                m.d.sync += [k_b1.eq(1), ac.eq(1)]
+            with m.Elif(ac == n_out + 1):
+                m.d.sync += [k_w2.eq(1), ac.eq(0), aj.eq(aj + 1)]
+            with m.Else():
+                m.d.sync += [k_w1.eq(1), ac.eq(ac + 1)]
+        with m.Else():                              # _State.TABLE: z final, index, table read
+            m.d.sync += flush.eq(flush + 1)
+            with m.If(flush == ADAPT_TAIL - 1):
+                m.d.sync += [beta_cur.eq(table_rd.data[:tb]), inv_cur.eq(table_rd.data[tb:])]
+                m.d.sync += start_walk(False)
         return m

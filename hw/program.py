@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 import numpy as np
 
 from golden import arith
 
-__all__ = ["EngineParams", "Sel", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS", "SIGNED_FIELDS", "LayerSpec",
-           "Program", "build_program", "predicted_cycles", "LAYER_OVERHEAD", "TAIL_CYCLES", "RUN_OVERHEAD"]
+__all__ = ["EngineParams", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS",
+           "SIGNED_FIELDS", "LayerSpec", "AdapterSpec", "Program", "build_program", "predicted_cycles",
+           "layer_cycles", "program_layer_cycles", "chan_word", "LAYER_OVERHEAD", "TAIL_CYCLES", "WALK_FLUSH",
+           "ADAPT_TAIL", "RUN_OVERHEAD", "CHAN_BITS", "CHAN_MULT_BITS", "CHAN_SHIFT_BITS"]
 
-#: Descriptor slots per layer in the ``DESC`` address space (``layer * 32 + field``).
-DESC_STRIDE = 32
+#: Descriptor slots per layer in the ``DESC`` address space (``layer * 64 + field``).
+DESC_STRIDE = 64
 #: Width of one descriptor field in the engine (every field is stored as a 16-bit word).
 DESC_BITS = 16
 
@@ -37,45 +39,74 @@ class Sel(IntEnum):
 
     ACT = 0
     WEIGHT = 1
-    BIAS = 2
+    CHAN = 2       #: per-output-channel rescale parameters {mult, shift, offset}
     DESC = 3
     CTRL = 4
     RESULT = 5
+    ADAPT = 6      #: ASQ adapter words (64-bit two's complement)
+    TABLE = 7      #: ASQ factor tables: entry i = beta[i] | inv_beta[i] << ASQ_TABLE_BITS
+
+
+class Ctrl(IntEnum):
+    """``CTRL`` register addresses."""
+
+    N_LAYERS = 0   #: layers of a run
+    BETA = 1       #: fixed-point ASQ factor of the network input (layer 0 with ``INPUT_BETA``)
+
+
+class Flag(IntFlag):
+    """Bits of the ``FLAGS`` descriptor field."""
+
+    FINAL = 1         #: write v to RESULT (pixel * n_out + o); no quantizer
+    INPUT_BETA = 2    #: input codes came from an ASQ quantizer: acc = (acc * beta) >> 8 first
+    RELU = 4          #: v = max(v, relu_floor)
+    ASQ = 8           #: the output quantizer is ASQ: channel sums, adapter, factor tables
+    ADAPTER_RELU = 16 #: two-layer adapter: ReLU on the hidden units
 
 
 class DescField(IntEnum):
-    """Fields of a layer descriptor (``DESC`` address ``layer * 32 + field``).
+    """Fields of a layer descriptor (``DESC`` address ``layer * 64 + field``).
 
-    Fields 11.. describe the convolution geometry (a fully-connected layer is a 1x1 convolution
-    on a 1x1 input: ``K = 1``, ``CT = n_it``, one pixel). Fields marked signed are 16-bit two's
-    complement.
+    A fully-connected layer is a 1x1 convolution on a 1x1 input (``K = 1``, ``CT = n_it``, one
+    pixel). Fields marked signed are 16-bit two's complement. ``docs/engine.md`` has the formulas.
     """
 
-    N_IT = 0       #: input tiles, ceil(fan_in / R)
-    N_OT = 1       #: output tiles, ceil(fan_out / C)
-    N_OUT = 2      #: fan_out
+    N_IT = 0       #: input tiles of a receptive field, K*K*CT
+    N_OT = 1       #: output tiles, ceil(n_out / C)
+    N_OUT = 2      #: output channels
     IN_BASE = 3    #: activation word of the input region
-    OUT_BASE = 4   #: activation word of the output region (unused when final)
+    OUT_BASE = 4   #: activation word of the (pooled) output region (unused when final)
     W_BASE = 5     #: weight word of tile (ot=0, it=0); tile (ot, it) at w_base + ot*n_it + it
-    B_BASE = 6     #: bias index of output 0
-    MULT = 7       #: requantisation multiplier
-    SHIFT = 8      #: requantisation shift
-    QMAX = 9       #: 2**out_bits - 1
-    FINAL = 10     #: 1: write acc to RESULT[o] instead of requantising
+    C_BASE = 6     #: CHAN index of output channel 0
+    N_SPAN = 7     #: cycles per output tile, max(n_it, C)
+    FLAGS = 8      #: :class:`Flag` bits
+    HI = 9         #: largest output code
+    LO = 10        #: smallest output code
     K = 11         #: kernel size (square)
-    CT = 12        #: input channel tiles, ceil(C_in / R); n_it = K*K*CT
+    CT = 12        #: input channel tiles, ceil(C_in / R)
     STRIDE = 13    #: convolution stride
     PAD = 14       #: zero padding on every side
     IN_H = 15      #: input height
     IN_W = 16      #: input width
-    OUT_W = 17     #: output width
-    N_PIX = 18     #: output pixels, out_h * out_w
+    OUT_W = 17     #: convolution output width
+    N_PIX = 18     #: convolution output pixels, out_h * out_w
     OCT = 19       #: activation words per output pixel, ceil(n_out / R)
     COL_STEP = 20  #: input word step between horizontally adjacent output pixels, stride * CT
     ROW_STEP = 21  #: (signed) step from the last pixel of an output row to the first of the next
     KROW_JUMP = 22 #: word step from the end of one kernel row to the start of the next, (IN_W-K)*CT + 1
     PIX0 = 23      #: (signed) input word of tap (0, 0) of output pixel (0, 0), in_base - PAD*(IN_W+1)*CT
-    V_LAST = 24    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
+    RELU_FLOOR = 24  #: (signed) ReLU floor of v
+    Q_SHIFT = 25   #: quantizer shift, value_frac + ASQ_BETA_FRAC
+    PK = 26        #: max-pooling window (1: no pooling)
+    PS = 27        #: pooling stride
+    PP = 28        #: pooling padding
+    CONV_H = 29    #: convolution output height (the pool's input)
+    P_W = 30       #: pooled output width
+    P_NPIX = 31    #: pooled output pixels
+    A_BASE = 32    #: ADAPT word of the layer's adapter
+    HID = 33       #: adapter hidden units (1 for a one-layer adapter)
+    Z_SHIFT = 34   #: z_frac - ASQ_Z_FRAC: z on the table grid is round_half_up(z / 2**Z_SHIFT)
+    V_LAST = 35    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
                    #: the only field not used in the cycle that latches it)
 
 
@@ -86,11 +117,20 @@ DESC_FIELDS = len(DescField)
 #: Cycles per layer outside the tile loop and the tail: 1 (LAYER) + DESC_FIELDS + 1 (DESC: one
 #: field read per cycle, plus the cycle that latches the last one).
 LAYER_OVERHEAD = 1 + DESC_FIELDS + 1
-#: Cycles of the layer tail beyond the last tile's valid outputs: the last step's memory data 1,
-#: product register 1, accumulators 1 (taken by the drain), requantiser 3 (the last writes).
-TAIL_CYCLES = 6
+#: Cycles of the MAC phase's tail beyond the last tile's valid outputs: the last step's memory
+#: data 1, product register 1, accumulators 1 (taken by the drain), channel rescale 4.
+TAIL_CYCLES = 7
+#: Cycles a pooling/quantizing walk takes beyond its taps (pipeline flush).
+WALK_FLUSH = 6
+#: Cycles of the adapter beyond its HID*(n_out+2)+1 reads: the last read's data 1, the table index 1,
+#: the table read 1.
+ADAPT_TAIL = 3
 #: Cycles per run outside the layers: the final LAYER cycle that raises ``done``.
 RUN_OVERHEAD = 1
+#: Width of a CHAN entry: {mult: signed MULT_BITS+1, shift: 6, offset: signed OFFSET_BITS}, LSB first.
+CHAN_MULT_BITS = arith.MULT_BITS + 1
+CHAN_SHIFT_BITS = 6
+CHAN_BITS = CHAN_MULT_BITS + CHAN_SHIFT_BITS + arith.OFFSET_BITS
 
 
 @dataclass(frozen=True)
@@ -107,8 +147,12 @@ class EngineParams:
         POST weight code width, activation code width, product fraction bits.
     max_fan_in : int
         Largest supported fan-in; sets ``acc_bits``.
-    act_words, weight_words, bias_words, result_words, max_layers : int
+    act_words, weight_words, chan_words, result_words, max_layers : int
         Memory depths (words) and descriptor slots.
+    value_words : int
+        Depth of the value buffer (a layer's pre-quantization values v, ``n_pix * n_out``).
+    adapter_words, max_channels : int
+        Depth of the ASQ adapter memory and of the channel-sum memory (largest ASQ layer width).
     """
 
     rows: int = 4
@@ -119,9 +163,12 @@ class EngineParams:
     max_fan_in: int = 256
     act_words: int = 64
     weight_words: int = 1024
-    bias_words: int = 256
+    chan_words: int = 256
     result_words: int = 64
     max_layers: int = 8
+    value_words: int = 1024
+    adapter_words: int = 256
+    max_channels: int = 128
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -131,7 +178,8 @@ class EngineParams:
         arith.check_wbits(self.wbits)
         arith.check_abits(self.abits)
         arith.check_frac_bits(self.frac_bits)
-        for name in ("max_fan_in", "act_words", "weight_words", "bias_words", "result_words", "max_layers"):
+        for name in ("max_fan_in", "act_words", "weight_words", "chan_words", "result_words", "max_layers",
+                     "value_words", "adapter_words", "max_channels"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -139,7 +187,8 @@ class EngineParams:
         if self.act_words << self.bank_bits > space:
             raise ValueError(f"act_words {self.act_words} with {self.rows} banks needs more than "
                              f"{self.addr_bits} address bits; use at most {space >> self.bank_bits}")
-        for name in ("weight_words", "bias_words", "result_words"):
+        for name in ("weight_words", "chan_words", "result_words", "value_words", "adapter_words",
+                     "max_channels"):
             if getattr(self, name) > space:
                 raise ValueError(f"{name} {getattr(self, name)} exceeds the {self.addr_bits}-bit host "
                                  f"address space; use at most {space}")
@@ -163,8 +212,8 @@ class EngineParams:
 
     @property
     def data_bits(self) -> int:
-        """Host data width: ``max(R*C*W, acc_bits, 32)``."""
-        return max(self.rows * self.cols * self.wbits, self.acc_bits, 32)
+        """Host data width: ``max(R*C*W, CHAN_BITS, 64)`` (a weight word, a CHAN entry, an adapter word)."""
+        return max(self.rows * self.cols * self.wbits, CHAN_BITS, arith.ADAPTER_ACC_BITS)
 
     @property
     def addr_bits(self) -> int:
@@ -193,24 +242,73 @@ class EngineParams:
 
 
 @dataclass(eq=False)
-class LayerSpec:
-    """One fully-connected layer as the engine runs it.
+class AdapterSpec:
+    """An ASQ adapter in fixed point (``golden.arith.adapter_z``): ``w1 [H, C]``, ``b1 [H]``; two layers
+    with ``w2 [1, H]``, ``b2 [1]``; ``z_frac`` fraction bits of ``z``; ``factor`` names the tables."""
 
-    ``codes``: int array ``[fan_out, fan_in]`` of POST codes already at the engine's ``wbits``;
-    ``bias``: int array ``[fan_out]`` in accumulator units; ``mult``/``shift``: requantisation
-    (``None`` for the final layer); ``out_bits``: output activation bits (``None`` for final).
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray | None
+    b2: np.ndarray | None
+    z_frac: int
+    factor: str
+
+    @property
+    def hidden(self) -> int:
+        return int(np.shape(self.w1)[0])
+
+    def words(self) -> list[int]:
+        """ADAPT memory image: for each hidden unit ``j``: ``b1[j], w1[j, 0..C-1], w2[j]``, then ``b2``.
+        A one-layer adapter is stored as a two-layer one with ``w2 = [1]``, ``b2 = 0`` (no ReLU)."""
+        w1, b1 = np.asarray(self.w1, dtype=np.int64), np.asarray(self.b1, dtype=np.int64)
+        w2 = np.ones((1, 1), dtype=np.int64) if self.w2 is None else np.asarray(self.w2, dtype=np.int64)
+        b2 = np.zeros(1, dtype=np.int64) if self.b2 is None else np.asarray(self.b2, dtype=np.int64)
+        out = []
+        for j in range(w1.shape[0]):
+            out += [int(b1[j])] + [int(v) for v in w1[j]] + [int(w2[0, j])]
+        return out + [int(b2[0])]
+
+
+@dataclass(eq=False)
+class LayerSpec:
+    """One convolution or fully-connected layer as the engine runs it.
+
+    ``codes``: int array (``[out, C_in, K, K]`` with ``in_shape``; ``[out, fan_in]`` fully connected)
+    of POST codes already at the engine's ``wbits``. The rescale of output channel ``o`` is
+    ``v = (acc * mult[o] + offset[o]) >> shift[o]`` (``golden.arith.rescale``), given either
+
+    * per channel (``chan_mult``, ``chan_offset``, ``chan_shift``: the integer graph's stages), or
+    * per layer, the v1 MLP form: ``bias`` (accumulator units), ``mult``, ``shift``, ``out_bits``;
+      it is the same arithmetic with ``offset = bias*mult + 2**(shift-1)`` (a final layer: ``v =
+      acc + bias`` as ``mult = 2``, ``offset = 2*bias``, ``shift = 1``).
+
+    Then ``relu`` (``v = max(v, relu_floor)``), max pooling ``pool = (k, stride, pad)`` on v, and the
+    output quantizer: ``clip(round_half_up(v / 2**value_frac), out_lo, out_hi)`` (LSQ, QIL), or with
+    ``adapter`` ASQ: channel sums, adapter, tables, ``golden.arith.asq_quantize``. ``final`` layers
+    output v itself. ``input_beta``: the input codes came from an ASQ quantizer (``apply_beta``).
     """
 
     codes: np.ndarray
-    bias: np.ndarray
-    mult: int | None
-    shift: int | None
-    out_bits: int | None
-    final: bool
-    name: str
+    bias: np.ndarray | None = None
+    mult: int | None = None
+    shift: int | None = None
+    out_bits: int | None = None
+    final: bool = False
+    name: str = "layer"
     in_shape: tuple | None = None     #: (C, H, W) of a convolution's input; None: fully connected
     stride: int = 1
     pad: int = 0
+    chan_mult: np.ndarray | None = None
+    chan_offset: np.ndarray | None = None
+    chan_shift: np.ndarray | None = None
+    input_beta: bool = False
+    relu: bool = False
+    relu_floor: int = 0
+    pool: tuple | None = None         #: (k, stride, pad) max pooling on v
+    out_lo: int = 0
+    out_hi: int | None = None
+    value_frac: int = 0
+    adapter: AdapterSpec | None = None
 
     @property
     def is_conv(self) -> bool:
@@ -232,13 +330,25 @@ class LayerSpec:
 
     @property
     def in_chw(self) -> tuple:
-        return tuple(self.in_shape) if self.is_conv else (self.fan_in, 1, 1)
+        return tuple(int(v) for v in self.in_shape) if self.is_conv else (self.fan_in, 1, 1)
 
     @property
-    def out_chw(self) -> tuple:
+    def conv_chw(self) -> tuple:
+        """Shape of the convolution's output (before pooling)."""
         c, h, w = self.in_chw
         k = self.k
         return (self.fan_out, (h + 2 * self.pad - k) // self.stride + 1, (w + 2 * self.pad - k) // self.stride + 1)
+
+    @property
+    def pool_kspd(self) -> tuple:
+        return tuple(int(v) for v in self.pool) if self.pool is not None else (1, 1, 0)
+
+    @property
+    def out_chw(self) -> tuple:
+        """Shape of the layer's output (after pooling)."""
+        c, h, w = self.conv_chw
+        pk, ps, pp = self.pool_kspd
+        return (c, (h + 2 * pp - pk) // ps + 1, (w + 2 * pp - pk) // ps + 1)
 
     @property
     def in_size(self) -> int:
@@ -248,46 +358,47 @@ class LayerSpec:
     def out_size(self) -> int:
         return int(np.prod(self.out_chw))
 
+    @property
+    def per_channel(self) -> bool:
+        return self.chan_mult is not None
+
+    def rescale_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(mult, offset, shift)`` per output channel, int64 (the v1 per-layer form translated)."""
+        n = self.fan_out
+        if self.per_channel:
+            return tuple(np.asarray(a, dtype=np.int64).reshape(-1) for a in
+                         (self.chan_mult, self.chan_offset, self.chan_shift))
+        bias = np.asarray(self.bias, dtype=np.int64)
+        if self.final:
+            return np.full(n, 2, np.int64), 2 * bias, np.ones(n, np.int64)
+        mult, shift = int(self.mult), int(self.shift)
+        return np.full(n, mult, np.int64), bias * mult + (1 << (shift - 1)), np.full(n, shift, np.int64)
+
+    def quant_params(self) -> tuple[int, int, int]:
+        """``(lo, hi, value_frac)`` of the output quantizer."""
+        if self.per_channel:
+            return int(self.out_lo), int(self.out_hi), int(self.value_frac)
+        return 0, 2 ** int(self.out_bits) - 1, 0
+
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where one layer lives in the engine (the descriptor's values, :class:`DescField` order)."""
+    """Where one layer lives in the engine: the descriptor's values (:class:`DescField` order)."""
 
-    n_it: int
-    n_ot: int
-    n_out: int
-    in_base: int
-    out_base: int
-    w_base: int
-    b_base: int
-    mult: int
-    shift: int
-    qmax: int
-    final: int
-    k: int = 1
-    ct: int = 1
-    stride: int = 1
-    pad: int = 0
-    in_h: int = 1
-    in_w: int = 1
-    out_w: int = 1
-    n_pix: int = 1
-    oct: int = 1
-    col_step: int = 0
-    row_step: int = 0
-    krow_jump: int = 1
-    pix0: int = 0
-    v_last: int = 1
+    values: tuple
+
+    def __getattr__(self, name):
+        try:
+            return self.values[DescField[name.upper()]]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def fields(self) -> list[int]:
-        return [self.n_it, self.n_ot, self.n_out, self.in_base, self.out_base, self.w_base, self.b_base,
-                self.mult, self.shift, self.qmax, self.final, self.k, self.ct, self.stride, self.pad,
-                self.in_h, self.in_w, self.out_w, self.n_pix, self.oct, self.col_step, self.row_step,
-                self.krow_jump, self.pix0, self.v_last]
+        return list(self.values)
 
 
 #: Descriptor fields holding signed values (written as 16-bit two's complement).
-SIGNED_FIELDS = (DescField.ROW_STEP, DescField.PIX0)
+SIGNED_FIELDS = (DescField.ROW_STEP, DescField.PIX0, DescField.RELU_FLOOR)
 
 
 @dataclass
@@ -301,7 +412,7 @@ class Program:
     layouts : list
         Descriptor values of each layer (``fields()`` in :class:`DescField` order).
     config_writes : list of (sel, addr, data)
-        Weights, biases, descriptors and ``n_layers``: written once before any sample.
+        Weights, channel parameters, adapters, tables, descriptors and ``n_layers``: written once.
     input_base : int
         Activation word of the input region; ``input_size`` its element count.
     """
@@ -312,6 +423,11 @@ class Program:
     config_writes: list = field(default_factory=list)
     input_base: int = 0
     input_size: int = 0
+
+    @property
+    def needs_beta(self) -> bool:
+        """The first layer's input codes come from an ASQ quantizer: each sample brings its beta."""
+        return bool(self.layers[0].input_beta)
 
     # --- per-sample host traffic --------------------------------------------------
     def _check_input(self, x) -> np.ndarray:
@@ -327,6 +443,17 @@ class Program:
             raise ValueError(f"input codes must lie in 0..{top} ({self.params.abits}-bit activations)")
         return x
 
+    def _check_beta(self, beta) -> int | None:
+        if not self.needs_beta:
+            if beta is not None:
+                raise ValueError("this program's input is not ASQ-quantized; pass beta=None")
+            return None
+        top = 2 ** arith.ASQ_TABLE_BITS - 1
+        if beta is None or not isinstance(beta, (int, np.integer)) or not 0 < int(beta) <= top:
+            raise ValueError(f"layer {self.layers[0].name} takes ASQ codes: pass the sample's beta "
+                             f"(fixed point, 2**-{arith.ASQ_BETA_FRAC}) as an integer in 1..{top}, got {beta!r}")
+        return int(beta)
+
     def _addresses(self, base: int, chw: tuple) -> list[int]:
         """``ACT`` addresses of a CHW tensor stored HWC with ``ceil(C/R)`` words per pixel, CHW order."""
         c, h, w = chw
@@ -335,18 +462,22 @@ class Program:
         return [((base + (y * w + x) * ct + ch // R) << bb) | (ch % R)
                 for ch in range(c) for y in range(h) for x in range(w)]
 
-    def input_writes(self, x_codes) -> list[tuple[int, int, int]]:
-        """Host writes that place one sample's input codes (CHW order) in the input region."""
+    def input_writes(self, x_codes, beta=None) -> list[tuple[int, int, int]]:
+        """Host writes that place one sample's input codes (CHW order) and, for an ASQ input, its beta."""
         x = self._check_input(x_codes)
+        beta = self._check_beta(beta)
         addrs = self._addresses(self.input_base, self.layers[0].in_chw)
-        return [(int(Sel.ACT), a, int(v)) for a, v in zip(addrs, x)]
+        writes = [(int(Sel.ACT), a, int(v)) for a, v in zip(addrs, x)]
+        if beta is not None:
+            writes.append((int(Sel.CTRL), int(Ctrl.BETA), beta))
+        return writes
 
     def output_reads(self) -> list[tuple[int, int]]:
         """Reads of every layer's outputs in layer order, each in CHW order (RESULT for the final layer)."""
         reads = []
         for layer, lay in zip(self.layers, self.layouts):
             c, h, w = layer.out_chw
-            if lay.final:       # RESULT index pixel * n_out + o
+            if layer.final:       # RESULT index pixel * n_out + o
                 reads += [(int(Sel.RESULT), (y * w + x) * c + o) for o in range(c) for y in range(h)
                           for x in range(w)]
             else:
@@ -361,32 +492,59 @@ class Program:
             raise ValueError(f"expected {sum(sizes)} read values, got {len(values)}")
         db = self.params.data_bits
         out, pos = [], 0
-        for lay, n in zip(self.layouts, sizes):
+        for layer, n in zip(self.layers, sizes):
             chunk = values[pos:pos + n]
             pos += n
-            if lay.final:
+            if layer.final:
                 chunk = [v - (1 << db) if v >> (db - 1) & 1 else v for v in chunk]
             out.append(np.array(chunk, dtype=np.int64))
         return out
 
-    def reference(self, x_codes) -> list[np.ndarray]:
-        """Per-layer outputs (CHW, flat) computed directly with :mod:`golden.arith`."""
+    def reference_run(self, x_codes, beta=None) -> tuple[list[np.ndarray], list]:
+        """Per-layer outputs (CHW, flat) and the beta each layer's quantizer chose (None for non-ASQ),
+        computed directly with :mod:`golden.arith`."""
         p = self.params
         x = self._check_input(x_codes)
-        outs = []
+        beta = self._check_beta(beta)
+        outs, betas = [], []
         for layer in self.layers:
             cols = _patches(x.reshape(layer.in_chw), layer.k, layer.stride, layer.pad)   # [pixels, fan_in]
             codes = np.asarray(layer.codes, dtype=np.int64).reshape(layer.fan_out, -1)
-            prod = arith.post_product(cols[:, None, :], codes[None, :, :], p.wbits, p.abits, p.frac_bits)
-            acc = prod.sum(axis=2) + np.asarray(layer.bias, dtype=np.int64)[None, :]     # [pixels, out]
+            acc = arith.post_product(cols[:, None, :], codes[None, :, :], p.wbits, p.abits,
+                                     p.frac_bits).sum(axis=2)                          # [pixels, out]
+            if layer.input_beta:
+                acc = arith.apply_beta(acc, beta)
+            mult, offset, shift = layer.rescale_params()
+            v = arith.rescale(acc, mult[None], offset[None], shift[None])
+            if layer.relu:
+                v = np.maximum(v, int(layer.relu_floor))
+            _, oh, ow = layer.conv_chw
+            v = v.T.reshape(layer.fan_out, oh, ow)                                     # CHW
+            if layer.pool is not None:
+                v = _maxpool(v, *layer.pool_kspd)
             if layer.final:
-                y = acc.astype(np.int64)
+                y, b = v, None
             else:
-                y = arith.requantize(acc, layer.mult, layer.shift, layer.out_bits).astype(np.int64)
-            y = y.T.reshape(-1)                                                        # CHW order
-            outs.append(y)
-            x = y
-        return outs
+                lo, hi, vf = layer.quant_params()
+                if layer.adapter is not None:
+                    a = layer.adapter
+                    z = arith.adapter_z(v.reshape(v.shape[0], -1).sum(axis=1)[None], a.w1, a.b1, a.w2, a.b2)
+                    idx = int(arith.asq_z_index(z, a.z_frac)[0])
+                    beta_t, inv_t = arith.asq_tables(a.factor)
+                    b = int(beta_t[idx])
+                    y = np.clip(arith.asq_quantize(v, int(inv_t[idx]), vf, hi), lo, hi)
+                    beta = b
+                else:
+                    b = None
+                    y = arith.quantize_value(v, vf, lo, hi)
+            outs.append(np.asarray(y, dtype=np.int64).reshape(-1))
+            betas.append(b)
+            x = outs[-1]
+        return outs, betas
+
+    def reference(self, x_codes, beta=None) -> list[np.ndarray]:
+        """Per-layer outputs (CHW, flat) computed directly with :mod:`golden.arith`."""
+        return self.reference_run(x_codes, beta)[0]
 
 
 def _patches(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
@@ -397,6 +555,18 @@ def _patches(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
     rows = [xp[:, y * stride:y * stride + k, xx * stride:xx * stride + k].reshape(-1)
             for y in range(oh) for xx in range(ow)]
     return np.stack(rows)
+
+
+def _maxpool(v: np.ndarray, k: int, s: int, p: int) -> np.ndarray:
+    """Max pooling of ``[C, H, W]`` values; padded positions never win."""
+    c, h, w = v.shape
+    vp = np.pad(v, ((0, 0), (p, p), (p, p)), constant_values=np.iinfo(np.int64).min)
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    out = np.empty((c, oh, ow), dtype=np.int64)
+    for y in range(oh):
+        for x in range(ow):
+            out[:, y, x] = vp[:, y * s:y * s + k, x * s:x * s + k].reshape(c, -1).max(axis=1)
+    return out
 
 
 def _ceil(a: int, b: int) -> int:
@@ -441,11 +611,21 @@ def _engine_codes(layer: LayerSpec, prev: LayerSpec | None, R: int) -> np.ndarra
     return codes[:, :, None, None]
 
 
-def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | None, last: bool) -> None:
-    name = layer.name
-    where = f"layer {name}"
+def _fits_signed(v, bits: int) -> bool:
+    v = np.asarray(v, dtype=object)
+    return bool(np.all((v >= -(1 << (bits - 1))) & (v < (1 << (bits - 1)))))
+
+
+def _beta_max(factor: str | None) -> int:
+    names = [factor] if factor else list(arith.ASQ_FACTORS)
+    return max(int(arith.asq_tables(f)[0].max()) for f in names)
+
+
+def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | None, last: bool,
+                 factor: str | None) -> None:
     if not isinstance(layer, LayerSpec):
         raise ValueError(f"layer {l} is not a LayerSpec")
+    where = f"layer {layer.name}"
     codes = np.asarray(layer.codes)
     if layer.is_conv:
         if codes.ndim != 4 or codes.shape[2] != codes.shape[3] or min(codes.shape) < 1:
@@ -456,7 +636,7 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | 
         if not (isinstance(layer.stride, int) and layer.stride >= 1 and isinstance(layer.pad, int)
                 and 0 <= layer.pad < codes.shape[2]):
             raise ValueError(f"{where}: stride must be >= 1 and padding in 0..K-1, got {layer.stride}, {layer.pad}")
-        if min(layer.out_chw[1:]) < 1:
+        if min(layer.conv_chw[1:]) < 1:
             raise ValueError(f"{where}: a {codes.shape[2]}x{codes.shape[2]} kernel does not fit the "
                              f"{layer.in_shape[1]}x{layer.in_shape[2]} input")
     elif codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] < 1:
@@ -464,14 +644,17 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | 
     if not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"{where}: codes must be integers, got dtype {codes.dtype}")
     fan_out, fan_in = layer.fan_out, layer.fan_in
-    if prev_fan_out is not None:
-        prev_chw = prev_fan_out
+    if prev is not None:
+        prev_chw = prev.out_chw
         if layer.is_conv and tuple(layer.in_shape) != tuple(prev_chw):
             raise ValueError(f"{where}: input shape {tuple(layer.in_shape)} does not match the previous "
                              f"layer's output {tuple(prev_chw)}")
         if not layer.is_conv and fan_in != int(np.prod(prev_chw)):
             raise ValueError(f"{where}: fan_in {fan_in} does not match the previous layer's "
                              f"{int(np.prod(prev_chw))} outputs")
+        if bool(layer.input_beta) != (prev.adapter is not None):
+            raise ValueError(f"{where}: input_beta must be set exactly when the previous layer's quantizer "
+                             f"is ASQ (it has an adapter)")
     if np.any((codes < 0) | (codes >= 2 ** p.wbits)):
         bad = int(codes.max()) if codes.max() >= 2 ** p.wbits else int(codes.min())
         raise ValueError(f"{where}: POST code {bad} does not fit the engine's {p.wbits}-bit PEs "
@@ -480,10 +663,78 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | 
     if fan_in > p.max_fan_in:
         raise ValueError(f"{where}: fan_in {fan_in} exceeds max_fan_in {p.max_fan_in} of the engine; "
                          f"regenerate with --max-fan-in {fan_in}")
-    bias = np.asarray(layer.bias)
-    if bias.shape != (fan_out,) or not np.issubdtype(bias.dtype, np.integer):
-        raise ValueError(f"{where}: bias must be an integer array of shape ({fan_out},), got "
-                         f"{bias.dtype} {bias.shape}")
+    if layer.pool is not None:
+        pk, ps, pp = layer.pool_kspd
+        if not (pk >= 1 and ps >= 1 and 0 <= pp < pk) or min(layer.out_chw[1:]) < 1:
+            raise ValueError(f"{where}: max pooling {layer.pool} must have k >= 1, stride >= 1, 0 <= pad < k "
+                             f"and fit the {layer.conv_chw[1]}x{layer.conv_chw[2]} map")
+        if layer.final:
+            raise ValueError(f"{where}: the final layer cannot pool (its values go straight to RESULT); "
+                             f"end the model with a fully-connected layer")
+    # --- the rescale, proved to stay inside the engine's registers -----------------
+    if layer.per_channel:
+        for nm in ("chan_mult", "chan_offset", "chan_shift"):
+            a = np.asarray(getattr(layer, nm))
+            if a.shape != (fan_out,) or not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"{where}: {nm} must be an integer array of shape ({fan_out},), got "
+                                 f"{a.dtype} {a.shape}")
+    else:
+        bias = np.asarray(layer.bias)
+        if bias.shape != (fan_out,) or not np.issubdtype(bias.dtype, np.integer):
+            raise ValueError(f"{where}: bias must be an integer array of shape ({fan_out},), got "
+                             f"{bias.dtype} {bias.shape}")
+        if not layer.final:
+            ob = layer.out_bits
+            if not isinstance(ob, (int, np.integer)) or not (arith.ABITS_RANGE.start <= ob <= p.abits):
+                fix = f"; regenerate with --abits {ob}" if isinstance(ob, (int, np.integer)) and ob > p.abits else ""
+                raise ValueError(f"{where}: out_bits {ob!r} must be an integer in {arith.ABITS_RANGE.start}.."
+                                 f"{p.abits} (the engine's activation width){fix}")
+            if not isinstance(layer.mult, (int, np.integer)) or not 0 < int(layer.mult) < 2 ** arith.MULT_BITS:
+                raise ValueError(f"{where}: mult {layer.mult!r} outside 1..{2 ** arith.MULT_BITS - 1} "
+                                 f"(the {arith.MULT_BITS}-bit requantisation multiplier)")
+            if not isinstance(layer.shift, (int, np.integer)) or int(layer.shift) not in arith.SHIFT_RANGE:
+                raise ValueError(f"{where}: shift {layer.shift!r} outside {arith.SHIFT_RANGE.start}.."
+                                 f"{arith.SHIFT_RANGE.stop - 1} (the requantisation shifter)")
+        # the v1 accumulator check: bias + products within acc_bits
+        prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits,
+                                  p.abits, p.frac_bits)
+        hi = bias.astype(np.int64) + np.where(prod > 0, prod, 0).sum(axis=1)
+        lo = bias.astype(np.int64) + np.where(prod < 0, prod, 0).sum(axis=1)
+        amax, amin = 2 ** (p.acc_bits - 1) - 1, -2 ** (p.acc_bits - 1)
+        if hi.max() > amax or lo.min() < amin:
+            o = int(np.argmax(hi > amax)) if hi.max() > amax else int(np.argmax(lo < amin))
+            raise ValueError(f"{where}: output {o} (bias {int(bias[o])}) can reach an accumulator value outside "
+                             f"the engine's {p.acc_bits}-bit range [{amin}, {amax}]; limit the bias to "
+                             f"+-fan_in * {arith.max_product_magnitude(p.abits, p.frac_bits)} or regenerate "
+                             f"with a larger --max-fan-in")
+    mult, offset, shift = layer.rescale_params()
+    if np.any(np.abs(mult) >= 2 ** arith.MULT_BITS) or np.any((shift < 1) | (shift >= 2 ** CHAN_SHIFT_BITS)):
+        raise ValueError(f"{where}: rescale multipliers must lie within +-{2 ** arith.MULT_BITS - 1} and shifts "
+                         f"in 1..{2 ** CHAN_SHIFT_BITS - 1}")
+    if not _fits_signed(offset, arith.OFFSET_BITS):
+        raise ValueError(f"{where}: a rescale offset does not fit the engine's {arith.OFFSET_BITS}-bit "
+                         f"signed offsets; the layer's scales are degenerate")
+    # bounds of v: acc in [alo, ahi] per channel (no bias: it is in the offset)
+    prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits, p.abits,
+                              p.frac_bits)
+    ahi = np.where(prod > 0, prod, 0).sum(axis=1).astype(object)
+    alo = np.where(prod < 0, prod, 0).sum(axis=1).astype(object)
+    if layer.input_beta:
+        bmax = _beta_max(factor)
+        ahi = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in ahi], dtype=object)
+        alo = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in alo], dtype=object)
+    mo = mult.astype(object)
+    t_a, t_b = alo * mo + offset.astype(object), ahi * mo + offset.astype(object)
+    if not (_fits_signed(t_a, 63) and _fits_signed(t_b, 63)):
+        raise ValueError(f"{where}: acc * mult + offset can leave 63 bits; the layer's scales are degenerate")
+    sh = shift.astype(object)
+    v_lo = np.array([min(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
+    v_hi = np.array([max(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
+    if not (_fits_signed(v_lo, arith.VALUE_BITS) and _fits_signed(v_hi, arith.VALUE_BITS)):
+        raise ValueError(f"{where}: rescaled values can leave the engine's {arith.VALUE_BITS}-bit value registers "
+                         f"(range [{min(v_lo)}, {max(v_hi)}]); the layer's scales are degenerate")
+    if layer.relu and not -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1)):
+        raise ValueError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field")
     if layer.final:
         if not last:
             raise ValueError(f"{where}: only the last layer may be final (its outputs go to RESULT, "
@@ -491,40 +742,54 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev_fan_out: int | 
         if layer.out_size > p.result_words:
             raise ValueError(f"{where}: {layer.out_size} outputs exceed result_words {p.result_words}; "
                              f"regenerate with --result-words {layer.out_size}")
-    else:
-        ob = layer.out_bits
-        if not isinstance(ob, (int, np.integer)) or not (arith.ABITS_RANGE.start <= ob <= p.abits):
-            fix = f"; regenerate with --abits {ob}" if isinstance(ob, (int, np.integer)) and ob > p.abits else ""
-            raise ValueError(f"{where}: out_bits {ob!r} must be an integer in {arith.ABITS_RANGE.start}.."
-                             f"{p.abits} (the engine's activation width){fix}")
-        if not isinstance(layer.mult, (int, np.integer)) or not 0 < int(layer.mult) < 2 ** arith.MULT_BITS:
-            raise ValueError(f"{where}: mult {layer.mult!r} outside 1..{2 ** arith.MULT_BITS - 1} "
-                             f"(the {arith.MULT_BITS}-bit requantisation multiplier)")
-        if not isinstance(layer.shift, (int, np.integer)) or int(layer.shift) not in arith.SHIFT_RANGE:
-            raise ValueError(f"{where}: shift {layer.shift!r} outside {arith.SHIFT_RANGE.start}.."
-                             f"{arith.SHIFT_RANGE.stop - 1} (the requantisation shifter)")
-    # the accumulator never leaves acc_bits: bound it with the largest activation code
-    prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits, p.abits,
-                              p.frac_bits)
-    hi = bias.astype(np.int64) + np.where(prod > 0, prod, 0).sum(axis=1)
-    lo = bias.astype(np.int64) + np.where(prod < 0, prod, 0).sum(axis=1)
-    amax, amin = 2 ** (p.acc_bits - 1) - 1, -2 ** (p.acc_bits - 1)
-    if hi.max() > amax or lo.min() < amin:
-        o = int(np.argmax(hi > amax)) if hi.max() > amax else int(np.argmax(lo < amin))
-        raise ValueError(f"{where}: output {o} (bias {int(bias[o])}) can reach an accumulator value outside "
-                         f"the engine's {p.acc_bits}-bit range [{amin}, {amax}]; limit the bias to "
-                         f"+-fan_in * {arith.max_product_magnitude(p.abits, p.frac_bits)} or regenerate "
-                         f"with a larger --max-fan-in")
+        return
+    lo, hi, vf = layer.quant_params()
+    if not (0 <= lo <= hi <= 2 ** p.abits - 1):
+        raise ValueError(f"{where}: output codes {lo}..{hi} do not fit the engine's unsigned {p.abits}-bit "
+                         f"activations; regenerate with a larger --abits")
+    if not 0 <= vf <= 63 - arith.ASQ_BETA_FRAC:
+        raise ValueError(f"{where}: value_frac {vf} outside 0..{63 - arith.ASQ_BETA_FRAC}")
+    a = layer.adapter
+    if a is not None:
+        if a.factor not in arith.ASQ_FACTORS:
+            raise ValueError(f"{where}: ASQ factor {a.factor!r} has no table; use one of {arith.ASQ_FACTORS}")
+        w1 = np.asarray(a.w1)
+        if w1.ndim != 2 or w1.shape[1] != fan_out or np.shape(a.b1) != (w1.shape[0],):
+            raise ValueError(f"{where}: adapter w1 must be [hidden, {fan_out}] with b1 [hidden], got "
+                             f"{w1.shape} and {np.shape(a.b1)}")
+        if a.w2 is None and w1.shape[0] != 1:
+            raise ValueError(f"{where}: a one-layer adapter has one output row, got {w1.shape[0]}")
+        if a.w2 is not None and (np.shape(a.w2) != (1, w1.shape[0]) or np.shape(a.b2) != (1,)):
+            raise ValueError(f"{where}: adapter w2 must be [1, {w1.shape[0]}] and b2 [1]")
+        ws = [w1] + ([np.asarray(a.w2)] if a.w2 is not None else [])
+        if not all(_fits_signed(w, arith.ADAPTER_WEIGHT_BITS) for w in ws):
+            raise ValueError(f"{where}: adapter weights must fit {arith.ADAPTER_WEIGHT_BITS}-bit signed words")
+        if not arith.ASQ_Z_FRAC <= int(a.z_frac) <= arith.ASQ_Z_FRAC + 63:
+            raise ValueError(f"{where}: adapter z_frac {a.z_frac} below the table grid's {arith.ASQ_Z_FRAC} "
+                             f"fraction bits; the engine only rounds z down to the grid")
+        if fan_out > p.max_channels:
+            raise ValueError(f"{where}: {fan_out} channels exceed max_channels {p.max_channels} (the ASQ "
+                             f"channel-sum memory); regenerate with --max-channels {fan_out}")
+        _, oh, ow = layer.out_chw
+        vmax = max(max(abs(int(v)) for v in v_lo), max(abs(int(v)) for v in v_hi), abs(int(layer.relu_floor)))
+        smax = oh * ow * vmax
+        if smax >= 1 << (arith.SUM_BITS - 1):
+            raise ValueError(f"{where}: channel sums can leave the engine's {arith.SUM_BITS}-bit sum registers")
+        hmax = np.abs(w1.astype(object)).sum(axis=1) * smax + np.abs(np.asarray(a.b1).astype(object))
+        zmax = (sum(abs(int(v)) for v in np.asarray(a.w2).reshape(-1)) * max(hmax) + abs(int(np.asarray(a.b2)[0]))
+                if a.w2 is not None else max(hmax))
+        if max(hmax) >= 1 << 62 or zmax >= 1 << 62:
+            raise ValueError(f"{where}: adapter sums can leave the engine's {arith.ADAPTER_ACC_BITS}-bit accumulators")
 
 
 def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     """Lay ``layers`` out in an engine with ``params``; check that everything fits.
 
     Allocation: activation region 0 (word 0) holds the input, then one region per non-final layer
-    (``ceil(n / R)`` words each) so that every layer's outputs can be read back after a run.
-    Weight tiles are packed layer after layer (tile ``(ot, it)`` at ``w_base + ot*n_it + it``,
-    padded with code 0); biases layer after layer, each layer padded with zeros to ``n_ot * C``
-    entries (the engine reads C biases per output tile).
+    (its pooled output, ``ceil(C/R)`` words a pixel) so that every layer's outputs can be read back
+    after a run. Weight tiles are packed layer after layer (tile ``(ot, it)`` at ``w_base + ot*n_it
+    + it``, padded with code 0); CHAN entries and adapter words layer after layer; the factor tables
+    once if any layer is ASQ (all ASQ layers must share one factor).
 
     Raises
     ------
@@ -540,13 +805,19 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     if len(layers) > p.max_layers:
         raise ValueError(f"{len(layers)} layers exceed max_layers {p.max_layers} of the engine; "
                          f"regenerate with --max-layers {len(layers)}")
-    names = [l.name for l in layers]
+    names = [getattr(l, "name", None) for l in layers]
     if len(set(names)) != len(names):
         raise ValueError(f"layer names must be unique, got {names}")
+    factors = sorted({l.adapter.factor for l in layers if isinstance(l, LayerSpec) and l.adapter is not None})
+    if len(factors) > 1:
+        raise ValueError(f"ASQ layers use the factors {factors}; the engine holds one factor table")
+    factor = factors[0] if factors else None
     prev = None
     for l, layer in enumerate(layers):
-        _check_layer(l, layer, p, prev, l == len(layers) - 1)
-        prev = layer.out_chw
+        _check_layer(l, layer, p, prev, l == len(layers) - 1, factor)
+        prev = layer
+    if layers[0].input_beta and factor is None:
+        pass        # the host supplies beta; the bound check used the largest factor table
 
     R, C = p.rows, p.cols
     input_size = layers[0].in_size
@@ -555,9 +826,10 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     if act_next > p.act_words:
         raise ValueError(f"the input needs {act_next} words per activation bank, more than act_words "
                          f"{p.act_words}; regenerate with --act-words {act_next}")
-    in_base, w_next, b_next = 0, 0, 0
+    in_base, w_next, c_next, a_next = 0, 0, 0, 0
     layouts, writes = [], []
     prev = None
+    mask16 = (1 << DESC_BITS) - 1
     for layer in layers:
         where = f"layer {layer.name}"
         codes = _engine_codes(layer, prev, R)
@@ -565,68 +837,122 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         ct = _ceil(cin, R)
         n_it, n_ot = k * k * ct, _ceil(layer.fan_out, C)
         _, in_h, in_w = layer.in_chw if layer.is_conv else (cin, 1, 1)
-        out_c, out_h, out_w = layer.out_chw
-        oct_ = _ceil(out_c, R)
+        n_out, conv_h, out_w = layer.conv_chw
+        _, ph, pw = layer.out_chw
+        oct_ = _ceil(n_out, R)
         if layer.final:
             out_base = 0
         else:
             out_base = act_next
-            act_next += out_h * out_w * oct_
+            act_next += ph * pw * oct_
             if act_next > p.act_words:
                 raise ValueError(f"{where}: activation regions need {act_next} words per bank (input and "
                                  f"every non-final layer's output), more than act_words {p.act_words}; "
                                  f"regenerate with --act-words {act_next}")
-        w_base, b_base = w_next, b_next
+            if conv_h * out_w * n_out > p.value_words:
+                raise ValueError(f"{where}: its {conv_h * out_w * n_out} values (pixels x channels before "
+                                 f"pooling) exceed value_words {p.value_words}; regenerate with "
+                                 f"--value-words {conv_h * out_w * n_out}")
+        w_base, c_base, a_base = w_next, c_next, a_next
         w_next += n_ot * n_it
-        b_next += n_ot * C
+        c_next += n_out
         if w_next > p.weight_words:
             raise ValueError(f"{where}: weight tiles need {w_next} words in total, more than weight_words "
                              f"{p.weight_words}; regenerate with --weight-words {w_next}")
-        if b_next > p.bias_words:
-            raise ValueError(f"{where}: biases need {b_next} words in total (padded to {C} per output tile), "
-                             f"more than bias_words {p.bias_words}; regenerate with --bias-words {b_next}")
+        if c_next > p.chan_words:
+            raise ValueError(f"{where}: channel parameters need {c_next} entries in total, more than "
+                             f"chan_words {p.chan_words}; regenerate with --chan-words {c_next}")
+        adapter_words = layer.adapter.words() if layer.adapter is not None else []
+        a_next += len(adapter_words)
+        if a_next > p.adapter_words:
+            raise ValueError(f"{where}: ASQ adapters need {a_next} words in total, more than adapter_words "
+                             f"{p.adapter_words}; regenerate with --adapter-words {a_next}")
         stride, pad = (layer.stride, layer.pad) if layer.is_conv else (1, 0)
-        lay = _Layout(n_it=n_it, n_ot=n_ot, n_out=layer.fan_out, in_base=in_base, out_base=out_base,
-                      w_base=w_base, b_base=b_base,
-                      mult=0 if layer.final else int(layer.mult), shift=0 if layer.final else int(layer.shift),
-                      qmax=0 if layer.final else 2 ** int(layer.out_bits) - 1, final=int(bool(layer.final)),
-                      k=k, ct=ct, stride=stride, pad=pad, in_h=in_h, in_w=in_w, out_w=out_w,
-                      n_pix=out_h * out_w, oct=oct_, col_step=stride * ct,
-                      row_step=stride * in_w * ct - (out_w - 1) * stride * ct,
-                      krow_jump=(in_w - k) * ct + 1, v_last=layer.fan_out - (n_ot - 1) * C,
-                      pix0=in_base - pad * (in_w + 1) * ct)
-        for name, v in zip(DescField, lay.fields()):
-            lo, hi = (-(1 << (DESC_BITS - 1)), 1 << (DESC_BITS - 1)) if name in SIGNED_FIELDS else (0, 1 << DESC_BITS)
-            if not lo <= v < hi:
-                raise ValueError(f"{where}: descriptor field {name.name.lower()} = {v} does not fit "
+        pk, ps, pp = layer.pool_kspd
+        flags = ((Flag.FINAL if layer.final else 0) | (Flag.INPUT_BETA if layer.input_beta else 0)
+                 | (Flag.RELU if layer.relu else 0) | (Flag.ASQ if layer.adapter is not None else 0)
+                 | (Flag.ADAPTER_RELU if layer.adapter is not None and layer.adapter.w2 is not None else 0))
+        lo, hi, vf = (0, 0, 0) if layer.final else layer.quant_params()
+        v = {DescField.N_IT: n_it, DescField.N_OT: n_ot, DescField.N_OUT: n_out, DescField.IN_BASE: in_base,
+             DescField.OUT_BASE: out_base, DescField.W_BASE: w_base, DescField.C_BASE: c_base,
+             DescField.N_SPAN: max(n_it, C), DescField.FLAGS: int(flags), DescField.HI: hi, DescField.LO: lo,
+             DescField.K: k, DescField.CT: ct, DescField.STRIDE: stride, DescField.PAD: pad,
+             DescField.IN_H: in_h, DescField.IN_W: in_w, DescField.OUT_W: out_w, DescField.N_PIX: conv_h * out_w,
+             DescField.OCT: oct_, DescField.COL_STEP: stride * ct,
+             DescField.ROW_STEP: stride * in_w * ct - (out_w - 1) * stride * ct,
+             DescField.KROW_JUMP: (in_w - k) * ct + 1, DescField.PIX0: in_base - pad * (in_w + 1) * ct,
+             DescField.RELU_FLOOR: int(layer.relu_floor) if layer.relu else 0,
+             DescField.Q_SHIFT: vf + arith.ASQ_BETA_FRAC, DescField.PK: pk, DescField.PS: ps, DescField.PP: pp,
+             DescField.CONV_H: conv_h, DescField.P_W: pw, DescField.P_NPIX: ph * pw, DescField.A_BASE: a_base,
+             DescField.HID: layer.adapter.hidden if layer.adapter is not None else 0,
+             DescField.Z_SHIFT: int(layer.adapter.z_frac) - arith.ASQ_Z_FRAC if layer.adapter is not None else 0,
+             DescField.V_LAST: n_out - (n_ot - 1) * C}
+        lay = _Layout(tuple(int(v[f]) for f in DescField))
+        for name, val in zip(DescField, lay.fields()):
+            lo_, hi_ = (-(1 << (DESC_BITS - 1)), 1 << (DESC_BITS - 1)) if name in SIGNED_FIELDS else (0, 1 << DESC_BITS)
+            if not lo_ <= val < hi_:
+                raise ValueError(f"{where}: descriptor field {name.name.lower()} = {val} does not fit "
                                  f"{DESC_BITS} bits; split the layer")
         layouts.append(lay)
         for ot in range(n_ot):
             for it in range(n_it):
                 writes.append((int(Sel.WEIGHT), w_base + ot * n_it + it, _pack_tile(codes, ot, it, ct, p)))
-        mask = (1 << p.acc_bits) - 1
-        bias = np.asarray(layer.bias, dtype=np.int64)
-        for o in range(n_ot * C):
-            v = int(bias[o]) if o < layer.fan_out else 0
-            writes.append((int(Sel.BIAS), b_base + o, v & mask))
+        mult, offset, shift = layer.rescale_params()
+        for o in range(n_out):
+            writes.append((int(Sel.CHAN), c_base + o, chan_word(int(mult[o]), int(shift[o]), int(offset[o]))))
+        amask = (1 << arith.ADAPTER_ACC_BITS) - 1
+        writes += [(int(Sel.ADAPT), a_base + i, w & amask) for i, w in enumerate(adapter_words)]
         in_base = out_base
         prev = layer
+    if factor is not None:
+        beta_t, inv_t = arith.asq_tables(factor)
+        tb = arith.ASQ_TABLE_BITS
+        if beta_t.max() >= 1 << tb or inv_t.max() >= 1 << tb:
+            raise ValueError(f"ASQ factor {factor!r}: table entries do not fit {tb} bits")
+        writes += [(int(Sel.TABLE), i, int(b) | int(v) << tb) for i, (b, v) in enumerate(zip(beta_t, inv_t))]
     for l, lay in enumerate(layouts):
-        for f, v in zip(DescField, lay.fields()):
-            writes.append((int(Sel.DESC), l * DESC_STRIDE + int(f), int(v) & ((1 << DESC_BITS) - 1)))
-    writes.append((int(Sel.CTRL), 0, len(layers)))
+        for f, val in zip(DescField, lay.fields()):
+            writes.append((int(Sel.DESC), l * DESC_STRIDE + int(f), int(val) & mask16))
+    writes.append((int(Sel.CTRL), int(Ctrl.N_LAYERS), len(layers)))
     return Program(params=p, layers=layers, layouts=layouts, config_writes=writes,
                    input_base=0, input_size=input_size)
 
 
-def layer_cycles(params: EngineParams, n_it: int, n_ot: int, n_out: int, n_pix: int = 1) -> int:
-    """Cycles one layer takes (see the "Schedule" of ``hw/engine.py`` and ``docs/engine.md``)."""
+def chan_word(mult: int, shift: int, offset: int) -> int:
+    """A CHAN entry: ``mult`` (signed, MULT_BITS+1) | ``shift`` (6) | ``offset`` (signed, OFFSET_BITS), LSB first."""
+    return ((mult & ((1 << CHAN_MULT_BITS) - 1)) | (shift << CHAN_MULT_BITS)
+            | ((offset & ((1 << arith.OFFSET_BITS) - 1)) << (CHAN_MULT_BITS + CHAN_SHIFT_BITS)))
+
+
+def layer_cycles(params: EngineParams, n_it: int, n_ot: int, n_out: int, n_pix: int = 1, *, final: bool = True,
+                 pool_taps: int | None = None, hidden: int = 0) -> int:
+    """Cycles one layer takes (see the "Schedule" of ``hw/engine.py`` and ``docs/engine.md``).
+
+    ``pool_taps``: taps of the pooling/quantizing walk, ``n_out * pooled_pixels * PK**2`` (default:
+    no pooling, ``n_out * n_pix``); ``hidden`` > 0: the layer's quantizer is ASQ with that many
+    adapter hidden units (1 for a one-layer adapter). ``final`` layers have no walk.
+    """
     C = params.cols
     last_valid = n_out - (n_ot - 1) * C
-    return LAYER_OVERHEAD + n_pix * n_ot * (C + n_it) + TAIL_CYCLES + last_valid
+    span = max(n_it, C)
+    cycles = LAYER_OVERHEAD + n_pix * n_ot * span - (span - n_it) + TAIL_CYCLES + last_valid
+    if final:
+        return cycles
+    taps = n_out * n_pix if pool_taps is None else pool_taps
+    cycles += taps + WALK_FLUSH
+    if hidden:
+        cycles += taps + WALK_FLUSH + hidden * (n_out + 2) + 1 + ADAPT_TAIL
+    return cycles
+
+
+def program_layer_cycles(params: EngineParams, lay: _Layout) -> int:
+    """:func:`layer_cycles` of one laid-out layer."""
+    final = bool(lay.flags & Flag.FINAL)
+    return layer_cycles(params, lay.n_it, lay.n_ot, lay.n_out, lay.n_pix, final=final,
+                        pool_taps=lay.n_out * lay.p_npix * lay.pk * lay.pk,
+                        hidden=lay.hid if lay.flags & Flag.ASQ else 0)
 
 
 def predicted_cycles(params: EngineParams, program: Program) -> int:
     """Exact value of the engine's ``cycles`` output for one run of ``program``."""
-    return RUN_OVERHEAD + sum(layer_cycles(params, lay.n_it, lay.n_ot, lay.n_out, lay.n_pix)
-                              for lay in program.layouts)
+    return RUN_OVERHEAD + sum(program_layer_cycles(params, lay) for lay in program.layouts)

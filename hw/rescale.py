@@ -1,103 +1,140 @@
-"""Requantiser: accumulator -> next layer's activation code, exactly :func:`golden.arith.requantize`."""
+"""Per-channel rescale and activation quantizer: the engine's post-MAC arithmetic (``docs/arithmetic.md``).
+
+* :class:`ChannelRescale` -- ``v = relu((apply_beta?(acc) * mult[o] + offset[o]) >> shift[o])``:
+  :func:`golden.arith.apply_beta`, :func:`golden.arith.rescale` and the ReLU floor, with the
+  channel's parameters read from the engine's CHAN memory.
+* :class:`ActQuantizer` -- ``code = clip(round_half_up(v * inv / 2**shift), lo, hi)``: with
+  ``inv = inv_beta`` and ``shift = value_frac + 16`` this is :func:`golden.arith.asq_quantize`;
+  with ``inv = 2**16`` it is :func:`golden.arith.quantize_value` (LSQ, QIL and the v1 requantiser).
+
+Both are stall-all pipelines (``i.ready = ~o.valid | o.ready``); the engine always takes their
+output, so they never stall there and their latency is exact.
+"""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import arith
 from hw.lut import checked
+from hw.program import CHAN_MULT_BITS, CHAN_SHIFT_BITS, DESC_BITS
 
-__all__ = ["Requantizer", "requant_layout", "SHIFT_BITS", "QMAX_BITS"]
+__all__ = ["ChannelRescale", "ActQuantizer", "chan_layout", "RESCALE_LATENCY", "QUANT_LATENCY"]
 
-#: Width of the requantisation shift input (the hardware shifter): covers ``arith.SHIFT_RANGE``.
-SHIFT_BITS = (arith.SHIFT_RANGE.stop - 1).bit_length()
-#: Width of ``qmax = 2**out_bits - 1`` for every supported activation width.
-QMAX_BITS = arith.ABITS_RANGE.stop - 1
-
-
-def requant_layout(acc_bits: int) -> data.StructLayout:
-    """Input payload: ``acc`` (signed, bias included), ``mult``, ``shift``, ``qmax``, ``final``."""
-    return data.StructLayout({
-        "acc": signed(acc_bits),
-        "mult": unsigned(arith.MULT_BITS),
-        "shift": unsigned(SHIFT_BITS),
-        "qmax": unsigned(QMAX_BITS),
-        "final": unsigned(1),
-    })
+#: Cycles from an accepted input to its output being valid (clock edges), :class:`ChannelRescale`.
+RESCALE_LATENCY = 4
+#: The same for :class:`ActQuantizer`.
+QUANT_LATENCY = 2
 
 
-class Requantizer(wiring.Component):
-    """``value = clip(((acc * mult) + 2**(shift-1)) >> shift, 0, qmax)``, or ``acc`` if ``final``.
+def chan_layout() -> data.StructLayout:
+    """A CHAN entry: ``{mult: signed 17, shift: 6, offset: signed 48}``, LSB first
+    (:func:`hw.program.chan_word` packs it)."""
+    return data.StructLayout({"mult": signed(CHAN_MULT_BITS), "shift": unsigned(CHAN_SHIFT_BITS),
+                              "offset": signed(arith.OFFSET_BITS)})
 
-    The rounding add is folded into the shift: with ``t = (acc * mult) >> (shift - 1)``
-    (arithmetic), ``((acc * mult) + 2**(shift-1)) >> shift == (t + 1) >> 1``, so no
-    ``2**62``-wide constant is needed. ``shift`` must lie in ``arith.SHIFT_RANGE`` and
-    ``mult`` in ``1 .. 2**MULT_BITS - 1`` (the program checks both).
 
-    Pipeline (stall-all, 3 stages): 1) ``acc * mult`` (``arith.requant_product_bits(acc_bits)``
-    wide), 2) arithmetic right shift by ``shift - 1``, 3) round, clip (or pass ``acc``).
-    Latency 3: an input accepted at clock edge ``t`` is valid on ``o`` after edge ``t + 2``
-    (in the third cycle after acceptance). ``i.ready = ~o.valid | o.ready``.
+class ChannelRescale(wiring.Component):
+    """Accumulator of output channel ``ch`` -> pre-quantization value ``v`` (``VALUE_BITS`` signed).
 
-    Parameters
-    ----------
-    acc_bits : int
-        Signed accumulator width.
+    ``a = (acc * beta) >> 8`` if ``use_beta`` else ``acc``; ``t = a * mult + offset`` (64-bit);
+    ``v = t >> shift`` (floor); ``v = max(v, relu_floor)`` if ``relu``. The compiler
+    (:func:`hw.program.build_program`) proves ``t`` fits 63 bits and ``v`` fits ``VALUE_BITS``.
 
-    Attributes
-    ----------
-    i : In(stream.Signature(requant_layout(acc_bits)))
-    o : Out(stream.Signature(signed(acc_bits)))
-        The output code (``0 .. qmax``) or, for ``final``, ``acc`` itself.
+    The channel's ``{mult, shift, offset}`` come from a synchronous memory read port the engine
+    connects: ``param_addr = c_base + ch`` (with ``param_en``) in the cycle an input is accepted,
+    ``param`` the cycle after. ``beta``, ``use_beta``, ``relu``, ``relu_floor`` and ``c_base`` must
+    stay constant while inputs are in flight. Latency :data:`RESCALE_LATENCY`.
     """
 
     def __init__(self, acc_bits: int):
         def check():
-            if not isinstance(acc_bits, int) or acc_bits <= QMAX_BITS:
-                raise ValueError(f"acc_bits must be an integer > {QMAX_BITS} (it must hold a {QMAX_BITS}-bit "
-                                 f"output code), got {acc_bits!r}")
+            if not isinstance(acc_bits, int) or not 2 <= acc_bits <= 48:
+                raise ValueError(f"acc_bits must be an integer in 2..48, got {acc_bits!r}")
         checked(self, check)
         self.acc_bits = acc_bits
-        self.prod_bits = arith.requant_product_bits(acc_bits)
         super().__init__({
-            "i": In(stream.Signature(requant_layout(acc_bits))),
-            "o": Out(stream.Signature(signed(acc_bits))),
+            "i": In(stream.Signature(data.StructLayout({"acc": signed(acc_bits), "ch": unsigned(DESC_BITS)}))),
+            "o": Out(stream.Signature(signed(arith.VALUE_BITS))),
+            "beta": In(arith.ASQ_TABLE_BITS),
+            "use_beta": In(1),
+            "relu": In(1),
+            "relu_floor": In(signed(DESC_BITS)),
+            "c_base": In(DESC_BITS),
+            "param_addr": Out(DESC_BITS),
+            "param_en": Out(1),
+            "param": In(chan_layout()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += [self.i.ready.eq(advance), self.param_addr.eq(self.c_base + self.i.payload.ch),
+                     self.param_en.eq(advance)]
+        drop = arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC
+        s1_v, s1_acc = Signal(), Signal(signed(self.acc_bits))
+        s2_v = Signal()
+        s2_a = Signal(signed(self.acc_bits + arith.ASQ_TABLE_BITS + 1 - drop))
+        s2_p = Signal(chan_layout())
+        s3_v, s3_t, s3_shift = Signal(), Signal(signed(64)), Signal(CHAN_SHIFT_BITS)
+        scaled = Signal.like(s2_a)
+        m.d.comb += scaled.eq(Mux(self.use_beta, (s1_acc * self.beta) >> drop, s1_acc))
+        value = Signal(signed(arith.VALUE_BITS))
+        m.d.comb += value.eq(s3_t >> s3_shift)
+        with m.If(advance):
+            m.d.sync += [s1_v.eq(self.i.valid), s1_acc.eq(self.i.payload.acc),
+                         s2_v.eq(s1_v), s2_a.eq(scaled), s2_p.eq(self.param),
+                         s3_v.eq(s2_v), s3_t.eq(s2_a * s2_p.mult + s2_p.offset), s3_shift.eq(s2_p.shift),
+                         self.o.valid.eq(s3_v),
+                         self.o.payload.eq(Mux(self.relu & (value < self.relu_floor), self.relu_floor, value))]
+        return m
+
+
+class ActQuantizer(wiring.Component):
+    """``code = clip(round_half_up(v * inv / 2**shift), lo, hi)``, the value's ``tag`` carried along.
+
+    ``shift`` in 1..63 (the engine uses ``value_frac + 16``); ``inv`` unsigned
+    ``ASQ_TABLE_BITS``; ``lo <= hi`` codes. The rounding add is folded into the shift:
+    ``(t + 1) >> 1`` with ``t = (v * inv) >> (shift - 1)``. Latency :data:`QUANT_LATENCY`;
+    ``inv``/``shift``/``lo``/``hi`` constant while inputs are in flight.
+    """
+
+    def __init__(self, tag_bits: int):
+        def check():
+            if not isinstance(tag_bits, int) or tag_bits < 1:
+                raise ValueError(f"tag_bits must be an integer >= 1, got {tag_bits!r}")
+        checked(self, check)
+        self.tag_bits = tag_bits
+        cb = arith.ABITS_RANGE.stop - 1
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"v": signed(arith.VALUE_BITS), "tag": unsigned(tag_bits)}))),
+            "o": Out(stream.Signature(data.StructLayout({"code": unsigned(cb), "tag": unsigned(tag_bits)}))),
+            "inv": In(arith.ASQ_TABLE_BITS),
+            "shift": In(6),
+            "lo": In(cb),
+            "hi": In(cb),
         })
 
     def elaborate(self, platform):
         m = Module()
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
-        inp = self.i.payload
-
-        # stage 1: the product
-        s1 = Signal(requant_layout(self.acc_bits))
-        s1_valid = Signal()
-        s1_prod = Signal(signed(self.prod_bits))
-        # stage 2: the shifted product
-        s2 = Signal(requant_layout(self.acc_bits))
-        s2_valid = Signal()
-        s2_t = Signal(signed(self.prod_bits))
-
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(inp), s1_prod.eq(inp.acc * inp.mult)]
-            m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1),
-                         s2_t.eq(s1_prod >> (s1.shift - 1)[:SHIFT_BITS])]
-
-        rounded = Signal(signed(self.prod_bits))
-        m.d.comb += rounded.eq((s2_t + 1) >> 1)
-        value = Signal(signed(self.acc_bits))
-        with m.If(s2.final):
-            m.d.comb += value.eq(s2.acc)
-        with m.Elif(rounded < 0):
-            m.d.comb += value.eq(0)
-        with m.Elif(rounded > s2.qmax):
-            m.d.comb += value.eq(s2.qmax)
+        s1_v, s1_tag = Signal(), Signal(self.tag_bits)
+        s1_p = Signal(signed(arith.VALUE_BITS + arith.ASQ_TABLE_BITS + 1))
+        t = Signal(signed(arith.VALUE_BITS + arith.ASQ_TABLE_BITS + 1))
+        r = Signal(signed(arith.VALUE_BITS + arith.ASQ_TABLE_BITS + 1))
+        m.d.comb += [t.eq(s1_p >> (self.shift - 1)[:6]), r.eq((t + 1) >> 1)]
+        code = Signal(self.o.payload.code.shape())
+        with m.If(r < self.lo):
+            m.d.comb += code.eq(self.lo)
+        with m.Elif(r > self.hi):
+            m.d.comb += code.eq(self.hi)
         with m.Else():
-            m.d.comb += value.eq(rounded)
-
+            m.d.comb += code.eq(r)
         with m.If(advance):
-            m.d.sync += [self.o.valid.eq(s2_valid), self.o.payload.eq(value)]
+            m.d.sync += [s1_v.eq(self.i.valid), s1_tag.eq(self.i.payload.tag),
+                         s1_p.eq(self.i.payload.v * self.inv),
+                         self.o.valid.eq(s1_v), self.o.payload.code.eq(code), self.o.payload.tag.eq(s1_tag)]
         return m

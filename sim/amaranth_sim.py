@@ -108,19 +108,23 @@ async def run_engine(ctx, dut: PostEngine, max_cycles: int) -> tuple[int, int]:
     return ctx.get(dut.cycles), waited
 
 
-def run_amaranth(program: Program, samples: np.ndarray, waves: str | None = None) -> dict:
+def run_amaranth(program: Program, samples: np.ndarray, waves: str | None = None, betas=None) -> dict:
     """Run every sample (``[B, fan_in]`` activation codes) of ``program`` on the engine.
 
     Returns ``dict(outputs=[per sample: [per layer: np.ndarray]], cycles=[per sample],
     seconds=wall time, sim_cycles=simulated clock cycles including host I/O)``. ``waves``: optional
-    VCD file path.
+    VCD file path. ``betas``: per-sample fixed-point ASQ factors of the input (when
+    ``program.needs_beta``).
     """
     from hw.program import predicted_cycles
 
     samples = np.asarray(samples)
     if samples.ndim != 2:
         raise ValueError(f"samples must be a [batch, features] array, got shape {samples.shape}")
-    input_writes = [program.input_writes(s) for s in samples]      # checks every sample first
+    if betas is not None and len(betas) != len(samples):
+        raise ValueError(f"got {len(betas)} betas for {len(samples)} samples")
+    input_writes = [program.input_writes(s, None if betas is None else int(betas[i]))   # checks every sample first
+                    for i, s in enumerate(samples)]
     dut = PostEngine(program.params)
     reads = program.output_reads()
     max_cycles = 4 * predicted_cycles(program.params, program) + 1000

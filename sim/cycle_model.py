@@ -48,6 +48,13 @@ class Shape:
     groups: int = 1
     in_hw: tuple = (1, 1)
     out_hw: tuple = (1, 1)
+    pool: tuple = (1, 1, 0)     #: max pooling (k, stride, pad) after the layer; (1, 1, 0): none
+    asq_hidden: int = 0         #: > 0: the output quantizer is ASQ with this many adapter hidden units
+
+    @property
+    def pooled_pixels(self) -> int:
+        k, s, p = self.pool
+        return (((self.out_hw[0] + 2 * p - k) // s + 1) * ((self.out_hw[1] + 2 * p - k) // s + 1))
 
     @property
     def macs(self) -> int:
@@ -73,7 +80,7 @@ class LayerPerf:
     groups: int
     weight_words_read: int      # R*C*W-bit words
     act_words_read: int         # R-wide activation words (one per bank)
-    bias_reads: int
+    chan_reads: int             # CHAN entries read (one per output value)
     outputs_written: int
     rtl_checked: bool
 
@@ -81,8 +88,9 @@ class LayerPerf:
         return asdict(self)
 
 
-def layer_perf(shape: Shape, rows: int, cols: int) -> LayerPerf:
-    """Cycles, utilisation and traffic of ``shape`` on an ``rows x cols`` engine."""
+def layer_perf(shape: Shape, rows: int, cols: int, final: bool = False) -> LayerPerf:
+    """Cycles, utilisation and traffic of ``shape`` on an ``rows x cols`` engine (``final``: the
+    model's last layer, whose values go to RESULT without the quantizing walk)."""
     if rows < 1 or cols < 1:
         raise ValueError(f"rows and cols must be >= 1, got {rows}x{cols}")
     g = shape.groups
@@ -97,13 +105,15 @@ def layer_perf(shape: Shape, rows: int, cols: int) -> LayerPerf:
     n_pix = shape.out_hw[0] * shape.out_hw[1]
     tiles = g * n_pix * n_ot
     # the engine's own formula (one definition); groups run one after another like extra pixels
-    cycles = layer_cycles(EngineParams(rows=rows, cols=cols), n_it, n_ot, cout_g, n_pix=g * n_pix)
+    pk = shape.pool[0]
+    cycles = layer_cycles(EngineParams(rows=rows, cols=cols), n_it, n_ot, cout_g, n_pix=g * n_pix, final=final,
+                          pool_taps=shape.out_ch * shape.pooled_pixels * pk * pk, hidden=shape.asq_hidden)
     steps = tiles * n_it
     macs = shape.macs
     return LayerPerf(name=shape.name, kind=shape.kind, cycles=cycles, array_steps=steps, useful_macs=macs,
                      utilisation=macs / (rows * cols * cycles), step_utilisation=macs / (rows * cols * steps),
                      n_it=n_it, n_ot=n_ot, n_pix=n_pix, groups=g, weight_words_read=steps, act_words_read=steps,
-                     bias_reads=tiles * cols, outputs_written=shape.out_ch * n_pix,
+                     chan_reads=shape.out_ch * n_pix, outputs_written=shape.out_ch * shape.pooled_pixels,
                      rtl_checked=g == 1)
 
 
@@ -111,7 +121,8 @@ def model_perf(shapes, rows: int, cols: int, clock_mhz: float = 100.0, unmodelle
     """Per-layer and total figures for a list of :class:`Shape` (one sample, one run)."""
     if not (isinstance(clock_mhz, (int, float)) and math.isfinite(clock_mhz) and clock_mhz > 0):
         raise ValueError(f"clock must be a positive number of MHz, got {clock_mhz!r}")
-    layers = [layer_perf(s, rows, cols) for s in shapes]
+    shapes = list(shapes)
+    layers = [layer_perf(s, rows, cols, final=i == len(shapes) - 1) for i, s in enumerate(shapes)]
     if not layers:
         raise ValueError("the model has no conv or linear layer")
     cycles = RUN_OVERHEAD + sum(l.cycles for l in layers)
@@ -187,8 +198,26 @@ def write_shapes_file(path: str = SHAPES_FILE) -> dict:
 
 
 def program_shapes(program) -> list[Shape]:
-    """Shapes of a compiled engine program (fully-connected layers)."""
-    return [Shape(l.name, "linear", l.fan_in, l.fan_out) for l in program.layers]
+    """Shapes of a compiled engine program (its :class:`hw.program.LayerSpec` layers)."""
+    return layer_spec_shapes(program.layers)
+
+
+def layer_spec_shapes(layers) -> list[Shape]:
+    """Shapes of :class:`hw.program.LayerSpec` layers (convolutions, pooling, ASQ quantizers included)."""
+    out, prev = [], None
+    for l in layers:
+        extra = dict(pool=l.pool_kspd, asq_hidden=l.adapter.hidden if l.adapter is not None else 0)
+        if l.is_conv:
+            c, h, w = l.in_chw
+            _, oh, ow = l.conv_chw
+            out.append(Shape(l.name, "conv", c, l.fan_out, l.k, l.stride, l.pad, 1, (h, w), (oh, ow), **extra))
+        elif prev is not None and prev.out_chw[1] * prev.out_chw[2] > 1:   # reads a flattened C x H x W map
+            c, h, w = prev.out_chw
+            out.append(Shape(l.name, "linear", c, l.fan_out, in_hw=(h, w), **extra))
+        else:
+            out.append(Shape(l.name, "linear", l.fan_in, l.fan_out, **extra))
+        prev = l
+    return out
 
 
 def shapes_from_file(path) -> tuple[list[Shape], dict]:

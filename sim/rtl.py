@@ -102,9 +102,12 @@ def check_backend(backend: str) -> None:
                 raise ToolMissing(f"Verilator needs {tool}: run `apt-get install build-essential`")
 
 
-def testbench_wrapper(ports: list[dict], top: str = "post_engine") -> str:
-    """Verilog of ``tb_top``: regs for the engine's inputs, wires for its outputs, a 100 MHz clock."""
+def testbench_wrapper(ports: list[dict], top: str = "post_engine", waves: str | None = None) -> str:
+    """Verilog of ``tb_top``: regs for the engine's inputs, wires for its outputs, a 100 MHz clock;
+    with ``waves`` (a file path) it dumps every signal there from time 0."""
     lines = ["`timescale 1ns/1ps", "module tb_top;", "  reg clk = 1'b0;", "  always #5 clk = ~clk;"]
+    if waves:
+        lines += [f'  initial begin $dumpfile("{waves}"); $dumpvars(0, tb_top); end']
     conns = [".clk(clk)"]
     for port in ports:
         name, width = port["name"], int(port["width"])
@@ -122,11 +125,18 @@ def testbench_wrapper(ports: list[dict], top: str = "post_engine") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path) -> tuple[Path, float]:
+def _waves_args(backend: str, waves: str | None) -> list[str]:
+    if not waves or backend != "verilator":
+        return []
+    return ["--trace-fst"] if waves.endswith(".fst") else ["--trace"]
 
-    wrapper = testbench_wrapper(ports)
-    key = hashlib.sha256((backend + "\0" + verilog + "\0" + wrapper + "\0" + " ".join(VERILATOR_ARGS))
-                         .encode()).hexdigest()[:16]
+
+def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path, waves: str | None = None
+           ) -> tuple[Path, float]:
+
+    wrapper = testbench_wrapper(ports, waves=waves)
+    key = hashlib.sha256((backend + "\0" + verilog + "\0" + wrapper + "\0" + " ".join(VERILATOR_ARGS)
+                          + " ".join(_waves_args(backend, waves))).encode()).hexdigest()[:16]
     build_dir = cache_dir / f"{backend}-{key}"
     marker = build_dir / "BUILT"
     if marker.exists():
@@ -136,10 +146,11 @@ def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path) -> tu
         fcntl.flock(lock, fcntl.LOCK_EX)          # parallel test workers build once
         if marker.exists():
             return build_dir, 0.0
-        return build_dir, _build_locked(backend, verilog, wrapper, build_dir, marker)
+        return build_dir, _build_locked(backend, verilog, wrapper, build_dir, marker, _waves_args(backend, waves))
 
 
-def _build_locked(backend: str, verilog: str, wrapper: str, build_dir: Path, marker: Path) -> float:
+def _build_locked(backend: str, verilog: str, wrapper: str, build_dir: Path, marker: Path,
+                  extra_args: list[str] = ()) -> float:
     from cocotb_tools.runner import get_runner
 
     (build_dir / "post_engine.v").write_text(verilog)
@@ -151,7 +162,7 @@ def _build_locked(backend: str, verilog: str, wrapper: str, build_dir: Path, mar
     try:
         runner.build(sources=[build_dir / "post_engine.v", build_dir / "tb_top.v"], hdl_toplevel="tb_top",
                      build_dir=build_dir, always=True, timescale=("1ns", "1ps"),
-                     build_args=VERILATOR_ARGS if backend == "verilator" else [],
+                     build_args=(VERILATOR_ARGS + list(extra_args)) if backend == "verilator" else [],
                      log_file=build_dir / "build.log")
     except (SystemExit, subprocess.CalledProcessError, Exception) as exc:  # noqa: BLE001 - reported below
         log = (build_dir / "build.log").read_text(errors="replace")[-2000:] if (build_dir / "build.log").exists() else ""
@@ -164,28 +175,43 @@ def _build_locked(backend: str, verilog: str, wrapper: str, build_dir: Path, mar
 
 
 def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
-            cache_dir: Path | None = None, verilog: str | None = None) -> RtlRun:
+            cache_dir: Path | None = None, verilog: str | None = None, betas=None,
+            waves: str | None = None) -> RtlRun:
     """Run every sample (``[B, fan_in]`` activation codes) of ``program`` on the RTL.
 
     ``verilog`` defaults to :func:`hw.build.engine_verilog` of the program's parameters
-    (passing a modified text is how tests prove a broken design gets caught).
+    (passing a modified text is how tests prove a broken design gets caught). ``betas``: the
+    samples' fixed-point ASQ input factors when ``program.needs_beta``. ``waves``: a ``.vcd`` or
+    ``.fst`` path to dump every signal of the run to (its own simulator build).
     Returns decoded per-layer outputs and measured cycles per sample.
     """
     check_backend(backend)
     samples = np.asarray(samples)
     if samples.ndim != 2:
         raise ValueError(f"samples must be a [batch, features] array, got shape {samples.shape}")
+    if betas is not None and len(betas) != len(samples):
+        raise ValueError(f"got {len(betas)} betas for {len(samples)} samples")
+    plusargs = []
+    if waves is not None:
+        waves = str(Path(waves).resolve())
+        if not waves.endswith((".vcd", ".fst")):
+            raise ValueError(f"waveform file {waves!r} must end in .vcd or .fst")
+        Path(waves).parent.mkdir(parents=True, exist_ok=True)
+        if backend == "icarus" and waves.endswith(".fst"):
+            plusargs = ["-fst"]
     params = program.params
     verilog = engine_verilog(params) if verilog is None else verilog
     cache_dir = Path(cache_dir or DEFAULT_CACHE)
-    build_dir, build_seconds = _build(backend, verilog, engine_ports(params), cache_dir)
+    build_dir, build_seconds = _build(backend, verilog, engine_ports(params), cache_dir, waves=waves)
 
     reads = program.output_reads()
     job = {
         "layout": {"sel_bits": 3, "addr_bits": params.addr_bits, "data_bits": params.data_bits},
         "max_cycles": 4 * predicted_cycles(params, program) + 1000,
         "config_writes": [list(map(int, w)) for w in program.config_writes],
-        "samples": [{"input_writes": [list(map(int, w)) for w in program.input_writes(s)]} for s in samples],
+        "samples": [{"input_writes": [list(map(int, w)) for w in
+                                      program.input_writes(s, None if betas is None else int(betas[i]))]}
+                    for i, s in enumerate(samples)],
         "output_reads": [list(map(int, r)) for r in reads],
     }
     run_dir = build_dir / f"run-{os.getpid()}-{time.monotonic_ns()}"
@@ -203,6 +229,7 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
         runner.test(test_module="sim.cocotb_engine_tb", hdl_toplevel="tb_top", hdl_toplevel_lang="verilog",
                     build_dir=build_dir,
                     test_dir=run_dir, results_xml=str(run_dir / "results.xml"), timescale=("1ns", "1ps"),
+                    plusargs=plusargs,
                     extra_env={"POST_ACCEL_JOB": str(job_path), "POST_ACCEL_RESULT": str(result_path),
                                "PYTHONPATH": pythonpath, "COCOTB_REDUCED_LOG_FMT": "1"},
                     log_file=run_dir / "sim.log")

@@ -130,7 +130,7 @@ def test_train_export_cnn_with_any_quantizers(tmp_path):
     assert abs(r["integer_test_accuracy"] - r["float_test_accuracy"]) <= 0.05
     r = _cli("perf", "--model", str(model), "--json")
     assert [l["kind"] for l in r["layers"]] == ["conv", "conv", "conv", "linear"]
-    assert_clean_error(cli("simulate", model, "--samples", "2"), "integer graph (export v2)")
+    assert_clean_error(cli("simulate", model, "--samples", "2"), "do not run on the POST engine", "--edge-weight-quant post")
 
 
 def test_train_rejects_non_digits_models():

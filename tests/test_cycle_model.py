@@ -18,7 +18,7 @@ from sim.cycle_model import (Shape, layer_perf, model_perf, program_shapes, shap
                              write_shapes_file)
 from test_hw_engine import random_layers
 
-SMALL = dict(max_fan_in=40, act_words=24, weight_words=400, bias_words=64, result_words=16, max_layers=4)
+SMALL = dict(max_fan_in=40, act_words=24, weight_words=400, chan_words=64, result_words=16, max_layers=4)
 
 # (rows, cols, wbits, abits, layer sizes): 24 shapes x configurations
 CONFIGS = [
@@ -50,7 +50,7 @@ def test_fc_layer_figures():
     assert p.array_steps == 48 and p.useful_macs == 640
     assert p.step_utilisation == pytest.approx(640 / (16 * 48))
     assert 0 < p.utilisation < p.step_utilisation <= 1
-    assert p.bias_reads == 12 and p.outputs_written == 10 and p.rtl_checked
+    assert p.chan_reads == 10 and p.outputs_written == 10 and p.rtl_checked
 
 
 def test_conv_and_depthwise_schedule():

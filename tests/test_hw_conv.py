@@ -14,9 +14,9 @@ import pytest
 from golden import arith
 from hw.program import EngineParams, LayerSpec, build_program, predicted_cycles
 from sim.amaranth_sim import run_amaranth
-from sim.cycle_model import Shape, model_perf
+from sim.cycle_model import layer_spec_shapes, model_perf
 
-SMALL = dict(max_fan_in=128, act_words=128, weight_words=1024, bias_words=128, result_words=64, max_layers=4)
+SMALL = dict(max_fan_in=128, act_words=128, weight_words=1024, chan_words=128, result_words=64, max_layers=4)
 
 
 def _codes(rng, shape, w):
@@ -51,17 +51,7 @@ def conv_stack(rng, params, in_shape, convs, fc_out):
 
 
 def _shapes(layers):
-    out, prev = [], None
-    for l in layers:
-        if l.is_conv:
-            c, h, w = l.in_chw
-            oc, oh, ow = l.out_chw
-            out.append(Shape(l.name, "conv", c, oc, l.k, l.stride, l.pad, 1, (h, w), (oh, ow)))
-        else:                                    # reads the flattened C x H x W map of the conv before
-            c, h, w = prev.out_chw
-            out.append(Shape(l.name, "linear", c, l.fan_out, in_hw=(h, w)))
-        prev = l
-    return out
+    return layer_spec_shapes(layers)
 
 
 CASES = {

@@ -20,11 +20,11 @@ from amaranth.sim import Simulator
 from golden import arith
 from hw.build import LINT_WAIVERS, engine_ports, engine_verilog
 from hw.engine import PostEngine
-from hw.program import (DESC_STRIDE, DescField, EngineParams, LayerSpec, Sel, build_program, layer_cycles,
-                        predicted_cycles)
+from hw.program import (CHAN_BITS, DESC_STRIDE, DescField, EngineParams, Flag, LayerSpec, Sel, build_program, chan_word,
+                        layer_cycles, predicted_cycles)
 from sim.amaranth_sim import host_read, host_write, run_amaranth, run_engine
 
-SMALL = dict(max_fan_in=16, act_words=16, weight_words=64, bias_words=32, result_words=8, max_layers=4)
+SMALL = dict(max_fan_in=16, act_words=16, weight_words=64, chan_words=32, result_words=8, max_layers=4)
 
 
 def random_layers(rng, params, sizes, wbits=None, out_bits=None, zero_frac=0.25, max_frac=0.1):
@@ -122,10 +122,15 @@ def test_cycle_formula():
     rng = np.random.default_rng(0)
     program = build_program(params, random_layers(rng, params, [5, 7, 3]))
     # 5 -> 7: n_it 2, n_ot 4, last tile 1 valid; 7 -> 3: n_it 3, n_ot 2, last tile 1 valid
-    # per layer: 1 + 25 descriptor fields + 1 (LAYER, DESC), per tile C + n_it, tail 6 + last valid
-    assert layer_cycles(params, 2, 4, 7) == 27 + 4 * (2 + 2) + 6 + 1
-    assert layer_cycles(params, 3, 2, 3) == 27 + 2 * (2 + 3) + 6 + 1
-    assert predicted_cycles(params, program) == 1 + 50 + 44
+    # per layer: 1 + 36 descriptor fields + 1 (LAYER, DESC); per tile max(n_it, C); MAC tail 7 + last
+    # valid; a non-final layer then walks its n_out values (one a cycle) and flushes 6 cycles
+    assert layer_cycles(params, 2, 4, 7, final=False) == 38 + 4 * max(2, 2) + 7 + 1 + 7 + 6
+    assert layer_cycles(params, 3, 2, 3) == 38 + 2 * max(3, 2) + 7 + 1
+    assert predicted_cycles(params, program) == 1 + 67 + 52
+    # ASQ: a second walk (channel sums), the adapter (hidden * (n_out + 2) + 1 reads) and 3 table cycles;
+    # pooling: taps = n_out * pooled pixels * k * k
+    assert (layer_cycles(params, 9, 4, 8, 16, final=False, pool_taps=8 * 4 * 4, hidden=2)
+            == 38 + 16 * 4 * 9 + 7 + 2 + 2 * (8 * 4 * 4 + 6) + 2 * 10 + 1 + 3)
 
 
 def test_corrupted_weight_is_caught():
@@ -169,12 +174,12 @@ def test_host_protocol():
         assert not ctx.get(dut.done) and not ctx.get(dut.busy)
         assert ctx.get(dut.host_wr.ready) and ctx.get(dut.rd_req.ready)
         act = lambda word, bank: (word << params.bank_bits) | bank  # noqa: E731
-        minus5 = -5 & ((1 << params.acc_bits) - 1)
-        await host_write(ctx, dut, [(Sel.ACT, act(3, 2), 0xFFFF), (Sel.WEIGHT, 0, 0xABC), (Sel.BIAS, 1, 7),
-                                    (Sel.BIAS, 0, minus5),
+        # CHAN {mult 2, shift 1, offset 2*bias}: v = acc + bias
+        await host_write(ctx, dut, [(Sel.ACT, act(3, 2), 0xFFFF), (Sel.WEIGHT, 0, 0xABC),
+                                    (Sel.CHAN, 1, chan_word(2, 1, 14)), (Sel.CHAN, 0, chan_word(2, 1, -10)),
                                     (Sel.DESC, 0, 5), (Sel.CTRL, 0, 0), (Sel.RESULT, 0, 99),
                                     (Sel.ACT, act(3, 3), 0xF)])          # bank 3 of 3 does not exist
-        values, _ = await host_read(ctx, dut, [(Sel.ACT, act(3, 2)), (Sel.WEIGHT, 0), (Sel.BIAS, 1),
+        values, _ = await host_read(ctx, dut, [(Sel.ACT, act(3, 2)), (Sel.WEIGHT, 0), (Sel.CHAN, 1),
                                                (Sel.DESC, 0), (Sel.CTRL, 0), (Sel.RESULT, 0),
                                                (Sel.ACT, act(3, 3))])
         log["values"] = values
@@ -182,8 +187,10 @@ def test_host_protocol():
         log["empty_run"] = (cycles, waited)
         # a run with one (empty-weight) layer: busy, host ports refuse, done rises once
         from hw.program import _Layout
-        desc = _Layout(n_it=1, n_ot=1, n_out=2, in_base=0, out_base=0, w_base=0, b_base=0, mult=0, shift=0,
-                       qmax=0, final=1, v_last=2).fields()
+        one = dict(N_IT=1, N_OT=1, N_OUT=2, N_SPAN=2, FLAGS=int(Flag.FINAL), K=1, CT=1, STRIDE=1, IN_H=1, IN_W=1,
+                   OUT_W=1, N_PIX=1, OCT=1, KROW_JUMP=1, V_LAST=2, PK=1, PS=1, CONV_H=1, P_W=1, P_NPIX=1,
+                   Q_SHIFT=16)
+        desc = _Layout(tuple(one.get(f.name, 0) for f in DescField)).fields()
         await host_write(ctx, dut, [(Sel.DESC, f, v) for f, v in enumerate(desc)] + [(Sel.CTRL, 0, 1)])
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -202,7 +209,7 @@ def test_host_protocol():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    # ACT zero-extended to abits; WEIGHT/BIAS/DESC/CTRL read 0; the RESULT write was ignored
+    # ACT zero-extended to abits; WEIGHT/CHAN/DESC/CTRL read 0; the RESULT write was ignored
     assert log["values"] == [2 ** params.abits - 1, 0, 0, 0, 0, 0, 0]
     assert log["empty_run"][0] == 1                       # the final LAYER cycle only
     assert log["one_layer"][0] == layer_cycles(params, 1, 1, 2) + 1 == log["one_layer"][1]
@@ -243,7 +250,8 @@ def test_build_program_memory_errors():
     base = EngineParams(rows=2, cols=2, **SMALL)
     layers = _layers_ok(base)
     tight = [(dict(weight_words=15), r"layer out: weight tiles need 20 words .*--weight-words 20"),
-             (dict(bias_words=9), r"layer out: biases need 12 words .*--bias-words 12"),
+             (dict(chan_words=9), r"layer out: channel parameters need 10 entries .*--chan-words 10"),
+             (dict(value_words=6), r"layer fc1: its 7 values .* exceed value_words 6.*--value-words 7"),
              (dict(act_words=5), r"layer fc1: activation regions need 7 words .*--act-words 7")]
     for change, match in tight:
         with pytest.raises(ValueError, match=match):
@@ -270,10 +278,10 @@ def test_engine_params_derived():
     p = EngineParams()
     assert (p.rows, p.cols, p.wbits, p.abits, p.frac_bits, p.max_fan_in) == (4, 4, 4, 4, 8, 256)
     assert p.acc_bits == arith.accumulator_bits(256, 4, 8) and p.bank_bits == 2 and p.addr_bits == 16
-    assert p.data_bits == max(64, p.acc_bits, 32) and p.lut_entries == 16 and p.lut_bits == 12
+    assert p.data_bits == max(64, CHAN_BITS) == 71 and p.lut_entries == 16 and p.lut_bits == 12
     assert EngineParams(rows=3).bank_bits == 2 and EngineParams(rows=1).bank_bits == 1
-    assert [f.value for f in DescField] == list(range(25)) and DESC_STRIDE == 32
-    assert [s.value for s in Sel] == list(range(6))
+    assert [f.value for f in DescField] == list(range(36)) and DESC_STRIDE == 64
+    assert [s.value for s in Sel] == list(range(8))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,390 @@
+"""v2 layers on the engine: per-channel rescale, ReLU floors, max pooling, LSQ and ASQ quantizers.
+
+Random v2 stacks (``LayerSpec`` with ``chan_mult``/``chan_offset``/``chan_shift``, ``relu_floor``,
+``pool``, ``value_frac``, ``AdapterSpec``) run on the RTL in Amaranth's simulator; every output of
+every layer must equal :meth:`hw.program.Program.reference_run` and the measured ``cycles`` must
+equal :func:`hw.program.predicted_cycles`.
+
+The parameters are calibrated on the samples themselves, like a compiler would from a trained
+model (``flows/compile.py::graph_layer_specs`` gives the realistic ranges): per channel, a signed
+16-bit mantissa ``mult`` and ``shift`` map the accumulators' 10..90 % range onto a little more than
+the output code range (so codes saturate at both ends and take many values in between); some
+multipliers are negative, some zero. ASQ adapters get 16-bit weights, large biases and a ``z_frac``
+chosen so that ``z`` spreads over a few tenths (the betas differ between samples; one case drives
+``z`` off both ends of the factor table, with ``z_frac`` 6, the grid itself); two-layer adapters
+center each hidden unit so that its ReLU cuts about a third of the samples. The spread is asserted,
+so a degenerate case (every code 0, every code saturated, one beta for all samples) fails.
+
+:func:`hw.program.build_program` must refuse v2 programs that do not fit, naming the layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from golden import arith
+from hw.program import AdapterSpec, EngineParams, LayerSpec, build_program, predicted_cycles
+from sim.amaranth_sim import run_amaranth
+
+MEM = dict(max_fan_in=128, act_words=128, weight_words=256, chan_words=64, result_words=32, max_layers=4,
+           value_words=256, adapter_words=64, max_channels=16)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Recipe of one layer (the test generator turns it into a calibrated :class:`LayerSpec`)."""
+
+    out: int
+    conv: tuple | None = None       #: (k, stride, pad); None: fully connected
+    pool: tuple | None = None       #: (k, stride, pad) max pooling on v
+    relu: float | None = None       #: ReLU floor as a fraction of the code range times 2**vf; None: no ReLU
+    vf: int = 0                     #: value_frac
+    lo: int = 0
+    hi: int | None = None           #: None: 2**abits - 1
+    asq: tuple | None = None        #: (factor, hidden units; 0: one-layer adapter)
+    final: bool = False
+    zero_mult: bool = True          #: one channel with multiplier 0
+    neg: float = 0.35               #: fraction of negative multipliers
+    zero_w_chan: bool = False       #: one output channel with all-zero weights
+    z_frac: int | None = None       #: force the adapter's z_frac (else chosen from the sums' spread)
+    z_range: tuple = (-0.3, 0.3)    #: range of the real z over the samples
+
+
+def _codes(rng, shape, w):
+    """POST codes: 20 % zeros, 15 % largest magnitudes of either sign, the rest exponents 0..12 (a wide
+    code's deeper exponents give products that shift to 0)."""
+    k = rng.integers(0, min(arith.post_max_exponent(w), 12) + 1, size=shape)
+    codes = ((rng.random(shape) < 0.5).astype(np.int64) << (w - 1)) | (k + 1)
+    codes[rng.random(shape) < 0.2] = 0
+    big = rng.random(shape) < 0.15
+    codes[big] = np.where(rng.random(big.sum()) < 0.5, arith.post_code(0, 0, w), arith.post_code(1, 0, w))
+    return codes
+
+
+def _accumulators(p, x_chw, codes4, stride, pad, beta):
+    """``[out, oh, ow]`` accumulators of one sample, independently of hw.program (calibration only)."""
+    c, h, w = x_chw.shape
+    k = codes4.shape[2]
+    xp = np.pad(x_chw, ((0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    acc = np.empty((codes4.shape[0], oh, ow), dtype=np.int64)
+    for y in range(oh):
+        for x in range(ow):
+            patch = xp[:, y * stride:y * stride + k, x * stride:x * stride + k]
+            acc[:, y, x] = arith.post_product(patch[None], codes4, p.wbits, p.abits, p.frac_bits).sum(axis=(1, 2, 3))
+    return acc if beta is None else arith.apply_beta(acc, beta)
+
+
+def _maxpool(v, k, s, pad):
+    c, h, w = v.shape
+    vp = np.pad(v, ((0, 0), (pad, pad), (pad, pad)), constant_values=np.iinfo(np.int64).min)
+    oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    return np.array([[[vp[ch, y * s:y * s + k, x * s:x * s + k].max() for x in range(ow)] for y in range(oh)]
+                     for ch in range(c)], dtype=np.int64)
+
+
+def _w16(rng, shape, lo_bits=13):
+    """Signed adapter weights with magnitudes in [2**lo_bits, 2**15)."""
+    mag = rng.integers(1 << lo_bits, 1 << 15, size=shape)
+    return np.where(rng.random(shape) < 0.5, -mag, mag).astype(np.int64)
+
+
+def _adapter(rng, spec: Spec, sums):
+    """An adapter on the per-sample channel sums ``sums`` ``[N, C]`` whose real z spans ``spec.z_range``
+    over the samples (the smallest pre-bias sum maps to its low end)."""
+    factor, hidden = spec.asq
+    z_lo, z_hi = spec.z_range
+    w1 = _w16(rng, (max(hidden, 1), sums.shape[1]))
+    if hidden == 0:
+        w2 = b1 = None
+        g = (sums @ w1.T)[:, 0]
+    else:
+        u = sums @ w1.T                                              # [N, H]
+        b1 = -np.floor(np.percentile(u, 35, axis=0)).astype(np.int64)  # ReLU cuts about a third of the samples
+        w2 = _w16(rng, (1, hidden), lo_bits=11)
+        g = (np.maximum(u + b1, 0) @ w2.T)[:, 0]
+    span = max(int(g.max() - g.min()), 1)
+    if spec.z_frac is None:
+        zf = max(arith.ASQ_Z_FRAC, round(math.log2(span / (z_hi - z_lo))))
+    else:                                # scale the (one-layer) weights to the forced grid instead
+        assert hidden == 0
+        zf = spec.z_frac
+        w1 = np.round(w1 * ((z_hi - z_lo) * 2.0 ** zf / span)).astype(np.int64)
+        assert np.abs(w1).max() < 1 << 15 and np.any(w1 != 0), w1
+        g = (sums @ w1.T)[:, 0]
+    bias = np.array([int(np.floor(z_lo * 2.0 ** zf)) - int(g.min())])
+    if hidden == 0:
+        return AdapterSpec(w1=w1, b1=bias, w2=None, b2=None, z_frac=int(zf), factor=factor)
+    return AdapterSpec(w1=w1, b1=b1, w2=w2, b2=bias, z_frac=int(zf), factor=factor)
+
+
+def build_stack(rng, params, in_shape, specs, samples, betas=None):
+    """Calibrated layers for ``specs`` on ``samples`` (``betas``: the host's per-sample input factors)."""
+    p = params
+    layers = []
+    for i, spec in enumerate(specs):
+        shape = tuple(in_shape) if not layers else layers[-1].out_chw
+        input_beta = betas is not None if i == 0 else layers[-1].adapter is not None
+        # inputs and input betas of this layer for every sample (reference of the calibrated prefix)
+        if layers:
+            prefix = build_program(p, layers)
+            runs = [prefix.reference_run(x, None if betas is None else int(betas[s])) for s, x in enumerate(samples)]
+            xs = [r[0][-1].reshape(shape) for r in runs]
+            bs = [r[1][-1] for r in runs] if input_beta else [None] * len(samples)
+        else:
+            xs = [x.reshape(shape) for x in samples]
+            bs = [int(b) for b in betas] if input_beta else [None] * len(samples)
+        if spec.conv is not None:
+            k, stride, pad = spec.conv
+            codes = _codes(rng, (spec.out, shape[0], k, k), p.wbits)
+            codes4 = codes
+        else:
+            k, stride, pad = 1, 1, 0
+            codes = _codes(rng, (spec.out, int(np.prod(shape))), p.wbits)
+            codes4 = codes[:, :, None, None]
+            xs = [x.reshape(-1, 1, 1) for x in xs]
+        if spec.zero_w_chan:
+            codes[spec.out // 2] = 0
+            codes4 = codes if spec.conv is not None else codes[:, :, None, None]
+        acc = np.stack([_accumulators(p, x, codes4, stride, pad, b) for x, b in zip(xs, bs)])  # [N, out, oh, ow]
+        calib = acc[2:]              # the random samples (the all-zero and all-largest ones may saturate)
+        # per-channel rescale: accumulators' 10..90 % range -> a bit more than the code range
+        hi = spec.hi if spec.hi is not None else 2 ** p.abits - 1
+        if spec.final:
+            t_lo, t_hi = -(1 << 12), 1 << 12
+        else:
+            width = (hi - spec.lo + 1) * 2 ** spec.vf
+            t_lo, t_hi = spec.lo * 2 ** spec.vf - 0.15 * width, hi * 2 ** spec.vf + 0.15 * width
+        mult, offset, shift = (np.zeros(spec.out, dtype=np.int64) for _ in range(3))
+        for o in range(spec.out):
+            neg = rng.random() < spec.neg
+            a = calib[:, o]                                   # [N - 2, oh, ow]
+            if spec.pool is not None:                         # calibrate on what the pooling keeps
+                a = np.stack([(-1 if neg else 1) * _maxpool((-1 if neg else 1) * x[None], *spec.pool)[0] for x in a])
+            a = a.reshape(-1)
+            a_lo, a_hi = np.percentile(a, 10), np.percentile(a, 90)
+            if a_hi - a_lo < 1:                    # all-zero weights: a constant accumulator, any scale
+                a_hi = a_lo + 1000.0
+            if spec.zero_mult and o == spec.out - 1 and spec.out > 1:
+                # multiplier 0: v = offset >> shift, a constant inside the range
+                mult[o], shift[o] = 0, int(rng.integers(1, 46 - math.ceil(math.log2(max(-t_lo, t_hi) + 1))))
+                offset[o] = arith.rescale_offset(float(rng.uniform(t_lo, t_hi)), int(shift[o]))
+                continue
+            m, s = arith.signed_multiplier((-1.0 if neg else 1.0) * (t_hi - t_lo) / (a_hi - a_lo))
+            r = m / 2.0 ** s
+            real_off = t_lo - r * (a_hi if neg else a_lo)
+            mult[o], shift[o], offset[o] = m, s, arith.rescale_offset(real_off, s)
+        v = arith.rescale(acc, mult[None, :, None, None], offset[None, :, None, None], shift[None, :, None, None])
+        floor = 0
+        if spec.relu is not None:
+            floor = int(round(spec.relu * (hi - spec.lo) * 2 ** spec.vf))
+            v = np.maximum(v, floor)
+        if spec.pool is not None:
+            v = np.stack([_maxpool(vs, *spec.pool) for vs in v])
+        adapter = _adapter(rng, spec, v.sum(axis=(2, 3))) if spec.asq is not None else None
+        layers.append(LayerSpec(
+            codes=codes, name=f"l{i}", final=spec.final, in_shape=shape if spec.conv is not None else None,
+            stride=stride, pad=pad, chan_mult=mult, chan_offset=offset, chan_shift=shift, input_beta=input_beta,
+            relu=spec.relu is not None, relu_floor=floor, pool=spec.pool, out_lo=0 if spec.final else spec.lo,
+            out_hi=0 if spec.final else hi, value_frac=spec.vf, adapter=adapter))
+    return layers
+
+
+def make_samples(rng, params, n_in, n=8):
+    """All-zero and all-largest inputs, then uniform and sparse random ones."""
+    top = 2 ** params.abits - 1
+    xs = [np.zeros(n_in, dtype=np.int64), np.full(n_in, top, dtype=np.int64)]
+    for i in range(n - 2):
+        x = rng.integers(0, top + 1, n_in)
+        xs.append(x * (rng.random(n_in) < 0.6) if i % 2 else x)
+    return np.stack(xs).astype(np.int64)
+
+
+def host_betas(rng, factor, n):
+    """Distinct per-sample input betas from the factor table, z within about +-1."""
+    beta_t, _ = arith.asq_tables(factor)
+    half = len(beta_t) // 2
+    idx = half + rng.choice(np.arange(-64, 64), size=n, replace=False)
+    return [int(beta_t[i]) for i in idx]
+
+
+CASES = {
+    # name: (engine params, input CHW, [Spec], host-beta factor or None)
+    # 3x2 array, a 4x6 input; conv -> pool (2,2,0) -> FC -> FC; LSQ value_frac 0 (ReLU floor 0, a channel
+    # with zero weights) and 8 (negative floor, lo > 0); a final layer with a ReLU
+    "lsq_conv_pool2_fc_3x2": (dict(rows=3, cols=2), (2, 4, 6), [
+        Spec(out=5, conv=(3, 1, 1), pool=(2, 2, 0), relu=0.0, vf=0, zero_w_chan=True),
+        Spec(out=6, relu=-0.1, vf=8, lo=2, hi=13),
+        Spec(out=3, final=True, relu=0.0, zero_mult=False, neg=0.5)], None),
+    # ASQ one-layer adapter (sigmoid), pool (3,2,1), then an input_beta conv with pool (3,1,1)
+    "asq_sigmoid_1layer_pool3": (dict(rows=2, cols=2), (3, 4, 4), [
+        Spec(out=4, conv=(3, 1, 1), pool=(3, 2, 1), relu=0.0, vf=8, asq=("sigmoid", 0)),
+        Spec(out=3, conv=(2, 1, 1), pool=(3, 1, 1), relu=0.15, vf=8, lo=1),
+        Spec(out=2, final=True)], None),
+    # ASQ two-layer adapter (exp) on a 1x3 array after a stride-2 conv of a 5x6 input, pool (2,1,0), then
+    # an input_beta FC (final)
+    "asq_exp_2layer_1x3": (dict(rows=1, cols=3), (2, 5, 6), [
+        Spec(out=5, conv=(3, 2, 1), pool=(2, 1, 0), vf=8, asq=("exp", 3)),
+        Spec(out=3, final=True)], None),
+    # the input itself is ASQ-quantized (host betas, exp table); two-layer exp ASQ; ASQ -> ASQ (sigmoid
+    # would need a second table: one factor per program)
+    "input_beta_asq_exp_2x3": (dict(rows=2, cols=3, wbits=5, abits=3), (5, 1, 1), [
+        Spec(out=7, relu=0.0, vf=8, asq=("exp", 2)),
+        Spec(out=6, vf=8, asq=("exp", 0), relu=-0.05),
+        Spec(out=4, final=True)], "exp"),
+    # C = 5 > n_it (1, 4 and 2): short tiles padded with idle cycles. A single-channel 1x1 conv with host
+    # betas (sigmoid table, no ASQ layer before it); one-layer ASQ with value_frac 0 and z_frac 6 (the
+    # table grid itself: no rounding shift) whose z leaves the table at both ends for some samples;
+    # 7 channels = 2 output tiles of 5
+    "cols5_single_channel_zfrac6": (dict(rows=2, cols=5), (2, 3, 5), [
+        Spec(out=1, conv=(1, 1, 0), relu=0.0, vf=0, hi=12, zero_mult=False),
+        Spec(out=3, conv=(2, 1, 1), pool=(2, 1, 0), vf=0, asq=("sigmoid", 0), z_frac=6, z_range=(-9.0, 9.0)),
+        Spec(out=7, conv=(1, 1, 0), vf=8, relu=0.0),
+        Spec(out=4, final=True)], "sigmoid"),
+    # 8-bit weights and activations: largest codes, 255-level outputs, ASQ sigmoid two-layer adapter, then
+    # LSQ with value_frac 12 and lo > 0
+    "w8a8_asq_sigmoid_2layer": (dict(rows=2, cols=2, wbits=8, abits=8), (2, 3, 3), [
+        Spec(out=3, conv=(2, 1, 0), relu=0.0, vf=8, asq=("sigmoid", 2)),
+        Spec(out=4, vf=12, lo=3, hi=200),
+        Spec(out=2, final=True)], None),
+}
+
+
+def _check_spread(case, layers, refs, n):
+    """Hidden codes take several values and saturate; ASQ betas differ between samples."""
+    for l, layer in enumerate(layers):
+        if layer.final:
+            continue
+        codes = np.concatenate([r[0][l] for r in refs])
+        lo, hi, vf = layer.quant_params()
+        assert len(np.unique(codes)) >= min(5, hi - lo + 1), f"{case} {layer.name}: codes {np.unique(codes)}"
+        assert (codes == hi).any(), f"{case} {layer.name}: no code saturates at hi {hi}"
+        floor_code = int(arith.round_shift(layer.relu_floor, vf)) if layer.adapter is None else layer.relu_floor
+        if not layer.relu or floor_code <= lo:
+            assert (codes == lo).any(), f"{case} {layer.name}: no code saturates at lo {lo}"
+        assert ((codes > lo) & (codes < hi)).sum() >= len(codes) // 5, f"{case} {layer.name}: mostly saturated"
+        if layer.adapter is not None:
+            betas = [r[1][l] for r in refs]
+            assert len(set(betas)) > n // 2, f"{case} {layer.name}: ASQ betas {betas}"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_v2_engine_matches_reference(case):
+    shape, in_shape, specs, beta_factor = CASES[case]
+    params = EngineParams(**shape, **MEM)
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    samples = make_samples(rng, params, int(np.prod(in_shape)))
+    betas = host_betas(rng, beta_factor, len(samples)) if beta_factor else None
+    layers = build_stack(rng, params, in_shape, specs, samples, betas)
+    program = build_program(params, layers)
+    refs = [program.reference_run(x, None if betas is None else betas[s]) for s, x in enumerate(samples)]
+    _check_spread(case, layers, refs, len(samples))
+    for l, spec in enumerate(specs):                  # z beyond the table: both ends are looked up
+        if spec.asq is not None and max(np.abs(spec.z_range)) > arith.ASQ_Z_LIMIT:
+            beta_t, _ = arith.asq_tables(spec.asq[0])
+            assert {int(beta_t[0]), int(beta_t[-1])} <= {r[1][l] for r in refs}, [r[1][l] for r in refs]
+    run = run_amaranth(program, samples, betas=betas)
+    for s in range(len(samples)):
+        for layer, got, exp in zip(layers, run["outputs"][s], refs[s][0]):
+            assert got.shape == exp.shape, f"{case} sample {s} layer {layer.name}: shape {got.shape} != {exp.shape}"
+            bad = np.flatnonzero(got != exp)
+            assert bad.size == 0, (f"{case} sample {s} layer {layer.name}: {bad.size}/{got.size} mismatches, first "
+                                   f"at {bad[0]}: expected {exp[bad[0]]}, got {got[bad[0]]}")
+    assert run["cycles"] == [predicted_cycles(params, program)] * len(samples)
+
+
+# --- build_program errors -----------------------------------------------------------------------
+
+def _asq_pair(params=None):
+    """A small valid ASQ program: conv (ASQ, pooled) -> FC (input_beta, final)."""
+    params = params or EngineParams(rows=2, cols=2, **MEM)
+    rng = np.random.default_rng(7)
+    samples = make_samples(rng, params, 2 * 4 * 4)
+    layers = build_stack(rng, params, (2, 4, 4), [
+        Spec(out=4, conv=(3, 1, 1), pool=(2, 2, 0), relu=0.0, vf=8, asq=("sigmoid", 2)),
+        Spec(out=3, final=True)], samples)
+    build_program(params, layers)
+    return params, layers
+
+
+def _adapt(layer, **kw):
+    return dataclasses.replace(layer, adapter=dataclasses.replace(layer.adapter, **kw))
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda P, L: (P, [dataclasses.replace(L[0], adapter=None, out_hi=15), L[1]]),
+     r"layer l1: input_beta must be set exactly when the previous layer's quantizer is ASQ"),
+    (lambda P, L: (P, [L[0], dataclasses.replace(L[1], input_beta=False)]),
+     r"layer l1: input_beta must be set exactly when the previous layer's quantizer is ASQ"),
+    (lambda P, L: (P, [dataclasses.replace(L[0], final=True, adapter=None)]),
+     r"layer l0: the final layer cannot pool"),
+    (lambda P, L: (dataclasses.replace(P, max_channels=2), L),
+     r"layer l0: 4 channels exceed max_channels 2 .*--max-channels 4"),
+    (lambda P, L: (dataclasses.replace(P, value_words=63), L),
+     r"layer l0: its 64 values .* exceed value_words 63.*--value-words 64"),
+    (lambda P, L: (dataclasses.replace(P, adapter_words=12), L),
+     r"layer l0: ASQ adapters need 13 words .*adapter_words 12.*--adapter-words 13"),
+    (lambda P, L: (P, [_adapt(L[0], z_frac=5), L[1]]), r"layer l0: adapter z_frac 5 below the table grid's 6"),
+    (lambda P, L: (P, [_adapt(L[0], w1=np.where(np.arange(8).reshape(2, 4) == 3, 1 << 15, L[0].adapter.w1)), L[1]]),
+     r"layer l0: adapter weights must fit 16-bit signed words"),
+    (lambda P, L: (P, [_adapt(L[0], w2=np.array([[-(1 << 15) - 1, 5]])), L[1]]),
+     r"layer l0: adapter weights must fit 16-bit signed words"),
+    (lambda P, L: (P, [dataclasses.replace(L[0], out_hi=16), L[1]]),
+     r"layer l0: output codes 0..16 do not fit the engine's unsigned 4-bit activations.*--abits"),
+])
+def test_v2_build_program_errors(change, match):
+    params, layers = _asq_pair()
+    params, layers = change(params, layers)
+    with pytest.raises(ValueError, match=match):
+        build_program(params, layers)
+
+
+def test_v2_build_program_two_factors():
+    params = EngineParams(rows=2, cols=2, **MEM)
+    rng = np.random.default_rng(8)
+    samples = make_samples(rng, params, 6)
+    layers = build_stack(rng, params, (6, 1, 1), [Spec(out=4, vf=8, asq=("sigmoid", 0)),
+                                                  Spec(out=3, vf=8, asq=("sigmoid", 0)),
+                                                  Spec(out=2, final=True)], samples)
+    build_program(params, layers)
+    with pytest.raises(ValueError, match=r"ASQ layers use the factors \['exp', 'sigmoid'\]; .*one factor table"):
+        build_program(params, [layers[0], _adapt(layers[1], factor="exp"), layers[2]])
+
+
+def test_v2_corrupted_adapter_is_caught():
+    """The comparison sees the adapter: moving z by 3 table steps in the ADAPT image changes outputs."""
+    from hw.program import Sel
+    params, layers = _asq_pair()
+    program = build_program(params, layers)
+    rng = np.random.default_rng(9)
+    samples = make_samples(rng, params, layers[0].in_size, n=4)
+    a = layers[0].adapter
+    b2_addr = len(a.words()) - 1                       # layer l0's adapter starts at ADAPT word 0
+    writes = list(program.config_writes)
+    k = writes.index(next(w for w in writes if w[0] == Sel.ADAPT and w[1] == b2_addr))
+    mask = (1 << arith.ADAPTER_ACC_BITS) - 1
+    writes[k] = (Sel.ADAPT, b2_addr, (writes[k][2] + (3 << (a.z_frac - arith.ASQ_Z_FRAC))) & mask)
+    run = run_amaranth(dataclasses.replace(program, config_writes=writes), samples)
+    bad = {layer.name for s, x in enumerate(samples)
+           for layer, got, exp in zip(layers, run["outputs"][s], program.reference_run(x)[0]) if np.any(got != exp)}
+    assert "l1" in bad, bad                 # the next layer's input_beta scaling saw a different beta
+
+
+def test_v2_input_beta_needs_host_beta():
+    params = EngineParams(rows=2, cols=2, **MEM)
+    rng = np.random.default_rng(10)
+    samples = make_samples(rng, params, 6)
+    betas = host_betas(rng, "exp", len(samples))
+    layers = build_stack(rng, params, (6, 1, 1), [Spec(out=4, vf=8), Spec(out=2, final=True)], samples, betas)
+    program = build_program(params, layers)
+    assert program.needs_beta and layers[0].input_beta
+    with pytest.raises(ValueError, match=r"layer l0 takes ASQ codes: pass the sample's beta"):
+        program.reference_run(samples[0])
+    with pytest.raises(ValueError, match=r"layer l0 takes ASQ codes"):
+        program.input_writes(samples[0], beta=1 << arith.ASQ_TABLE_BITS)
