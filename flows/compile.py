@@ -80,9 +80,11 @@ def _graph_layers(graph) -> list[dict]:
             raise ValueError(f"{where}: {st.wbits}-bit {st.weight_format!r} weights (uniform/POT/APoT levels) do "
                              f"not run on the POST engine; train with --edge-weight-quant post (and a POST "
                              f"--weight-quant) so that every layer has POST weights")
-        if st.groups != 1:
-            raise ValueError(f"{where}: grouped/depthwise convolution (groups={st.groups}) is not an engine op yet; "
-                             f"the engine runs dense convolutions, fully-connected layers and max pooling")
+        if st.groups != 1 and not (st.kind == "conv" and st.weights.shape[1] == 1
+                                   and st.groups == st.weights.shape[0] == shape[0]):
+            raise ValueError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
+                             f"runs dense and depthwise (groups = C_in = C_out) convolutions, fully-connected "
+                             f"layers and max pooling")
         if st.kind == "conv":
             if len(shape) != 3:
                 raise ValueError(f"{where}: a convolution needs a C x H x W input, got {shape}")
@@ -141,7 +143,7 @@ def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams
         fi = int(np.prod(st.weights.shape[1:]))
         if st.kind == "conv":
             k = int(st.weights.shape[2])
-            n_it = k * k * math.ceil(int(st.weights.shape[1]) / rows)
+            n_it = k * k * math.ceil(int(st.weights.shape[1]) * int(st.groups) / rows)
             c, h, w = it["in_shape"]
             oh, ow = (h + 2 * st.padding - k) // st.stride + 1, (w + 2 * st.padding - k) // st.stride + 1
         else:
@@ -198,6 +200,7 @@ def graph_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
         specs.append(LayerSpec(
             codes=codes if st.kind == "conv" else codes.reshape(codes.shape[0], -1), name=st.name,
             final=q is None, in_shape=it["in_shape"], stride=int(st.stride), pad=int(st.padding),
+            groups=int(st.groups),
             chan_mult=np.asarray(st.mult, dtype=np.int64), chan_offset=np.asarray(st.offset, dtype=np.int64),
             chan_shift=np.asarray(st.shift, dtype=np.int64), input_beta=bool(st.input_beta), relu=bool(st.relu),
             relu_floor=int(st.relu_floor), pool=it["pool"], out_lo=0 if q is None else int(q.lo),

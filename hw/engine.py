@@ -257,6 +257,7 @@ class PostEngine(wiring.Component):
         iy0 = Signal(signed(DESC_BITS + 2))          # input row / column of tap (0, 0)
         ix0 = Signal(signed(DESC_BITS + 2))
         tap_addr = Signal(signed(DESC_BITS + 4))
+        ot_addr = Signal(signed(DESC_BITS + 4))      # input word of tap (0, 0) of this output tile
         kx = Signal(DESC_BITS)
         ctc = Signal(DESC_BITS)
         iy = Signal(signed(DESC_BITS + 2))
@@ -468,7 +469,8 @@ class PostEngine(wiring.Component):
             with m.If(fcnt == DESC_FIELDS):
                 m.d.sync += [ot.eq(0), it.eq(0), w_addr.eq(d["w_base"]), cap_ot.eq(0), cap_o0.eq(0), v_idx.eq(0),
                              pix.eq(0), ox.eq(0), pix_addr.eq(d["pix0"]), iy0.eq(-pad), ix0.eq(-pad),
-                             tap_addr.eq(d["pix0"]), iy.eq(-pad), ix.eq(-pad), kx.eq(0), ctc.eq(0),
+                             tap_addr.eq(d["pix0"]), ot_addr.eq(d["pix0"]), iy.eq(-pad), ix.eq(-pad), kx.eq(0),
+                             ctc.eq(0),
                              state.eq(_State.FEED)]
         with m.Elif(state == _State.FEED):
             m.d.sync += it.eq(it + 1)
@@ -483,7 +485,7 @@ class PostEngine(wiring.Component):
                         m.d.sync += [kx.eq(0), ix.eq(ix0), iy.eq(iy + 1),
                                      tap_addr.eq(tap_addr + d["krow_jump"])]
                     with m.Else():
-                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), tap_addr.eq(tap_addr + 1)]
+                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), tap_addr.eq(tap_addr + d["kx_jump"])]
                 with m.Else():
                     m.d.sync += [ctc.eq(ctc + 1), tap_addr.eq(tap_addr + 1)]
             # the tile's last cycle (the run's last tile ends with its last step: no idle cycles)
@@ -498,13 +500,14 @@ class PostEngine(wiring.Component):
                         with m.If(ox == out_w - 1):
                             m.d.sync += [ox.eq(0), pix_addr.eq(pix_addr + d["row_step"]), iy0.eq(iy0 + stride),
                                          ix0.eq(-pad), tap_addr.eq(pix_addr + d["row_step"]),
-                                         iy.eq(iy0 + stride), ix.eq(-pad)]
+                                         ot_addr.eq(pix_addr + d["row_step"]), iy.eq(iy0 + stride), ix.eq(-pad)]
                         with m.Else():
                             m.d.sync += [ox.eq(ox + 1), pix_addr.eq(pix_addr + d["col_step"]),
                                          ix0.eq(ix0 + stride), tap_addr.eq(pix_addr + d["col_step"]),
-                                         iy.eq(iy0), ix.eq(ix0 + stride)]
-                with m.Else():
-                    m.d.sync += [ot.eq(ot + 1), tap_addr.eq(pix_addr), iy.eq(iy0), ix.eq(ix0)]
+                                         ot_addr.eq(pix_addr + d["col_step"]), iy.eq(iy0), ix.eq(ix0 + stride)]
+                with m.Else():                       # next output tile (depthwise: its own channel tiles)
+                    m.d.sync += [ot.eq(ot + 1), tap_addr.eq(ot_addr + d["ot_step"]),
+                                 ot_addr.eq(ot_addr + d["ot_step"]), iy.eq(iy0), ix.eq(ix0)]
         with m.Elif(state == _State.TAIL):
             with m.If(mac_empty):
                 with m.If(final):

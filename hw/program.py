@@ -83,7 +83,7 @@ class DescField(IntEnum):
     HI = 9         #: largest output code
     LO = 10        #: smallest output code
     K = 11         #: kernel size (square)
-    CT = 12        #: input channel tiles, ceil(C_in / R)
+    CT = 12        #: input channel tiles an output tile reads at each tap (dense: ceil(C_in / R))
     STRIDE = 13    #: convolution stride
     PAD = 14       #: zero padding on every side
     IN_H = 15      #: input height
@@ -93,7 +93,7 @@ class DescField(IntEnum):
     OCT = 19       #: activation words per output pixel, ceil(n_out / R)
     COL_STEP = 20  #: input word step between horizontally adjacent output pixels, stride * CT
     ROW_STEP = 21  #: (signed) step from the last pixel of an output row to the first of the next
-    KROW_JUMP = 22 #: word step from the end of one kernel row to the start of the next, (IN_W-K)*CT + 1
+    KROW_JUMP = 22 #: word step from the end of one kernel row to the start of the next, (IN_W-K)*CT_in + KX_JUMP
     PIX0 = 23      #: (signed) input word of tap (0, 0) of output pixel (0, 0), in_base - PAD*(IN_W+1)*CT
     RELU_FLOOR = 24  #: (signed) ReLU floor of v
     Q_SHIFT = 25   #: quantizer shift, value_frac + ASQ_BETA_FRAC
@@ -106,7 +106,9 @@ class DescField(IntEnum):
     A_BASE = 32    #: ADAPT word of the layer's adapter
     HID = 33       #: adapter hidden units (1 for a one-layer adapter)
     Z_SHIFT = 34   #: z_frac - ASQ_Z_FRAC: z on the table grid is round_half_up(z / 2**Z_SHIFT)
-    V_LAST = 35    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
+    KX_JUMP = 35   #: word step from one tap's last channel tile to the next tap's first, CT_in - CT + 1
+    OT_STEP = 36   #: input word offset between output tiles (depthwise: C / R channel tiles; dense: 0)
+    V_LAST = 37    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
                    #: the only field not used in the cycle that latches it)
 
 
@@ -298,6 +300,7 @@ class LayerSpec:
     in_shape: tuple | None = None     #: (C, H, W) of a convolution's input; None: fully connected
     stride: int = 1
     pad: int = 0
+    groups: int = 1                   #: 1 (dense) or C_in == C_out (depthwise: codes [C, 1, K, K])
     chan_mult: np.ndarray | None = None
     chan_offset: np.ndarray | None = None
     chan_shift: np.ndarray | None = None
@@ -319,9 +322,24 @@ class LayerSpec:
         return int(np.shape(self.codes)[2]) if self.is_conv else 1
 
     @property
+    def depthwise(self) -> bool:
+        return int(self.groups) != 1
+
+    @property
     def fan_in(self) -> int:
-        """Products per output: ``C_in * K * K`` (fully connected: the input size)."""
+        """Products per output: ``C_in/groups * K * K`` (fully connected: the input size)."""
         return int(np.prod(np.shape(self.codes)[1:]))
+
+    def dense_codes(self) -> np.ndarray:
+        """The codes as a dense ``[out, C_in, K, K]`` (fully connected ``[out, fan_in]``) tensor: a
+        depthwise layer's are block diagonal (code 0, a zero weight, off the diagonal)."""
+        codes = np.asarray(self.codes, dtype=np.int64)
+        if not self.depthwise:
+            return codes
+        o, _, k, _ = codes.shape
+        dense = np.zeros((o, o, k, k), dtype=np.int64)
+        dense[np.arange(o), np.arange(o)] = codes[:, 0]
+        return dense
 
     @property
     def fan_out(self) -> int:
@@ -509,7 +527,7 @@ class Program:
         outs, betas = [], []
         for layer in self.layers:
             cols = _patches(x.reshape(layer.in_chw), layer.k, layer.stride, layer.pad)   # [pixels, fan_in]
-            codes = np.asarray(layer.codes, dtype=np.int64).reshape(layer.fan_out, -1)
+            codes = layer.dense_codes().reshape(layer.fan_out, -1)
             acc = arith.post_product(cols[:, None, :], codes[None, :, :], p.wbits, p.abits,
                                      p.frac_bits).sum(axis=2)                          # [pixels, out]
             if layer.input_beta:
@@ -573,15 +591,16 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _pack_tile(codes: np.ndarray, ot: int, it: int, ct_count: int, p: EngineParams) -> int:
+def _pack_tile(codes: np.ndarray, ot: int, it: int, ct_count: int, p: EngineParams, ct_base: int = 0) -> int:
     """Weight word of tile ``(ot, it)``; ``codes`` is ``[out, C_in, K, K]`` and input tile ``it`` is
-    ``(ky*K + kx)*CT + ct``: row ``r`` holds input channel ``ct*R + r`` at tap ``(ky, kx)``."""
+    ``(ky*K + kx)*CT + ct``: row ``r`` holds input channel ``(ct_base + ct)*R + r`` at tap ``(ky, kx)``
+    (``ct_base``: the output tile's first channel tile, depthwise layers)."""
     word = 0
     fan_out, cin, k, _ = codes.shape
     tap, ct = divmod(it, ct_count)
     ky, kx = divmod(tap, k)
     for r in range(p.rows):
-        ci = ct * p.rows + r
+        ci = (ct_base + ct) * p.rows + r
         for c in range(p.cols):
             o = ot * p.cols + c
             code = int(codes[o, ci, ky, kx]) if (ci < cin and o < fan_out) else 0
@@ -598,7 +617,7 @@ def _engine_codes(layer: LayerSpec, prev: LayerSpec | None, R: int) -> np.ndarra
     """
     codes = np.asarray(layer.codes, dtype=np.int64)
     if layer.is_conv:
-        return codes
+        return layer.dense_codes()
     if prev is not None and prev.out_chw[1] * prev.out_chw[2] > 1:
         c, h, w = prev.out_chw
         slots = _ceil(c, R) * R
@@ -627,12 +646,20 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         raise ValueError(f"layer {l} is not a LayerSpec")
     where = f"layer {layer.name}"
     codes = np.asarray(layer.codes)
+    if not isinstance(layer.groups, (int, np.integer)) or layer.groups < 1:
+        raise ValueError(f"{where}: groups must be an integer >= 1, got {layer.groups!r}")
+    if layer.depthwise and not (layer.is_conv and codes.ndim == 4 and codes.shape[1] == 1
+                                and layer.groups == codes.shape[0] == layer.in_shape[0]):
+        raise ValueError(f"{where}: groups={layer.groups}: the engine runs dense (groups=1) and depthwise "
+                         f"convolutions (groups = C_in = C_out, codes [C, 1, K, K]); split other grouped "
+                         f"convolutions into one layer per group")
     if layer.is_conv:
         if codes.ndim != 4 or codes.shape[2] != codes.shape[3] or min(codes.shape) < 1:
             raise ValueError(f"{where}: convolution codes must be a non-empty [out, C_in, K, K] array, "
                              f"got shape {codes.shape}")
-        if len(layer.in_shape) != 3 or layer.in_shape[0] != codes.shape[1] or min(layer.in_shape) < 1:
-            raise ValueError(f"{where}: in_shape {layer.in_shape} must be (C_in={codes.shape[1]}, H, W)")
+        cin = codes.shape[1] * int(layer.groups)
+        if len(layer.in_shape) != 3 or layer.in_shape[0] != cin or min(layer.in_shape) < 1:
+            raise ValueError(f"{where}: in_shape {layer.in_shape} must be (C_in={cin}, H, W)")
         if not (isinstance(layer.stride, int) and layer.stride >= 1 and isinstance(layer.pad, int)
                 and 0 <= layer.pad < codes.shape[2]):
             raise ValueError(f"{where}: stride must be >= 1 and padding in 0..K-1, got {layer.stride}, {layer.pad}")
@@ -834,8 +861,14 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         where = f"layer {layer.name}"
         codes = _engine_codes(layer, prev, R)
         cin, k = codes.shape[1], codes.shape[2]
-        ct = _ceil(cin, R)
-        n_it, n_ot = k * k * ct, _ceil(layer.fan_out, C)
+        ct_in = _ceil(cin, R)                 # channel tiles (words) of an input pixel
+        n_ot = _ceil(layer.fan_out, C)
+        if layer.depthwise and C % R == 0 and layer.fan_out % C == 0:
+            ct, ot_step = C // R, C // R      # each output tile reads only its own channels
+        else:                                 # dense (a depthwise layer as a block-diagonal dense one)
+            ct, ot_step = ct_in, 0
+        n_it = k * k * ct
+        kx_jump = ct_in - ct + 1
         _, in_h, in_w = layer.in_chw if layer.is_conv else (cin, 1, 1)
         n_out, conv_h, out_w = layer.conv_chw
         _, ph, pw = layer.out_chw
@@ -878,9 +911,10 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
              DescField.N_SPAN: max(n_it, C), DescField.FLAGS: int(flags), DescField.HI: hi, DescField.LO: lo,
              DescField.K: k, DescField.CT: ct, DescField.STRIDE: stride, DescField.PAD: pad,
              DescField.IN_H: in_h, DescField.IN_W: in_w, DescField.OUT_W: out_w, DescField.N_PIX: conv_h * out_w,
-             DescField.OCT: oct_, DescField.COL_STEP: stride * ct,
-             DescField.ROW_STEP: stride * in_w * ct - (out_w - 1) * stride * ct,
-             DescField.KROW_JUMP: (in_w - k) * ct + 1, DescField.PIX0: in_base - pad * (in_w + 1) * ct,
+             DescField.OCT: oct_, DescField.COL_STEP: stride * ct_in,
+             DescField.ROW_STEP: stride * in_w * ct_in - (out_w - 1) * stride * ct_in,
+             DescField.KROW_JUMP: (in_w - k) * ct_in + kx_jump, DescField.PIX0: in_base - pad * (in_w + 1) * ct_in,
+             DescField.KX_JUMP: kx_jump, DescField.OT_STEP: ot_step,
              DescField.RELU_FLOOR: int(layer.relu_floor) if layer.relu else 0,
              DescField.Q_SHIFT: vf + arith.ASQ_BETA_FRAC, DescField.PK: pk, DescField.PS: ps, DescField.PP: pp,
              DescField.CONV_H: conv_h, DescField.P_W: pw, DescField.P_NPIX: ph * pw, DescField.A_BASE: a_base,
@@ -896,7 +930,8 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         layouts.append(lay)
         for ot in range(n_ot):
             for it in range(n_it):
-                writes.append((int(Sel.WEIGHT), w_base + ot * n_it + it, _pack_tile(codes, ot, it, ct, p)))
+                writes.append((int(Sel.WEIGHT), w_base + ot * n_it + it,
+                               _pack_tile(codes, ot, it, ct, p, ct_base=ot * ot_step)))
         mult, offset, shift = layer.rescale_params()
         for o in range(n_out):
             writes.append((int(Sel.CHAN), c_base + o, chan_word(int(mult[o]), int(shift[o]), int(offset[o]))))

@@ -8,10 +8,12 @@ the RTL's measured ``cycles`` on many shapes and array configurations.
 Convolutions run as the engine runs them: the input in HWC order with channels in
 ``ceil(C_in / R)`` tiles, one output pixel at a time, and for every pixel the fully-connected
 schedule over the ``k*k*ceil(C_in/R)`` input tiles of its receptive field (``n_it``) and the
-``ceil(C_out/C)`` output tiles; the tests check these against the RTL too. Grouped (depthwise)
-convolutions are modelled group by group, a schedule the engine does not run yet
-(``rtl_checked = False``). Pooling, residual adds and the ASQ adapter are not counted (listed
-under ``unmodelled``).
+``ceil(C_out/C)`` output tiles; the tests check these against the RTL too. Depthwise convolutions
+use the engine's depthwise mode (each output tile reads only its own ``C/R`` channel tiles);
+other grouped convolutions are modelled group by group, a schedule the engine does not run
+(``rtl_checked = False``). A layer's pooling walk and ASQ adapter are counted when its
+:class:`Shape` says so (``pool``, ``asq_hidden``); the zoo shapes carry neither, and residual adds
+and global pooling are listed under ``unmodelled``.
 
 Pure Python; ResNet-18 at 224x224 takes well under a second (``bench/perf_speed.py``).
 """
@@ -97,24 +99,38 @@ def layer_perf(shape: Shape, rows: int, cols: int, final: bool = False) -> Layer
     if shape.in_ch % g or shape.out_ch % g:
         raise ValueError(f"layer {shape.name}: channels {shape.in_ch}->{shape.out_ch} not divisible by groups {g}")
     cin_g, cout_g = shape.in_ch // g, shape.out_ch // g
-    if shape.kind == "linear":
-        n_it = shape.in_hw[0] * shape.in_hw[1] * math.ceil(cin_g / rows)
-    else:
-        n_it = shape.k * shape.k * math.ceil(cin_g / rows)
-    n_ot = math.ceil(cout_g / cols)
+    depthwise = g > 1 and g == shape.in_ch == shape.out_ch and shape.kind == "conv"
     n_pix = shape.out_hw[0] * shape.out_hw[1]
-    tiles = g * n_pix * n_ot
-    # the engine's own formula (one definition); groups run one after another like extra pixels
     pk = shape.pool[0]
-    cycles = layer_cycles(EngineParams(rows=rows, cols=cols), n_it, n_ot, cout_g, n_pix=g * n_pix, final=final,
-                          pool_taps=shape.out_ch * shape.pooled_pixels * pk * pk, hidden=shape.asq_hidden)
+    taps = shape.out_ch * shape.pooled_pixels * pk * pk
+    if depthwise:
+        # the engine's depthwise mode (hw.program.build_program): an output tile reads only its own C/R
+        # channel tiles when C is a multiple of R and of the channels; otherwise the layer runs as a
+        # block-diagonal dense convolution
+        fast = cols % rows == 0 and shape.out_ch % cols == 0
+        n_it = shape.k * shape.k * (cols // rows if fast else math.ceil(shape.in_ch / rows))
+        n_ot = math.ceil(shape.out_ch / cols)
+        tiles = n_pix * n_ot
+        cycles = layer_cycles(EngineParams(rows=rows, cols=cols), n_it, n_ot, shape.out_ch, n_pix=n_pix,
+                              final=final, pool_taps=taps, hidden=shape.asq_hidden)
+    else:
+        if shape.kind == "linear":
+            n_it = shape.in_hw[0] * shape.in_hw[1] * math.ceil(cin_g / rows)
+        else:
+            n_it = shape.k * shape.k * math.ceil(cin_g / rows)
+        n_ot = math.ceil(cout_g / cols)
+        tiles = g * n_pix * n_ot
+        # the engine's own formula (one definition); other grouped convolutions (not an engine op)
+        # are modelled as groups running one after another like extra pixels
+        cycles = layer_cycles(EngineParams(rows=rows, cols=cols), n_it, n_ot, cout_g, n_pix=g * n_pix, final=final,
+                              pool_taps=taps, hidden=shape.asq_hidden)
     steps = tiles * n_it
     macs = shape.macs
     return LayerPerf(name=shape.name, kind=shape.kind, cycles=cycles, array_steps=steps, useful_macs=macs,
                      utilisation=macs / (rows * cols * cycles), step_utilisation=macs / (rows * cols * steps),
                      n_it=n_it, n_ot=n_ot, n_pix=n_pix, groups=g, weight_words_read=steps, act_words_read=steps,
                      chan_reads=shape.out_ch * n_pix, outputs_written=shape.out_ch * shape.pooled_pixels,
-                     rtl_checked=g == 1)
+                     rtl_checked=g == 1 or depthwise)
 
 
 def model_perf(shapes, rows: int, cols: int, clock_mhz: float = 100.0, unmodelled: dict | None = None) -> dict:
@@ -210,7 +226,8 @@ def layer_spec_shapes(layers) -> list[Shape]:
         if l.is_conv:
             c, h, w = l.in_chw
             _, oh, ow = l.conv_chw
-            out.append(Shape(l.name, "conv", c, l.fan_out, l.k, l.stride, l.pad, 1, (h, w), (oh, ow), **extra))
+            out.append(Shape(l.name, "conv", c, l.fan_out, l.k, l.stride, l.pad, int(l.groups), (h, w), (oh, ow),
+                             **extra))
         elif prev is not None and prev.out_chw[1] * prev.out_chw[2] > 1:   # reads a flattened C x H x W map
             c, h, w = prev.out_chw
             out.append(Shape(l.name, "linear", c, l.fan_out, in_hw=(h, w), **extra))

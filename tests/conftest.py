@@ -59,3 +59,39 @@ def digits_codes(trained_model):
     from golden.data import load_digits_split
     _, _, x_test, y_test = load_digits_split()
     return executor.quantize_input(trained_model, x_test), y_test
+
+
+CNN_QUICK = {"model": "cnn", "weight_quant": "post", "act_quant": "asq", "edge_weight_quant": "post",
+             "wbits": 4, "abits": 4, "seed": 0, "epochs": 6, "fp_epochs": 6}
+
+
+def _trained_cnn_paths() -> tuple[Path, Path]:
+    from golden.graphfile import save_graph
+    from golden.intgraph import export_graph
+    from golden.train_zoo import TrainSpec, save_checkpoint, train_spec
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    key = "cnn-" + "-".join(f"{k}{v}" for k, v in CNN_QUICK.items())
+    ckpt, model_path = CACHE / f"{key}.ckpt.safetensors", CACHE / f"{key}.model.safetensors"
+    with open(CACHE / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not model_path.exists():
+            spec = TrainSpec(**CNN_QUICK)
+            model, metrics = train_spec(spec, progress=False, integer=False)
+            save_checkpoint(model, spec, metrics, ckpt)
+            model.eval()
+            save_graph(export_graph(model), model_path, provenance={"spec": spec.to_dict(), "metrics": metrics})
+    return ckpt, model_path
+
+
+@pytest.fixture(scope="session")
+def trained_cnn_path() -> Path:
+    """Path of an exported (integer graph v2), trained digits CNN: POST weights everywhere (8-bit edge
+    layers), ASQ activations in the body — the engine's demo model, trained briefly."""
+    return _trained_cnn_paths()[1]
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(trained_cnn_path):
+    from golden.graphfile import load_graph
+    return load_graph(trained_cnn_path)

@@ -60,8 +60,12 @@ def test_conv_and_depthwise_schedule():
     assert conv.step_utilisation == pytest.approx(1.0)          # channels fill the array exactly
     dw = layer_perf(Shape("d", "conv", 32, 32, k=3, padding=1, groups=32, in_hw=(8, 8), out_hw=(8, 8)),
                     rows=4, cols=4)
-    assert dw.step_utilisation == pytest.approx(1 / 16)          # one lane of 16 does useful work
-    assert not dw.rtl_checked                                    # grouped convs: not in the engine yet
+    assert dw.n_it == 9 and dw.n_ot == 8                         # each output tile reads its own channels
+    assert dw.step_utilisation == pytest.approx(1 / 4)           # the diagonal of each 4x4 tile works
+    assert dw.rtl_checked                                        # the engine's depthwise mode
+    dw35 = layer_perf(Shape("d", "conv", 30, 30, k=3, padding=1, groups=30, in_hw=(8, 8), out_hw=(8, 8)),
+                      rows=3, cols=5)                            # C not a multiple of R: block-diagonal dense
+    assert dw35.n_it == 9 * 10 and dw35.n_ot == 6
     with pytest.raises(ValueError, match="groups"):
         layer_perf(Shape("x", "conv", 6, 4, groups=4), rows=2, cols=2)
 

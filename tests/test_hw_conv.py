@@ -28,18 +28,22 @@ def _codes(rng, shape, w):
 
 
 def conv_stack(rng, params, in_shape, convs, fc_out):
-    """``convs``: list of (out_ch, k, stride, pad); then a final FC with ``fc_out`` outputs."""
+    """``convs``: list of (out_ch, k, stride, pad[, "dw"]); then a final FC with ``fc_out`` outputs.
+    ``"dw"``: a depthwise convolution (``out_ch`` must equal the input channels)."""
     layers, shape = [], tuple(in_shape)
-    for i, (oc, k, stride, pad) in enumerate(convs):
+    for i, conv in enumerate(convs):
+        oc, k, stride, pad = conv[:4]
+        dw = len(conv) > 4 and conv[4] == "dw"
         c = shape[0]
-        codes = _codes(rng, (oc, c, k, k), params.wbits)
-        fan_in = c * k * k
+        assert not dw or oc == c
+        codes = _codes(rng, (oc, 1 if dw else c, k, k), params.wbits)
+        fan_in = (1 if dw else c) * k * k
         limit = fan_in * arith.max_product_magnitude(params.abits, params.frac_bits)
         bias = rng.integers(-limit // 4, limit // 4 + 1, size=oc)
         scale = 0.4 * np.sqrt(fan_in) * (2 ** params.abits) * (2 ** params.frac_bits)
         mult, sh = arith.fixed_point_multiplier((2 ** params.abits) / scale)
         layer = LayerSpec(codes=codes, bias=bias, mult=mult, shift=sh, out_bits=params.abits, final=False,
-                          name=f"conv{i}", in_shape=shape, stride=stride, pad=pad)
+                          name=f"conv{i}", in_shape=shape, stride=stride, pad=pad, groups=c if dw else 1)
         layers.append(layer)
         shape = layer.out_chw
     fan_in = int(np.prod(shape))
@@ -64,6 +68,11 @@ CASES = {
     "single_channel_w8a8": (1, 3, 8, 8, (1, 4, 4), [(2, 2, 2, 0)], 3),
     "wide_array_narrow_layer": (8, 8, 4, 4, (3, 4, 4), [(2, 3, 1, 1)], 2),
     "2x2_kernel_pad1": (2, 2, 3, 4, (2, 3, 4), [(3, 2, 1, 1)], 2),
+    # depthwise: C a multiple of R and of the channels (each output tile reads its own channel tiles) ...
+    "depthwise_3x3_2x2": (2, 2, 4, 4, (2, 5, 5), [(4, 1, 1, 0), (4, 3, 1, 1, "dw")], 3),
+    "depthwise_stride2_2x4": (2, 4, 4, 4, (8, 4, 5), [(8, 3, 2, 1, "dw"), (3, 1, 1, 0)], 2),
+    # ... or not (block-diagonal dense fallback)
+    "depthwise_fallback_3x2": (3, 2, 4, 4, (5, 4, 4), [(5, 3, 1, 1, "dw")], 2),
 }
 
 
@@ -89,6 +98,37 @@ def test_conv_engine_matches_reference(case):
     # the data exercised the requantiser's range: some outputs clip, some are zero
     hidden = np.concatenate([program.reference(x)[0] for x in samples])
     assert (hidden == 0).any() and (hidden > 0).any()
+
+
+def test_depthwise_reference_is_per_channel():
+    """Program.reference of a depthwise layer equals a direct per-channel convolution (it goes through
+    the block-diagonal dense codes, which the engine's weight tiles also come from)."""
+    params = EngineParams(rows=2, cols=2, **SMALL)
+    rng = np.random.default_rng(5)
+    layers = conv_stack(rng, params, (4, 5, 5), [(4, 3, 2, 1, "dw")], 2)
+    program = build_program(params, layers)
+    dw = layers[0]
+    x = rng.integers(0, 16, size=4 * 5 * 5)
+    xp = np.pad(x.reshape(4, 5, 5), ((0, 0), (1, 1), (1, 1)))
+    mult, offset, shift = dw.rescale_params()
+    want = np.empty((4, 3, 3), dtype=np.int64)
+    for ch in range(4):
+        for y in range(3):
+            for xx in range(3):
+                acc = arith.post_product(xp[ch, 2 * y:2 * y + 3, 2 * xx:2 * xx + 3], dw.codes[ch, 0], 4, 4, 8).sum()
+                v = arith.rescale(acc, mult[ch], offset[ch], shift[ch])
+                want[ch, y, xx] = arith.quantize_value(v, 0, 0, 15)
+    assert np.array_equal(program.reference(x)[0], want.reshape(-1))
+    assert program.layouts[0].ct == 1 and program.layouts[0].ot_step == 1 and program.layouts[0].n_it == 9
+
+
+def test_grouped_conv_is_refused():
+    params = EngineParams(rows=2, cols=2, **SMALL)
+    rng = np.random.default_rng(1)
+    layers = conv_stack(rng, params, (4, 4, 4), [(4, 3, 1, 1)], 2)
+    grouped = LayerSpec(**{**layers[0].__dict__, "codes": layers[0].codes[:, :2], "groups": 2})
+    with pytest.raises(ValueError, match=r"layer conv0: groups=2: the engine runs dense .* and depthwise"):
+        build_program(params, [grouped, layers[1]])
 
 
 def test_conv_layer_checks():
