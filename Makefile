@@ -64,6 +64,7 @@ bench: deps
 	$(RUN) $(PY) bench/sim_speed.py
 	$(RUN) $(PY) bench/scaling.py
 	$(RUN) $(PY) bench/ablate.py
+	$(RUN) $(PY) bench/engine_bench.py
 
 synth: deps
 	$(VENV)/bin/post-accel synth --target ice40-up5k

@@ -251,23 +251,47 @@ def cmd_simulate(args) -> int:
         raise UserError(f"--waves {args.waves}: Amaranth's simulator writes VCD only; name the file *.vcd")
     if args.waves and not args.waves.endswith((".vcd", ".fst")):
         raise UserError(f"--waves {args.waves}: name the waveform file *.vcd or *.fst")
+    jobs = args.jobs or os.cpu_count() or 1
+    chunk_size = args.chunk or max(1, -(-n // jobs))
+    starts = list(range(0, n, chunk_size))
+    chunks = [x_codes[i:i + chunk_size] for i in starts]
+    chunk_betas = [None if betas is None else betas[i:i + chunk_size] for i in starts]
     if args.backend == "amaranth":
         from sim.amaranth_sim import run_amaranth
         runner = lambda chunk, b, waves=None: run_amaranth(program, chunk, betas=b, waves=waves)  # noqa: E731
+        jobs = 1
     else:
-        from sim.rtl import check_backend, run_rtl
+        from hw.build import engine_verilog
+        from sim.rtl import check_backend, ensure_built, run_rtl
         check_backend(args.backend)
+        verilog = engine_verilog(params)                 # generated once, shared by every launch
         runner = lambda chunk, b, waves=None: run_rtl(program, chunk, backend=args.backend, betas=b,  # noqa: E731
-                                                      waves=waves)
+                                                      waves=waves, verilog=verilog)
 
     outputs, cycles, seconds, sim_cycles, build_seconds = [], [], 0.0, 0, 0.0
-    starts = list(range(0, n, args.chunk))
-    chunks = [x_codes[i:i + args.chunk] for i in starts]
-    chunk_betas = [None if betas is None else betas[i:i + args.chunk] for i in starts]
     bar = tqdm(total=n, desc=f"simulate ({args.backend})", unit="sample", disable=args.json or args.quiet,
                file=sys.stderr)
-    for chunk, b in zip(chunks, chunk_betas):
-        run = runner(chunk, b)
+    wall = time.perf_counter()
+    if jobs > 1 and len(chunks) > 1:
+        # one simulator process per chunk, `jobs` at a time (the build is made once, under a lock)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        build_seconds += ensure_built(params, args.backend, verilog)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_rtl, program, c, backend=args.backend, betas=b, verilog=verilog)
+                       for c, b in zip(chunks, chunk_betas)]
+            runs = []
+            for fut, c in zip(futures, chunks):
+                runs.append(fut.result())
+                bar.update(len(c))
+    else:
+        runs = []
+        for chunk, b in zip(chunks, chunk_betas):
+            runs.append(runner(chunk, b))
+            bar.update(len(chunk))
+    wall = time.perf_counter() - wall
+    bar.close()
+    for run in runs:
         if isinstance(run, dict):                       # Amaranth backend returns a dict
             outputs += run["outputs"]
             cycles += run["cycles"]
@@ -279,8 +303,6 @@ def cmd_simulate(args) -> int:
             seconds += run.seconds
             sim_cycles += run.sim_cycles
             build_seconds += run.build_seconds
-        bar.update(len(chunk))
-    bar.close()
 
     if args.waves:                                      # one sample with every signal dumped
         runner(x_codes[:1], None if betas is None else betas[:1], waves=args.waves)
@@ -294,6 +316,7 @@ def cmd_simulate(args) -> int:
         "layers": names, "waves": args.waves,
         "cycles": int(sum(cycles)), "cycles_per_sample": float(np.mean(cycles)),
         "seconds": round(seconds, 3), "build_seconds": round(build_seconds, 2),
+        "wall_seconds": round(wall, 2), "jobs": jobs, "launches": len(chunks),
         "simulated_cycles": sim_cycles,
         "simulated_cycles_per_second": round(sim_cycles / seconds) if seconds > 0 else None,
         "rows": params.rows, "cols": params.cols, "wbits": params.wbits, "abits": params.abits,
@@ -305,9 +328,9 @@ def cmd_simulate(args) -> int:
             f"  mismatches               {cmp.mismatches} values, {cmp.prediction_mismatches} predictions "
             f"(every output of every layer compared: {cmp.values} values)\n"
             f"  engine cycles            {result['cycles']} ({result['cycles_per_sample']:.0f} per sample)\n"
-            f"  simulation               {seconds:.2f} s, {sim_cycles} cycles incl. host I/O, "
-            f"{result['simulated_cycles_per_second'] or 0:,} cycles/s"
-            + (f" (+{build_seconds:.1f} s build)" if build_seconds else ""))
+            f"  simulation               {wall:.2f} s wall ({len(chunks)} launches, {jobs} at a time), "
+            f"{sim_cycles} cycles incl. host I/O, {result['simulated_cycles_per_second'] or 0:,} cycles/s "
+            f"per simulator" + (f" (+{build_seconds:.1f} s build)" if build_seconds else ""))
     if not cmp.ok:
         text += "\n" + cmp.summary()
     _emit(args, result, text)
@@ -395,7 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("amaranth", "icarus", "verilator"), default="verilator")
     _add_engine_flags(p, with_defaults=False)
     p.add_argument("--samples", type=_positive_int, default=None, help="first N test samples (default: all)")
-    p.add_argument("--chunk", type=_positive_int, default=90, help="samples per simulator launch")
+    p.add_argument("--chunk", type=_positive_int, default=None,
+                   help="samples per simulator launch (default: the samples split evenly over --jobs)")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="simulator processes run in parallel (Icarus/Verilator; default: the CPU count)")
     p.add_argument("--waves", default=None, metavar="FILE",
                    help="also dump every signal of one sample (the first) to FILE (.vcd, or .fst on "
                         "Icarus/Verilator)")

@@ -406,6 +406,8 @@ class _Layout:
     values: tuple
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "values":      # pickling looks these up before values exists
+            raise AttributeError(name)
         try:
             return self.values[DescField[name.upper()]]
         except KeyError:
@@ -748,6 +750,9 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     alo = np.where(prod < 0, prod, 0).sum(axis=1).astype(object)
     if layer.input_beta:
         bmax = _beta_max(factor)
+        if max(max(abs(int(a)) for a in ahi), max(abs(int(a)) for a in alo)) * bmax >= 1 << 63:
+            raise ValueError(f"{where}: acc * beta can leave 63 bits (the executor's int64 apply_beta); "
+                             f"reduce max_fan_in or the input width")
         ahi = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in ahi], dtype=object)
         alo = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in alo], dtype=object)
     mo = mult.astype(object)

@@ -24,7 +24,7 @@ import numpy as np
 from hw.build import engine_ports, engine_verilog
 from hw.program import Program, predicted_cycles
 
-__all__ = ["BACKENDS", "ToolMissing", "SimulationError", "RtlRun", "check_backend", "run_rtl",
+__all__ = ["BACKENDS", "ToolMissing", "SimulationError", "RtlRun", "check_backend", "run_rtl", "ensure_built",
            "testbench_wrapper", "simulator_env"]
 
 BACKENDS = ("icarus", "verilator")
@@ -172,6 +172,15 @@ def _build_locked(backend: str, verilog: str, wrapper: str, build_dir: Path, mar
         os.environ.update(saved)
     marker.write_text("ok\n")
     return time.perf_counter() - started
+
+
+def ensure_built(params, backend: str = "verilator", verilog: str | None = None,
+                 cache_dir: Path | None = None) -> float:
+    """Build (or find cached) the simulator of the engine for ``params``; returns the build seconds
+    (0 when cached). Parallel callers build once (a file lock)."""
+    check_backend(backend)
+    verilog = engine_verilog(params) if verilog is None else verilog
+    return _build(backend, verilog, engine_ports(params), Path(cache_dir or DEFAULT_CACHE))[1]
 
 
 def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
