@@ -160,7 +160,7 @@ def _export_zoo(args) -> int:
 # --- generate ----------------------------------------------------------------
 
 ENGINE_FLAGS = ("wbits", "abits", "frac_bits", "max_fan_in", "act_words", "weight_words", "chan_words",
-                "result_words", "max_layers", "value_words", "adapter_words", "max_channels")
+                "result_words", "max_layers", "value_words", "adapter_words", "max_channels", "res_words")
 
 
 def _load_engine_model(path):
@@ -366,6 +366,8 @@ def _add_engine_flags(p, with_defaults: bool) -> None:
     p.add_argument("--adapter-words", type=_positive_int, default=None, help="depth of the ASQ adapter memory")
     p.add_argument("--max-channels", type=_positive_int, default=None,
                    help="largest ASQ layer width (channel-sum memory depth)")
+    p.add_argument("--res-words", type=_positive_int, default=None,
+                   help="depth of the residual memory (the values one layer keeps for a later residual add)")
     p.add_argument("--result-words", type=_positive_int, default=None, help="depth of the result memory")
     p.add_argument("--max-layers", type=_positive_int, default=None, help="layer descriptor slots")
 

@@ -62,6 +62,7 @@ def memories(params: EngineParams) -> list[dict]:
         ("desc", 1, p.max_layers * DESC_STRIDE, DESC_BITS, "layer descriptors"),
         ("adapt", 1, p.adapter_words, arith.ADAPTER_ACC_BITS, "ASQ adapter weights and biases"),
         ("sums", 1, p.max_channels, arith.SUM_BITS, "ASQ channel sums of one layer"),
+        ("res", 1, p.res_words, arith.VALUE_BITS, "one layer's pooled values kept for a later residual add"),
         ("table", 1, arith.asq_table_index_count(), 2 * arith.ASQ_TABLE_BITS, "ASQ beta | inv_beta per z"),
     ]
     return [{"name": n, "banks": b, "depth": d, "width": w, "bits": b * d * w, "role": r} for n, b, d, w, r in rows]

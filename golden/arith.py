@@ -558,3 +558,15 @@ def adapter_z(sums, w1, b1, w2=None, b2=None):
         return h[:, 0]
     h = np.maximum(h, 0)
     return (h @ np.asarray(w2, dtype=np.int64).T + np.asarray(b2, dtype=np.int64))[:, 0]
+
+
+__all__ += ["align_value"]
+
+
+def align_value(value, mult, shift):
+    """A value re-expressed in another unit: ``(value * mult + 2**(shift-1)) >> shift`` (round half up),
+    i.e. :func:`rescale` with ``offset = rescale_offset(0, shift)``. Residual adds align the shortcut's
+    value to the main path's unit with it (``mult`` a positive 16-bit mantissa, ``shift`` >= 1)."""
+    if not (isinstance(shift, (int, np.integer)) and int(shift) in SHIFT_RANGE):
+        raise ArithError(f"align shift {shift!r} outside {SHIFT_RANGE.start}..{SHIFT_RANGE.stop - 1}")
+    return rescale(value, mult, 1 << (int(shift) - 1), int(shift))

@@ -621,7 +621,7 @@ def _align(x: _Value, unit: float) -> np.ndarray:
     if x.unit == unit:
         return x.v
     m, s = arith.signed_multiplier(x.unit / unit)
-    return arith.rescale(x.v, m, arith.rescale_offset(0.0, s), s)
+    return arith.align_value(x.v, m, s)
 
 
 def _codes_from_value(layer, x: _Value, where: str):

@@ -16,7 +16,7 @@ and including, the cycle at whose end ``done`` rises. Per layer:
    accumulator a cycle) keeps up; the run's very last tile ends with its last step.
 3. ``TAIL`` ``TAIL_CYCLES + v_last``: the last tile's values leave the channel rescale unit.
 4. Non-final layers then walk the value buffer channel by channel (``n_out * pooled_pixels *
-   PK**2`` cycles, one pooling tap a cycle) and flush for ``WALK_FLUSH`` cycles. With an ASQ
+   PK**2`` cycles, one max- or sum-pooling tap a cycle) and flush for ``WALK_FLUSH`` cycles. With an ASQ
    quantizer the first walk sums the pooled values per channel, ``ADAPT`` evaluates the adapter
    one term a cycle (``HID * (n_out + 2) + 1`` cycles), ``TABLE`` (``ADAPT_TAIL`` cycles) looks
    up ``beta`` and ``1/beta`` for the sample, and a second walk quantizes.
@@ -37,8 +37,10 @@ a cycle through :class:`hw.rescale.ChannelRescale` (``apply_beta``, per-channel 
 ``offset``, ``shift`` from CHAN, ReLU) into the value buffer at ``pixel*n_out + o`` (the final
 layer: into RESULT). The walk reads the value buffer, max-pools, and either accumulates the
 channel sums (ASQ) or feeds :class:`hw.rescale.ActQuantizer`, whose codes go to word
-``out_base + pooled_pixel*oct + o // R``, bank ``o % R``. Descriptors: a 16-bit memory at
-``layer * 64 + field``.
+``out_base + pooled_pixel*oct + o // R``, bank ``o % R``; a layer whose values a later layer adds
+also stores them in the residual memory, and that later layer's rescale unit adds them (aligned)
+before its ReLU. A layer reads any earlier layer's output region (``in_base``/``pix0``), so
+branches need no copies. Descriptors: a 16-bit memory at ``layer * 64 + field``.
 
 Host notes
 ----------
@@ -173,6 +175,8 @@ class PostEngine(wiring.Component):
         m.submodules.adapt = adapt_mem = memory.Memory(shape=signed(arith.ADAPTER_ACC_BITS),
                                                        depth=p.adapter_words, init=[])
         adapt_wr, adapt_rd = adapt_mem.write_port(), adapt_mem.read_port()
+        m.submodules.res = res_mem = memory.Memory(shape=signed(VB), depth=p.res_words, init=[])
+        res_wr, res_rd = res_mem.write_port(), res_mem.read_port()
         m.submodules.sums = sums_mem = memory.Memory(shape=signed(arith.SUM_BITS), depth=p.max_channels, init=[])
         sums_wr, sums_rd = sums_mem.write_port(), sums_mem.read_port()
         tb = arith.ASQ_TABLE_BITS
@@ -241,6 +245,9 @@ class PostEngine(wiring.Component):
         relu = flags[2]
         asq = flags[3]
         adapter_relu = flags[4]
+        save_res = flags[5]
+        add_res = flags[6]
+        pool_sum = flags[7]
 
         # --- sequencer state ----------------------------------------------------------
         fcnt = Signal(range(DESC_FIELDS + 1))     # descriptor field being read
@@ -291,6 +298,12 @@ class PostEngine(wiring.Component):
             m.d.sync += tiles_in_flight.eq(tiles_in_flight + 1)
         with m.Elif(capture & ~last_in):
             m.d.sync += tiles_in_flight.eq(tiles_in_flight - 1)
+        push_idx = Signal(DESC_BITS)                 # element index (pixel * n_out + o) of the next push
+        with m.If(push):
+            m.d.sync += push_idx.eq(push_idx + 1)
+        m.d.comb += [rs.use_res.eq(add_res), rs.res_mult.eq(d["res_mult"]), rs.res_shift.eq(d["res_shift"]),
+                     rs.i.payload.idx.eq(push_idx), res_rd.addr.eq(rs.res_addr), res_rd.en.eq(rs.res_en),
+                     rs.res.eq(res_rd.data)]
         m.d.comb += [rs.i.valid.eq(drain_left != 0), rs.i.payload.acc.eq(drain[0]), rs.i.payload.ch.eq(drain_ch),
                      rs.beta.eq(beta_cur), rs.use_beta.eq(use_beta), rs.relu.eq(relu),
                      rs.relu_floor.eq(d["relu_floor"]), rs.c_base.eq(d["c_base"]),
@@ -345,8 +358,14 @@ class PostEngine(wiring.Component):
         pool_max = Signal(signed(VB))
         cand = Signal(signed(VB))
         cur = Signal(signed(VB))
-        m.d.comb += cand.eq(Mux(t1_tap, value_rd.data, -(1 << (VB - 1))))
-        m.d.comb += cur.eq(Mux(t1_first | (cand > pool_max), cand, pool_max))
+        # max pooling: padded taps never win; sum pooling: they add 0
+        m.d.comb += cand.eq(Mux(t1_tap, value_rd.data, Mux(pool_sum, 0, -(1 << (VB - 1)))))
+        with m.If(t1_first):
+            m.d.comb += cur.eq(cand)
+        with m.Elif(pool_sum):
+            m.d.comb += cur.eq(pool_max + cand)
+        with m.Else():
+            m.d.comb += cur.eq(Mux(cand > pool_max, cand, pool_max))
         with m.If(t1_v):
             m.d.sync += pool_max.eq(cur)
         # stage 2: one pooled value
@@ -428,6 +447,9 @@ class PostEngine(wiring.Component):
                      desc_wr.en.eq(do_wr & (wr.sel == Sel.DESC) & (desc_field < DESC_FIELDS)
                                    & (desc_layer < p.max_layers))]
         m.d.comb += [sums_wr.addr.eq(t2_c), sums_wr.data.eq(new_sum), sums_wr.en.eq(t2_v & sum_pass & t2_end_ch)]
+        # the pooled values a later layer adds as its residual (element pooled_pixel * n_out + o)
+        m.d.comb += [res_wr.addr.eq(t2_pix * n_out + t2_c), res_wr.data.eq(t2_val),
+                     res_wr.en.eq(t2_v & ~sum_pass & save_res)]
         with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == Ctrl.N_LAYERS)):
             with m.If(wr.data > p.max_layers):
                 m.d.sync += n_layers.eq(p.max_layers)
@@ -468,6 +490,7 @@ class PostEngine(wiring.Component):
                     m.d.sync += reg.eq(desc_rd.data)
             with m.If(fcnt == DESC_FIELDS):
                 m.d.sync += [ot.eq(0), it.eq(0), w_addr.eq(d["w_base"]), cap_ot.eq(0), cap_o0.eq(0), v_idx.eq(0),
+                             push_idx.eq(0),
                              pix.eq(0), ox.eq(0), pix_addr.eq(d["pix0"]), iy0.eq(-pad), ix0.eq(-pad),
                              tap_addr.eq(d["pix0"]), ot_addr.eq(d["pix0"]), iy.eq(-pad), ix.eq(-pad), kx.eq(0),
                              ctc.eq(0),
@@ -516,7 +539,7 @@ class PostEngine(wiring.Component):
                     m.d.sync += start_walk(True)
                 with m.Else():
                     m.d.sync += start_walk(False)
-                    m.d.sync += inv_cur.eq(1 << arith.ASQ_BETA_FRAC)
+                    m.d.sync += inv_cur.eq(Cat(d["q_mult_lo"], d["q_mult_hi"]))
         with m.Elif(state == _State.WALK):
             # next tap: window columns, window rows, pooled pixels (row-major), channels
             with m.If(kx2 == pk - 1):

@@ -62,6 +62,9 @@ class Flag(IntFlag):
     RELU = 4          #: v = max(v, relu_floor)
     ASQ = 8           #: the output quantizer is ASQ: channel sums, adapter, factor tables
     ADAPTER_RELU = 16 #: two-layer adapter: ReLU on the hidden units
+    SAVE_RES = 32     #: the quantizing walk also stores the pooled values (a later layer's residual)
+    ADD_RES = 64      #: v += align_value(saved value, res_mult, res_shift) before the ReLU
+    POOL_SUM = 128    #: the pooling window sums instead of taking the maximum (global average pooling)
 
 
 class DescField(IntEnum):
@@ -108,7 +111,11 @@ class DescField(IntEnum):
     Z_SHIFT = 34   #: z_frac - ASQ_Z_FRAC: z on the table grid is round_half_up(z / 2**Z_SHIFT)
     KX_JUMP = 35   #: word step from one tap's last channel tile to the next tap's first, CT_in - CT + 1
     OT_STEP = 36   #: input word offset between output tiles (depthwise: C / R channel tiles; dense: 0)
-    V_LAST = 37    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
+    RES_MULT = 37  #: residual alignment multiplier (1..65535)
+    RES_SHIFT = 38 #: residual alignment shift (1..63)
+    Q_MULT_LO = 39 #: quantizer multiplier of a non-ASQ layer, low 16 bits (LSQ: 2**16)
+    Q_MULT_HI = 40 #: its high bits
+    V_LAST = 41    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
                    #: the only field not used in the cycle that latches it)
 
 
@@ -155,6 +162,8 @@ class EngineParams:
         Depth of the value buffer (a layer's pre-quantization values v, ``n_pix * n_out``).
     adapter_words, max_channels : int
         Depth of the ASQ adapter memory and of the channel-sum memory (largest ASQ layer width).
+    res_words : int
+        Depth of the residual memory (one layer's pooled values, kept for a later residual add).
     """
 
     rows: int = 4
@@ -171,6 +180,7 @@ class EngineParams:
     value_words: int = 1024
     adapter_words: int = 256
     max_channels: int = 128
+    res_words: int = 1024
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -181,7 +191,7 @@ class EngineParams:
         arith.check_abits(self.abits)
         arith.check_frac_bits(self.frac_bits)
         for name in ("max_fan_in", "act_words", "weight_words", "chan_words", "result_words", "max_layers",
-                     "value_words", "adapter_words", "max_channels"):
+                     "value_words", "adapter_words", "max_channels", "res_words"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -190,7 +200,7 @@ class EngineParams:
             raise ValueError(f"act_words {self.act_words} with {self.rows} banks needs more than "
                              f"{self.addr_bits} address bits; use at most {space >> self.bank_bits}")
         for name in ("weight_words", "chan_words", "result_words", "value_words", "adapter_words",
-                     "max_channels"):
+                     "max_channels", "res_words"):
             if getattr(self, name) > space:
                 raise ValueError(f"{name} {getattr(self, name)} exceeds the {self.addr_bits}-bit host "
                                  f"address space; use at most {space}")
@@ -312,6 +322,11 @@ class LayerSpec:
     out_hi: int | None = None
     value_frac: int = 0
     adapter: AdapterSpec | None = None
+    input_from: str | None = None     #: read this earlier layer's output ("input": the network input); None: previous
+    residual: tuple | None = None     #: (earlier layer, mult, shift): v += align_value(its pooled v, mult, shift)
+    pool_mode: str = "max"            #: "max", or "sum" (global average pooling: the 1/positions goes in q_mult)
+    q_mult: int | None = None         #: non-ASQ quantizer multiplier (None: 2**16)
+    q_shift: int | None = None        #: its shift (None: value_frac + 16)
 
     @property
     def is_conv(self) -> bool:
@@ -397,6 +412,12 @@ class LayerSpec:
         if self.per_channel:
             return int(self.out_lo), int(self.out_hi), int(self.value_frac)
         return 0, 2 ** int(self.out_bits) - 1, 0
+
+    def quant_mult_shift(self) -> tuple[int, int]:
+        """``(M, S)`` of a non-ASQ quantizer ``clip(round_half_up(v * M / 2**S), lo, hi)``."""
+        vf = self.quant_params()[2]
+        return (1 << arith.ASQ_BETA_FRAC if self.q_mult is None else int(self.q_mult),
+                vf + arith.ASQ_BETA_FRAC if self.q_shift is None else int(self.q_shift))
 
 
 @dataclass(frozen=True)
@@ -524,10 +545,12 @@ class Program:
         """Per-layer outputs (CHW, flat) and the beta each layer's quantizer chose (None for non-ASQ),
         computed directly with :mod:`golden.arith`."""
         p = self.params
-        x = self._check_input(x_codes)
-        beta = self._check_beta(beta)
-        outs, betas = [], []
-        for layer in self.layers:
+        x0 = self._check_input(x_codes)
+        beta0 = self._check_beta(beta)
+        outs, betas, saved, by_name = [], [], {}, {}
+        for i, layer in enumerate(self.layers):
+            src = _source_index(self.layers, i, by_name)
+            x, beta = (x0, beta0) if src < 0 else (outs[src], betas[src])
             cols = _patches(x.reshape(layer.in_chw), layer.k, layer.stride, layer.pad)   # [pixels, fan_in]
             codes = layer.dense_codes().reshape(layer.fan_out, -1)
             acc = arith.post_product(cols[:, None, :], codes[None, :, :], p.wbits, p.abits,
@@ -536,12 +559,17 @@ class Program:
                 acc = arith.apply_beta(acc, beta)
             mult, offset, shift = layer.rescale_params()
             v = arith.rescale(acc, mult[None], offset[None], shift[None])
+            if layer.residual is not None:
+                name, rm, rs = layer.residual
+                r = saved[by_name[name]]                                              # CHW
+                v = v + arith.align_value(r.reshape(r.shape[0], -1).T, int(rm), int(rs))
             if layer.relu:
                 v = np.maximum(v, int(layer.relu_floor))
             _, oh, ow = layer.conv_chw
             v = v.T.reshape(layer.fan_out, oh, ow)                                     # CHW
             if layer.pool is not None:
-                v = _maxpool(v, *layer.pool_kspd)
+                v = (_sumpool if layer.pool_mode == "sum" else _maxpool)(v, *layer.pool_kspd)
+            saved[i] = v
             if layer.final:
                 y, b = v, None
             else:
@@ -553,13 +581,13 @@ class Program:
                     beta_t, inv_t = arith.asq_tables(a.factor)
                     b = int(beta_t[idx])
                     y = np.clip(arith.asq_quantize(v, int(inv_t[idx]), vf, hi), lo, hi)
-                    beta = b
                 else:
                     b = None
-                    y = arith.quantize_value(v, vf, lo, hi)
+                    qm, qs = layer.quant_mult_shift()
+                    y = np.clip(arith.round_shift(v * qm, qs), lo, hi)   # == quantize_value(v, vf, ...) for LSQ
             outs.append(np.asarray(y, dtype=np.int64).reshape(-1))
             betas.append(b)
-            x = outs[-1]
+            by_name[layer.name] = i
         return outs, betas
 
     def reference(self, x_codes, beta=None) -> list[np.ndarray]:
@@ -575,6 +603,28 @@ def _patches(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
     rows = [xp[:, y * stride:y * stride + k, xx * stride:xx * stride + k].reshape(-1)
             for y in range(oh) for xx in range(ow)]
     return np.stack(rows)
+
+
+def _source_index(layers, i: int, by_name: dict) -> int:
+    """Index of the layer whose output layer ``i`` reads (-1: the network input)."""
+    frm = layers[i].input_from
+    if frm is None:
+        return i - 1
+    if frm == "input":
+        return -1
+    return by_name[frm]
+
+
+def _sumpool(v: np.ndarray, k: int, s: int, p: int) -> np.ndarray:
+    """Sum pooling of ``[C, H, W]`` values (padding adds 0): global average pooling before its 1/positions."""
+    c, h, w = v.shape
+    vp = np.pad(v, ((0, 0), (p, p), (p, p)))
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    out = np.empty((c, oh, ow), dtype=np.int64)
+    for y in range(oh):
+        for x in range(ow):
+            out[:, y, x] = vp[:, y * s:y * s + k, x * s:x * s + k].reshape(c, -1).sum(axis=1)
+    return out
 
 
 def _maxpool(v: np.ndarray, k: int, s: int, p: int) -> np.ndarray:
@@ -643,7 +693,9 @@ def _beta_max(factor: str | None) -> int:
 
 
 def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | None, last: bool,
-                 factor: str | None) -> None:
+                 factor: str | None, res_vmax: int | None = None) -> int:
+    """Check one layer (``prev``: the layer whose output it reads; ``res_vmax``: the largest |value|
+    its residual source can hold); returns the largest |value| this layer's pooled values can hold."""
     if not isinstance(layer, LayerSpec):
         raise ValueError(f"layer {l} is not a LayerSpec")
     where = f"layer {layer.name}"
@@ -767,6 +819,31 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
                          f"(range [{min(v_lo)}, {max(v_hi)}]); the layer's scales are degenerate")
     if layer.relu and not -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1)):
         raise ValueError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field")
+    if layer.residual is not None:
+        _, rm, rs = layer.residual
+        if not (isinstance(rm, (int, np.integer)) and 1 <= rm < 1 << 16 and isinstance(rs, (int, np.integer))
+                and 1 <= rs < 1 << CHAN_SHIFT_BITS):
+            raise ValueError(f"{where}: residual alignment (mult {rm!r}, shift {rs!r}) must have mult in 1..65535 "
+                             f"and shift in 1..{(1 << CHAN_SHIFT_BITS) - 1}")
+        r = ((int(res_vmax) * int(rm)) >> int(rs)) + 1
+        v_lo, v_hi = v_lo - r, v_hi + r
+        if not (_fits_signed(v_lo, arith.VALUE_BITS) and _fits_signed(v_hi, arith.VALUE_BITS)):
+            raise ValueError(f"{where}: values plus the residual can leave the engine's {arith.VALUE_BITS}-bit "
+                             f"value registers")
+    if layer.relu:
+        fl = int(layer.relu_floor)
+        v_lo = np.array([max(int(v), fl) for v in v_lo], dtype=object)
+        v_hi = np.array([max(int(v), fl) for v in v_hi], dtype=object)
+    if layer.pool_mode not in ("max", "sum"):
+        raise ValueError(f"{where}: pool_mode {layer.pool_mode!r} must be 'max' or 'sum'")
+    if layer.pool_mode == "sum":
+        if layer.pool is None:
+            raise ValueError(f"{where}: pool_mode 'sum' needs a pooling window (pool=(k, stride, pad))")
+        n = layer.pool_kspd[0] ** 2
+        v_lo, v_hi = v_lo * n, v_hi * n
+        if not (_fits_signed(v_lo, arith.VALUE_BITS) and _fits_signed(v_hi, arith.VALUE_BITS)):
+            raise ValueError(f"{where}: pooling sums can leave the engine's {arith.VALUE_BITS}-bit value registers")
+    vmax = max(max(abs(int(v)) for v in v_lo), max(abs(int(v)) for v in v_hi))
     if layer.final:
         if not last:
             raise ValueError(f"{where}: only the last layer may be final (its outputs go to RESULT, "
@@ -774,13 +851,19 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         if layer.out_size > p.result_words:
             raise ValueError(f"{where}: {layer.out_size} outputs exceed result_words {p.result_words}; "
                              f"regenerate with --result-words {layer.out_size}")
-        return
+        return vmax
     lo, hi, vf = layer.quant_params()
     if not (0 <= lo <= hi <= 2 ** p.abits - 1):
         raise ValueError(f"{where}: output codes {lo}..{hi} do not fit the engine's unsigned {p.abits}-bit "
                          f"activations; regenerate with a larger --abits")
     if not 0 <= vf <= 63 - arith.ASQ_BETA_FRAC:
         raise ValueError(f"{where}: value_frac {vf} outside 0..{63 - arith.ASQ_BETA_FRAC}")
+    qm, qs = layer.quant_mult_shift()
+    if layer.adapter is not None and (layer.q_mult is not None or layer.q_shift is not None):
+        raise ValueError(f"{where}: an ASQ quantizer takes its multiplier from the factor table; drop q_mult/q_shift")
+    if not (1 <= qm < 1 << arith.ASQ_TABLE_BITS and 1 <= qs <= 63):
+        raise ValueError(f"{where}: quantizer multiplier {qm} / shift {qs} outside 1..{(1 << arith.ASQ_TABLE_BITS) - 1}"
+                         f" / 1..63")
     a = layer.adapter
     if a is not None:
         if a.factor not in arith.ASQ_FACTORS:
@@ -803,7 +886,6 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
             raise ValueError(f"{where}: {fan_out} channels exceed max_channels {p.max_channels} (the ASQ "
                              f"channel-sum memory); regenerate with --max-channels {fan_out}")
         _, oh, ow = layer.out_chw
-        vmax = max(max(abs(int(v)) for v in v_lo), max(abs(int(v)) for v in v_hi), abs(int(layer.relu_floor)))
         smax = oh * ow * vmax
         if smax >= 1 << (arith.SUM_BITS - 1):
             raise ValueError(f"{where}: channel sums can leave the engine's {arith.SUM_BITS}-bit sum registers")
@@ -812,6 +894,7 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
                 if a.w2 is not None else max(hmax))
         if max(hmax) >= 1 << 62 or zmax >= 1 << 62:
             raise ValueError(f"{where}: adapter sums can leave the engine's {arith.ADAPTER_ACC_BITS}-bit accumulators")
+    return vmax
 
 
 def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
@@ -844,12 +927,51 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     if len(factors) > 1:
         raise ValueError(f"ASQ layers use the factors {factors}; the engine holds one factor table")
     factor = factors[0] if factors else None
-    prev = None
+    # sources: which earlier layer each layer reads, and whose values it adds (one saved map at a time)
+    index, sources, vmax, saves = {}, [], [], set()
     for l, layer in enumerate(layers):
-        _check_layer(l, layer, p, prev, l == len(layers) - 1, factor)
-        prev = layer
-    if layers[0].input_beta and factor is None:
-        pass        # the host supplies beta; the bound check used the largest factor table
+        if not isinstance(layer, LayerSpec):
+            raise ValueError(f"layer {l} is not a LayerSpec")
+        frm = layer.input_from
+        if frm is None or frm == "input":
+            src = l - 1 if frm is None else -1
+        elif frm not in index:
+            raise ValueError(f"layer {layer.name}: input_from {frm!r} names no earlier layer (use 'input' for the "
+                             f"network input)")
+        else:
+            src = index[frm]
+        if src >= 0 and layers[src].final:
+            raise ValueError(f"layer {layer.name}: reads layer {layers[src].name}, whose values go to RESULT")
+        if l > 0 and src < 0 and layer.in_chw != layers[0].in_chw:
+            raise ValueError(f"layer {layer.name}: reads the network input {layers[0].in_chw}, but its input shape "
+                             f"is {layer.in_chw}")
+        res_vmax = None
+        if layer.residual is not None:
+            rname = layer.residual[0]
+            if rname not in index:
+                raise ValueError(f"layer {layer.name}: residual {rname!r} names no earlier layer")
+            r = index[rname]
+            if layers[r].final or layers[r].out_chw != layer.conv_chw:
+                raise ValueError(f"layer {layer.name}: residual from layer {rname} of shape {layers[r].out_chw} "
+                                 f"cannot be added to its {layer.conv_chw} values")
+            between = [layers[j].name for j in range(r + 1, l) if j in saves]
+            if between:
+                raise ValueError(f"layer {layer.name}: residual from layer {rname}, but layer {between[0]} saves "
+                                 f"its values in between (the engine keeps one saved map)")
+            saves.add(r)
+            if layers[r].out_size > p.res_words:
+                raise ValueError(f"layer {layer.name}: residual from layer {rname} needs {layers[r].out_size} "
+                                 f"words, more than res_words {p.res_words}; regenerate with --res-words "
+                                 f"{layers[r].out_size}")
+            res_vmax = vmax[r]
+        if layer.input_beta and any(layers[j].adapter is not None for j in range(src + 1, l)):
+            raise ValueError(f"layer {layer.name}: its input codes need the factor of layer "
+                             f"{layers[src].name if src >= 0 else 'input'}, but an ASQ layer in between replaced "
+                             f"it (the engine keeps the latest factor)")
+        vmax.append(_check_layer(l, layer, p, layers[src] if src >= 0 else None, l == len(layers) - 1, factor,
+                                 res_vmax))
+        index[layer.name] = l
+        sources.append(src)
 
     R, C = p.rows, p.cols
     input_size = layers[0].in_size
@@ -858,12 +980,14 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     if act_next > p.act_words:
         raise ValueError(f"the input needs {act_next} words per activation bank, more than act_words "
                          f"{p.act_words}; regenerate with --act-words {act_next}")
-    in_base, w_next, c_next, a_next = 0, 0, 0, 0
-    layouts, writes = [], []
-    prev = None
+    w_next, c_next, a_next = 0, 0, 0
+    layouts, writes, out_bases = [], [], []
     mask16 = (1 << DESC_BITS) - 1
-    for layer in layers:
+    for l, layer in enumerate(layers):
         where = f"layer {layer.name}"
+        src = sources[l]
+        prev = layers[src] if src >= 0 else None
+        in_base = out_bases[src] if src >= 0 else 0
         codes = _engine_codes(layer, prev, R)
         cin, k = codes.shape[1], codes.shape[2]
         ct_in = _ceil(cin, R)                 # channel tiles (words) of an input pixel
@@ -909,8 +1033,12 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         pk, ps, pp = layer.pool_kspd
         flags = ((Flag.FINAL if layer.final else 0) | (Flag.INPUT_BETA if layer.input_beta else 0)
                  | (Flag.RELU if layer.relu else 0) | (Flag.ASQ if layer.adapter is not None else 0)
-                 | (Flag.ADAPTER_RELU if layer.adapter is not None and layer.adapter.w2 is not None else 0))
+                 | (Flag.ADAPTER_RELU if layer.adapter is not None and layer.adapter.w2 is not None else 0)
+                 | (Flag.SAVE_RES if l in saves else 0) | (Flag.ADD_RES if layer.residual is not None else 0)
+                 | (Flag.POOL_SUM if layer.pool_mode == "sum" else 0))
         lo, hi, vf = (0, 0, 0) if layer.final else layer.quant_params()
+        qm, qs = (1 << arith.ASQ_BETA_FRAC, arith.ASQ_BETA_FRAC) if layer.final else layer.quant_mult_shift()
+        rm, rs = (int(layer.residual[1]), int(layer.residual[2])) if layer.residual is not None else (0, 1)
         v = {DescField.N_IT: n_it, DescField.N_OT: n_ot, DescField.N_OUT: n_out, DescField.IN_BASE: in_base,
              DescField.OUT_BASE: out_base, DescField.W_BASE: w_base, DescField.C_BASE: c_base,
              DescField.N_SPAN: max(n_it, C), DescField.FLAGS: int(flags), DescField.HI: hi, DescField.LO: lo,
@@ -921,7 +1049,8 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
              DescField.KROW_JUMP: (in_w - k) * ct_in + kx_jump, DescField.PIX0: in_base - pad * (in_w + 1) * ct_in,
              DescField.KX_JUMP: kx_jump, DescField.OT_STEP: ot_step,
              DescField.RELU_FLOOR: int(layer.relu_floor) if layer.relu else 0,
-             DescField.Q_SHIFT: vf + arith.ASQ_BETA_FRAC, DescField.PK: pk, DescField.PS: ps, DescField.PP: pp,
+             DescField.Q_SHIFT: qs, DescField.Q_MULT_LO: qm & mask16, DescField.Q_MULT_HI: qm >> DESC_BITS,
+             DescField.RES_MULT: rm, DescField.RES_SHIFT: rs, DescField.PK: pk, DescField.PS: ps, DescField.PP: pp,
              DescField.CONV_H: conv_h, DescField.P_W: pw, DescField.P_NPIX: ph * pw, DescField.A_BASE: a_base,
              DescField.HID: layer.adapter.hidden if layer.adapter is not None else 0,
              DescField.Z_SHIFT: int(layer.adapter.z_frac) - arith.ASQ_Z_FRAC if layer.adapter is not None else 0,
@@ -942,8 +1071,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
             writes.append((int(Sel.CHAN), c_base + o, chan_word(int(mult[o]), int(shift[o]), int(offset[o]))))
         amask = (1 << arith.ADAPTER_ACC_BITS) - 1
         writes += [(int(Sel.ADAPT), a_base + i, w & amask) for i, w in enumerate(adapter_words)]
-        in_base = out_base
-        prev = layer
+        out_bases.append(out_base)
     if factor is not None:
         beta_t, inv_t = arith.asq_tables(factor)
         tb = arith.ASQ_TABLE_BITS

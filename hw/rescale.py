@@ -40,13 +40,16 @@ class ChannelRescale(wiring.Component):
     """Accumulator of output channel ``ch`` -> pre-quantization value ``v`` (``VALUE_BITS`` signed).
 
     ``a = (acc * beta) >> 8`` if ``use_beta`` else ``acc``; ``t = a * mult + offset`` (64-bit);
-    ``v = t >> shift`` (floor); ``v = max(v, relu_floor)`` if ``relu``. The compiler
-    (:func:`hw.program.build_program`) proves ``t`` fits 63 bits and ``v`` fits ``VALUE_BITS``.
+    ``v = t >> shift`` (floor); with ``use_res`` the residual is added,
+    ``v += golden.arith.align_value(res, res_mult, res_shift)``; ``v = max(v, relu_floor)`` if
+    ``relu``. The compiler (:func:`hw.program.build_program`) proves ``t`` fits 63 bits and ``v``
+    fits ``VALUE_BITS``.
 
     The channel's ``{mult, shift, offset}`` come from a synchronous memory read port the engine
     connects: ``param_addr = c_base + ch`` (with ``param_en``) in the cycle an input is accepted,
-    ``param`` the cycle after. ``beta``, ``use_beta``, ``relu``, ``relu_floor`` and ``c_base`` must
-    stay constant while inputs are in flight. Latency :data:`RESCALE_LATENCY`.
+    ``param`` the cycle after; the residual of element ``idx`` likewise (``res_addr = idx``,
+    ``res_en``, ``res``). ``beta``, ``use_beta``, ``relu``, ``relu_floor``, ``c_base`` and the
+    ``res_*`` settings must stay constant while inputs are in flight. Latency :data:`RESCALE_LATENCY`.
     """
 
     def __init__(self, acc_bits: int):
@@ -56,7 +59,8 @@ class ChannelRescale(wiring.Component):
         checked(self, check)
         self.acc_bits = acc_bits
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"acc": signed(acc_bits), "ch": unsigned(DESC_BITS)}))),
+            "i": In(stream.Signature(data.StructLayout({"acc": signed(acc_bits), "ch": unsigned(DESC_BITS),
+                                                        "idx": unsigned(DESC_BITS)}))),
             "o": Out(stream.Signature(signed(arith.VALUE_BITS))),
             "beta": In(arith.ASQ_TABLE_BITS),
             "use_beta": In(1),
@@ -66,13 +70,26 @@ class ChannelRescale(wiring.Component):
             "param_addr": Out(DESC_BITS),
             "param_en": Out(1),
             "param": In(chan_layout()),
+            "use_res": In(1),
+            "res_mult": In(16),
+            "res_shift": In(CHAN_SHIFT_BITS),
+            "res_addr": Out(DESC_BITS),
+            "res_en": Out(1),
+            "res": In(signed(arith.VALUE_BITS)),
         })
 
     def elaborate(self, platform):
         m = Module()
         advance = ~self.o.valid | self.o.ready
         m.d.comb += [self.i.ready.eq(advance), self.param_addr.eq(self.c_base + self.i.payload.ch),
-                     self.param_en.eq(advance)]
+                     self.param_en.eq(advance), self.res_addr.eq(self.i.payload.idx), self.res_en.eq(advance)]
+        # the residual, read like the parameters, aligned in stage 1: (res*mult + 2**(shift-1)) >> shift
+        res_p = Signal(signed(arith.VALUE_BITS + 17))
+        res_al = Signal(signed(arith.VALUE_BITS + 17))
+        m.d.comb += [res_p.eq(self.res * self.res_mult),
+                     res_al.eq(((res_p >> (self.res_shift - 1)[:CHAN_SHIFT_BITS]) + 1) >> 1)]
+        s2_r = Signal(signed(arith.VALUE_BITS + 1))
+        s3_r = Signal(signed(arith.VALUE_BITS + 1))
         drop = arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC
         s1_v, s1_acc = Signal(), Signal(signed(self.acc_bits))
         s2_v = Signal()
@@ -82,11 +99,11 @@ class ChannelRescale(wiring.Component):
         scaled = Signal.like(s2_a)
         m.d.comb += scaled.eq(Mux(self.use_beta, (s1_acc * self.beta) >> drop, s1_acc))
         value = Signal(signed(arith.VALUE_BITS))
-        m.d.comb += value.eq(s3_t >> s3_shift)
+        m.d.comb += value.eq((s3_t >> s3_shift) + Mux(self.use_res, s3_r, 0))
         with m.If(advance):
             m.d.sync += [s1_v.eq(self.i.valid), s1_acc.eq(self.i.payload.acc),
-                         s2_v.eq(s1_v), s2_a.eq(scaled), s2_p.eq(self.param),
-                         s3_v.eq(s2_v), s3_t.eq(s2_a * s2_p.mult + s2_p.offset), s3_shift.eq(s2_p.shift),
+                         s2_v.eq(s1_v), s2_a.eq(scaled), s2_p.eq(self.param), s2_r.eq(res_al),
+                         s3_v.eq(s2_v), s3_r.eq(s2_r), s3_t.eq(s2_a * s2_p.mult + s2_p.offset), s3_shift.eq(s2_p.shift),
                          self.o.valid.eq(s3_v),
                          self.o.payload.eq(Mux(self.relu & (value < self.relu_floor), self.relu_floor, value))]
         return m

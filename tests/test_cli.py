@@ -60,6 +60,48 @@ def test_simulate_json(backend, trained_model_path):
     assert result["cycles"] > 0
 
 
+@pytest.mark.parametrize("backend,suffix", [("icarus", ".vcd"), ("icarus", ".fst"), ("amaranth", ".vcd")])
+def test_simulate_waves(backend, suffix, trained_model_path, tmp_path):
+    """--waves dumps every signal of one sample; the run itself is still compared in full."""
+    waves = tmp_path / f"one{suffix}"
+    proc = cli("simulate", trained_model_path, "--backend", backend, "--samples", "2", "--waves", waves, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["mismatches"] == 0 and result["waves"] == str(waves)
+    data = waves.read_bytes()
+    assert len(data) > 10_000
+    if suffix == ".vcd":
+        text = data.decode(errors="replace")
+        assert "$enddefinitions" in text and "busy" in text and "cycles" in text
+    else:
+        assert not data.startswith(b"$")                # FST is binary, not VCD text
+    assert_clean_error(cli("simulate", trained_model_path, "--backend", backend, "--samples", "1", "--waves",
+                           tmp_path / "x.txt"), "--waves", ".vcd")
+
+
+def test_simulate_parallel_jobs_agree(trained_model_path):
+    """The samples split over two simulator processes give the same answer as one process."""
+    one = json.loads(cli("simulate", trained_model_path, "--backend", "icarus", "--samples", "4", "--jobs", "1",
+                         "--json").stdout)
+    two = json.loads(cli("simulate", trained_model_path, "--backend", "icarus", "--samples", "4", "--jobs", "2",
+                         "--json").stdout)
+    assert one["launches"] == 1 and two["launches"] == 2
+    for r in (one, two):
+        assert r["mismatches"] == 0 and r["samples"] == 4
+    assert one["cycles"] == two["cycles"] and one["rtl_accuracy"] == two["rtl_accuracy"]
+
+
+def test_simulate_trained_cnn_json(trained_cnn_path):
+    """The v2 integer graph (CNN, ASQ, pooling) through the CLI (Verilator: the simulator build is
+    the one tests/test_rtl_cnn.py uses), a slice over two processes, bit exact."""
+    proc = cli("simulate", trained_cnn_path, "--backend", "verilator", "--samples", "6", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["model_format"] == "v2" and result["layers"] == ["layer0", "layer1", "layer2", "layer3"]
+    assert result["mismatches"] == 0 and result["prediction_mismatches"] == 0
+    assert result["cycles"] == 6 * result["cycles_per_sample"] > 6 * 40_000     # the 4x4 W8A8 engine
+
+
 def test_train_bad_bits():
     assert_clean_error(cli("train", "--wbits", "1", "--epochs", "1", "--out", "/tmp/x"), "weight bits")
     assert_clean_error(cli("train", "--abits", "9", "--epochs", "1", "--out", "/tmp/x"), "activation bits")

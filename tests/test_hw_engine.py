@@ -122,15 +122,15 @@ def test_cycle_formula():
     rng = np.random.default_rng(0)
     program = build_program(params, random_layers(rng, params, [5, 7, 3]))
     # 5 -> 7: n_it 2, n_ot 4, last tile 1 valid; 7 -> 3: n_it 3, n_ot 2, last tile 1 valid
-    # per layer: 1 + 38 descriptor fields + 1 (LAYER, DESC); per tile max(n_it, C); MAC tail 7 + last
+    # per layer: 1 + 42 descriptor fields + 1 (LAYER, DESC); per tile max(n_it, C); MAC tail 7 + last
     # valid; a non-final layer then walks its n_out values (one a cycle) and flushes 6 cycles
-    assert layer_cycles(params, 2, 4, 7, final=False) == 40 + 4 * max(2, 2) + 7 + 1 + 7 + 6
-    assert layer_cycles(params, 3, 2, 3) == 40 + 2 * max(3, 2) + 7 + 1
-    assert predicted_cycles(params, program) == 1 + 69 + 54
+    assert layer_cycles(params, 2, 4, 7, final=False) == 44 + 4 * max(2, 2) + 7 + 1 + 7 + 6
+    assert layer_cycles(params, 3, 2, 3) == 44 + 2 * max(3, 2) + 7 + 1
+    assert predicted_cycles(params, program) == 1 + 73 + 58
     # ASQ: a second walk (channel sums), the adapter (hidden * (n_out + 2) + 1 reads) and 3 table cycles;
     # pooling: taps = n_out * pooled pixels * k * k
     assert (layer_cycles(params, 9, 4, 8, 16, final=False, pool_taps=8 * 4 * 4, hidden=2)
-            == 40 + 16 * 4 * 9 + 7 + 2 + 2 * (8 * 4 * 4 + 6) + 2 * 10 + 1 + 3)
+            == 44 + 16 * 4 * 9 + 7 + 2 + 2 * (8 * 4 * 4 + 6) + 2 * 10 + 1 + 3)
 
 
 def test_corrupted_weight_is_caught():
@@ -189,7 +189,7 @@ def test_host_protocol():
         from hw.program import _Layout
         one = dict(N_IT=1, N_OT=1, N_OUT=2, N_SPAN=2, FLAGS=int(Flag.FINAL), K=1, CT=1, STRIDE=1, IN_H=1, IN_W=1,
                    OUT_W=1, N_PIX=1, OCT=1, KROW_JUMP=1, KX_JUMP=1, V_LAST=2, PK=1, PS=1, CONV_H=1, P_W=1,
-                   P_NPIX=1, Q_SHIFT=16)
+                   P_NPIX=1, Q_SHIFT=16, RES_SHIFT=1)
         desc = _Layout(tuple(one.get(f.name, 0) for f in DescField)).fields()
         await host_write(ctx, dut, [(Sel.DESC, f, v) for f, v in enumerate(desc)] + [(Sel.CTRL, 0, 1)])
         ctx.set(dut.start, 1)
@@ -280,7 +280,7 @@ def test_engine_params_derived():
     assert p.acc_bits == arith.accumulator_bits(256, 4, 8) and p.bank_bits == 2 and p.addr_bits == 16
     assert p.data_bits == max(64, CHAN_BITS) == 71 and p.lut_entries == 16 and p.lut_bits == 12
     assert EngineParams(rows=3).bank_bits == 2 and EngineParams(rows=1).bank_bits == 1
-    assert [f.value for f in DescField] == list(range(38)) and DESC_STRIDE == 64
+    assert [f.value for f in DescField] == list(range(42)) and DESC_STRIDE == 64
     assert [s.value for s in Sel] == list(range(8))
 
 
