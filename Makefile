@@ -24,7 +24,7 @@ all: demo
 deps: deps-system deps-python
 
 # System tools from Debian: Icarus Verilog (simulation), Yosys and nextpnr-ice40 (synthesis, place and
-# route), a C++ compiler (Verilator).
+# route), a C++ compiler (Verilator), liblz4 (Verilator's FST waveforms).
 deps-system:
 	@missing=""; \
 	command -v iverilog >/dev/null || missing="$$missing iverilog"; \
@@ -32,6 +32,7 @@ deps-system:
 	command -v nextpnr-ice40 >/dev/null || missing="$$missing nextpnr-ice40"; \
 	command -v g++      >/dev/null || missing="$$missing g++"; \
 	command -v make     >/dev/null || missing="$$missing make"; \
+	test -f /usr/include/lz4.h || missing="$$missing liblz4-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \

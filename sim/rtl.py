@@ -128,13 +128,16 @@ def testbench_wrapper(ports: list[dict], top: str = "post_engine", waves: str | 
 def _waves_args(backend: str, waves: str | None) -> list[str]:
     if not waves or backend != "verilator":
         return []
-    return ["--trace-fst"] if waves.endswith(".fst") else ["--trace"]
+    # cocotb's Verilator main traces only `#if VM_TRACE`, which Verilator 5.048's makefile leaves 0
+    # (it sets VM_TRACE_VCD/_FST instead): define it for the waveform build
+    return (["--trace-fst"] if waves.endswith(".fst") else ["--trace"]) + ["-CFLAGS", "-DVM_TRACE=1"]
 
 
 def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path, waves: str | None = None
            ) -> tuple[Path, float]:
 
-    wrapper = testbench_wrapper(ports, waves=waves)
+    # Icarus dumps through $dumpfile in tb_top; Verilator through cocotb's main (--trace-file)
+    wrapper = testbench_wrapper(ports, waves=waves if backend == "icarus" else None)
     key = hashlib.sha256((backend + "\0" + verilog + "\0" + wrapper + "\0" + " ".join(VERILATOR_ARGS)
                           + " ".join(_waves_args(backend, waves))).encode()).hexdigest()[:16]
     build_dir = cache_dir / f"{backend}-{key}"
@@ -201,13 +204,18 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
     if betas is not None and len(betas) != len(samples):
         raise ValueError(f"got {len(betas)} betas for {len(samples)} samples")
     plusargs = []
+    test_args = []
     if waves is not None:
         waves = str(Path(waves).resolve())
         if not waves.endswith((".vcd", ".fst")):
             raise ValueError(f"waveform file {waves!r} must end in .vcd or .fst")
+        if backend == "verilator" and waves.endswith(".fst") and not Path("/usr/include/lz4.h").exists():
+            raise ToolMissing("Verilator writes FST through liblz4: run `make deps` or `apt-get install liblz4-dev`, "
+                              "or name the waveform file *.vcd")
         Path(waves).parent.mkdir(parents=True, exist_ok=True)
-        if backend == "icarus" and waves.endswith(".fst"):
-            plusargs = ["-fst"]
+        if backend == "verilator":
+            test_args = ["--trace", "--trace-file", waves]
+
     params = program.params
     verilog = engine_verilog(params) if verilog is None else verilog
     cache_dir = Path(cache_dir or DEFAULT_CACHE)
@@ -230,6 +238,12 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
 
     from cocotb_tools.runner import get_runner
     runner = get_runner(backend)
+    if backend == "icarus":
+        # cocotb's Icarus runner tells vvp "-none" (no dump) unless its own waves option is on, which
+        # means FST; our $dumpfile in tb_top picks the file, vvp's flag the format
+        fmt = "-none" if waves is None else ("-fst" if waves.endswith(".fst") else "-vcd")
+        make_cmds = runner._test_command
+        runner._test_command = lambda: [[fmt if a in ("-none", "-fst") else a for a in cmd] for cmd in make_cmds()]
     env = simulator_env()
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     saved = dict(os.environ)
@@ -238,7 +252,7 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
         runner.test(test_module="sim.cocotb_engine_tb", hdl_toplevel="tb_top", hdl_toplevel_lang="verilog",
                     build_dir=build_dir,
                     test_dir=run_dir, results_xml=str(run_dir / "results.xml"), timescale=("1ns", "1ps"),
-                    plusargs=plusargs,
+                    plusargs=plusargs, test_args=test_args,
                     extra_env={"POST_ACCEL_JOB": str(job_path), "POST_ACCEL_RESULT": str(result_path),
                                "PYTHONPATH": pythonpath, "COCOTB_REDUCED_LOG_FMT": "1"},
                     log_file=run_dir / "sim.log")

@@ -60,7 +60,8 @@ def test_simulate_json(backend, trained_model_path):
     assert result["cycles"] > 0
 
 
-@pytest.mark.parametrize("backend,suffix", [("icarus", ".vcd"), ("icarus", ".fst"), ("amaranth", ".vcd")])
+@pytest.mark.parametrize("backend,suffix", [("icarus", ".vcd"), ("icarus", ".fst"), ("amaranth", ".vcd"),
+                                           ("verilator", ".vcd")])
 def test_simulate_waves(backend, suffix, trained_model_path, tmp_path):
     """--waves dumps every signal of one sample; the run itself is still compared in full."""
     waves = tmp_path / f"one{suffix}"
