@@ -169,7 +169,7 @@ def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams
                         max_fan_in=_pow2(fan_in), act_words=_pow2(act), weight_words=_pow2(weights),
                         chan_words=_pow2(chans), result_words=_pow2(result), max_layers=_pow2(len(stages)),
                         value_words=_pow2(max(values, 1)), adapter_words=_pow2(max(adapters, 1)),
-                        max_channels=_pow2(max(max_ch, 1)))
+                        max_channels=_pow2(max(max_ch, 1)), res_words=1)     # a chain has no residual adds
 
 
 def graph_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
