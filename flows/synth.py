@@ -424,10 +424,10 @@ def _engine_advice(params, rep: SynthReport) -> str:
     tips = []
     if rep.brams > TARGETS[rep.target].capacity.get("brams", 1 << 30):
         tips.append(f"smaller memories, e.g. --weight-words {max(16, params.weight_words // 4)} "
-                    f"--bias-words {max(16, params.chan_words // 4)}")
+                    f"--value-words {max(16, params.value_words // 4)} --res-words 1")
     if rep.luts > TARGETS[rep.target].capacity.get("luts", 1 << 30) or not tips:
-        tips.append(f"a smaller array (--rows/--cols, now {params.rows}x{params.cols}) or smaller memories "
-                    f"(--weight-words/--act-words/--bias-words/--result-words)")
+        tips.append(f"a smaller array (--rows/--cols, now {params.rows}x{params.cols}), --dsp (multipliers in DSP "
+                    f"blocks), or a larger part (--target ecp5-25k)")
     return "; try " + " or ".join(tips)
 
 
