@@ -251,29 +251,32 @@ def shapes_from_file(path) -> tuple[list[Shape], dict]:
             graph = load_graph(path)
         except ModelFileError:
             raise v1_error from None
-    shapes, pools = [], 0
+    shapes = []
     dims = tuple(graph.input_shape)
     chw = None                                   # feature map a flatten came from
     for st in graph.stages:
+        # the engine runs a stage's max pooling and its output quantizer (ASQ: the adapter) itself
+        hidden = int(st.out.adapter.w1.shape[0]) if st.out is not None and st.out.kind == "asq" else 0
+        pool = next((tuple(int(v) for v in op[1:4]) for op in st.post_ops if op[0] == "maxpool"), (1, 1, 0))
         if st.kind == "linear":
             fan_in = st.weights.shape[1]
             if chw is not None and int(math.prod(chw)) == fan_in:
-                shapes.append(Shape(st.name, "linear", chw[0], st.weights.shape[0], in_hw=tuple(chw[1:])))
+                shapes.append(Shape(st.name, "linear", chw[0], st.weights.shape[0], in_hw=tuple(chw[1:]),
+                                    asq_hidden=hidden))
             else:
-                shapes.append(Shape(st.name, "linear", fan_in, st.weights.shape[0]))
+                shapes.append(Shape(st.name, "linear", fan_in, st.weights.shape[0], asq_hidden=hidden))
             dims, chw = (st.weights.shape[0],), None
             continue
         c, h, w = dims
         k = st.weights.shape[2]
         oh, ow = (h + 2 * st.padding - k) // st.stride + 1, (w + 2 * st.padding - k) // st.stride + 1
         shapes.append(Shape(st.name, "conv", c, st.weights.shape[0], k, st.stride, st.padding, st.groups,
-                            (h, w), (oh, ow)))
+                            (h, w), (oh, ow), pool=pool, asq_hidden=hidden))
         dims = (st.weights.shape[0], oh, ow)
         for op in st.post_ops:
             if op[0] == "maxpool":
-                pools += 1
                 _, pk, ps, pp = op
                 dims = (dims[0], (dims[1] + 2 * pp - pk) // ps + 1, (dims[2] + 2 * pp - pk) // ps + 1)
             else:
                 chw, dims = dims, (int(math.prod(dims)),)
-    return shapes, ({"MaxPool2d": pools} if pools else {})
+    return shapes, {}

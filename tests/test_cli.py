@@ -157,7 +157,7 @@ def test_model_too_big_for_engine(trained_model_path):
 
 def test_train_export_cnn_with_any_quantizers(tmp_path):
     """`train --model cnn --weight-quant/--act-quant` -> zoo checkpoint -> `export` writes an integer graph
-    (v2) that `perf` reads, and that `simulate` (v1 engine) refuses with a clear message."""
+    (v2) that `perf` reads, and that `simulate` refuses with a clear message (POT weights are not POST)."""
     ckpt, model = tmp_path / "c.safetensors", tmp_path / "m.safetensors"
 
     def _cli(*args):

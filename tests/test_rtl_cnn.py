@@ -68,3 +68,13 @@ def test_trained_cnn_corrupted_adapter_is_caught(trained_cnn):
     rtl = run_rtl(program, codes, backend="verilator", betas=golden.betas[0])
     cmp = compare_outputs(expected, rtl.outputs, [st.name for st in trained_cnn.stages])
     assert not cmp.ok and cmp.per_layer[trained_cnn.stages[0].name] > 0
+
+
+def test_perf_of_the_exported_file_is_the_engine_schedule(trained_cnn_path, trained_cnn):
+    """`post-accel perf MODEL` (the cycle model on the file's shapes, pooling and ASQ included) predicts
+    exactly the cycles the compiled program takes on the engine."""
+    from sim.cycle_model import shapes_from_file
+    shapes, unmodelled = shapes_from_file(trained_cnn_path)
+    program = compile_graph(trained_cnn)
+    assert unmodelled == {}
+    assert model_perf(shapes, 4, 4)["total_cycles"] == predicted_cycles(program.params, program)
