@@ -570,3 +570,27 @@ def align_value(value, mult, shift):
     if not (isinstance(shift, (int, np.integer)) and int(shift) in SHIFT_RANGE):
         raise ArithError(f"align shift {shift!r} outside {SHIFT_RANGE.start}..{SHIFT_RANGE.stop - 1}")
     return rescale(value, mult, 1 << (int(shift) - 1), int(shift))
+
+
+__all__ += ["pool2d"]
+
+
+def pool2d(v, k: int, stride: int, pad: int, mode: str = "max"):
+    """Max or sum pooling over the last two axes of integer values ``[..., H, W]``.
+
+    ``max``: padded positions never win (max pooling of ReLU'd values, pooling commutes with the
+    monotonic quantizers); ``sum``: padding adds 0 (global average pooling before its
+    ``1/positions``, which goes into the quantizer's multiplier). int64, exact.
+    """
+    if mode not in ("max", "sum"):
+        raise ArithError(f"pooling mode {mode!r} must be 'max' or 'sum'")
+    v = np.asarray(v, dtype=np.int64)
+    fill = np.iinfo(np.int64).min if mode == "max" else 0
+    if pad:
+        v = np.pad(v, [(0, 0)] * (v.ndim - 2) + [(pad, pad), (pad, pad)], constant_values=fill)
+    h, w = v.shape[-2:]
+    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    st = v.strides
+    win = np.lib.stride_tricks.as_strided(v, v.shape[:-2] + (oh, ow, k, k),
+                                          st[:-2] + (st[-2] * stride, st[-1] * stride, st[-2], st[-1]))
+    return win.max(axis=(-2, -1)) if mode == "max" else win.sum(axis=(-2, -1))

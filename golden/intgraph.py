@@ -432,16 +432,6 @@ def _accumulate(st: Stage, x: np.ndarray, abits: int) -> np.ndarray:
     return out
 
 
-def _maxpool(v: np.ndarray, k: int, s: int, p: int) -> np.ndarray:
-    if p:
-        v = np.pad(v, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=np.iinfo(np.int64).min)
-    n, c, h, w = v.shape
-    oh, ow = (h - k) // s + 1, (w - k) // s + 1
-    sn, sc, sh, sw = v.strides
-    win = np.lib.stride_tricks.as_strided(v, (n, c, oh, ow, k, k), (sn, sc, sh * s, sw * s, sh, sw))
-    return win.max(axis=(4, 5))
-
-
 def _asq_codes(v: np.ndarray, q: ActQuant):
     """ASQ: integer adapter on the per-channel sums of ``v``, then the factor tables."""
     sums = v.reshape(v.shape[0], v.shape[1], -1).sum(axis=2) if v.ndim > 2 else v
@@ -489,7 +479,7 @@ def run_stage(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
     if st.relu:
         v = np.maximum(v, st.relu_floor)
     for op in st.post_ops:
-        v = _maxpool(v, *op[1:]) if op[0] == "maxpool" else v.reshape(v.shape[0], -1)
+        v = arith.pool2d(v, *op[1:]) if op[0] == "maxpool" else v.reshape(v.shape[0], -1)
     if st.out is None:
         return v, None
     if st.out.kind == "asq":
@@ -744,7 +734,7 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
             elif isinstance(m, nn.MaxPool2d):
                 x = val(args[0])
                 k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
-                env[node.name] = _Value(_maxpool(x.v, int(k), int(s), int(p)), x.unit)
+                env[node.name] = _Value(arith.pool2d(x.v, int(k), int(s), int(p)), x.unit)
             elif isinstance(m, nn.AdaptiveAvgPool2d):
                 if m.output_size not in (1, (1, 1)):
                     raise ExportError(f"{where}: only global average pooling is supported")

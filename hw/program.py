@@ -568,7 +568,7 @@ class Program:
             _, oh, ow = layer.conv_chw
             v = v.T.reshape(layer.fan_out, oh, ow)                                     # CHW
             if layer.pool is not None:
-                v = _pool(v, *layer.pool_kspd, mode=layer.pool_mode)
+                v = arith.pool2d(v, *layer.pool_kspd, mode=layer.pool_mode)
             saved[i] = v
             if layer.final:
                 y, b = v, None
@@ -613,21 +613,6 @@ def _source_index(layers, i: int, by_name: dict) -> int:
     if frm == "input":
         return -1
     return by_name[frm]
-
-
-def _pool(v: np.ndarray, k: int, s: int, p: int, mode: str = "max") -> np.ndarray:
-    """Max (padded positions never win) or sum (padding adds 0: global average pooling before its
-    1/positions) pooling of ``[C, H, W]`` values."""
-    c, h, w = v.shape
-    fill = np.iinfo(np.int64).min if mode == "max" else 0
-    vp = np.pad(v, ((0, 0), (p, p), (p, p)), constant_values=fill)
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    reduce = np.max if mode == "max" else np.sum
-    out = np.empty((c, oh, ow), dtype=np.int64)
-    for y in range(oh):
-        for x in range(ow):
-            out[:, y, x] = reduce(vp[:, y * s:y * s + k, x * s:x * s + k].reshape(c, -1), axis=1)
-    return out
 
 
 def _ceil(a: int, b: int) -> int:
