@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.argtypes import nonneg_int as _nonneg_int, positive_int as _positive_int
+
 __all__ = ["METHODS", "METHOD_ORDER", "FULL", "QUICK", "add_parser", "run", "resolve_methods", "plan_jobs",
            "run_job", "aggregate", "ablate", "format_markdown", "command_line"]
 
@@ -296,26 +298,6 @@ def format_markdown(result: dict) -> str:
 
 
 # --- command line ------------------------------------------------------------------
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
 
 def add_parser(subparsers):
     """Register the ``ablate`` sub-command on an ``argparse`` sub-parser collection."""

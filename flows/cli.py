@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from flows.argtypes import positive_int as _positive_int
+
 __all__ = ["main", "build_parser"]
 
 DEFAULT_OUT = Path("out")
@@ -338,16 +340,6 @@ def cmd_simulate(args) -> int:
 
 
 # --- parser ------------------------------------------------------------------
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
 
 def _add_engine_flags(p, with_defaults: bool) -> None:
     p.add_argument("--rows", type=_positive_int, default=4, help="array rows = input lanes (default 4)")
