@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-DIGITS_MODELS = ("mlp", "cnn")
+DIGITS_MODELS = ("mlp", "cnn", "resnet8")
 
 
 def _train_zoo(args) -> int:

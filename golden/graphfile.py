@@ -19,10 +19,12 @@ from . import arith
 from .intgraph import ActQuant, Adapter, IntGraph, Stage
 from .intmodel import METADATA_KEY, ModelFileError, _Checker, _reject_constant, read_model_file
 
-__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "save_graph", "load_graph"]
+__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "DAG_VERSION", "save_graph", "load_graph"]
 
 GRAPH_FORMAT = "post-accel-intgraph"
-GRAPH_VERSION = 2
+GRAPH_VERSION = 2        #: chains (export_graph)
+DAG_VERSION = 3          #: graphs with branches and residual adds (golden.intdag.export_dag)
+_DAG_STAGE_KEYS = ("input_from", "in_quant", "in_mult", "in_shift", "in_offset", "residual", "value_unit")
 _FIX = "re-export the model (`post-accel export`)"
 _STAGE_KEYS = ("name", "kind", "weight_format", "wbits", "frac_bits", "stride", "padding", "groups",
                "input_beta", "relu", "relu_floor", "post_ops", "value_frac", "out", "weight_shape")
@@ -67,9 +69,20 @@ def save_graph(graph: IntGraph, path, provenance: dict | None = None) -> None:
                        "relu_floor": st.relu_floor, "post_ops": [list(op) for op in st.post_ops],
                        "value_frac": st.value_frac, "weight_shape": list(st.weights.shape),
                        "out": None if st.out is None else _act_header(st.out, f"{p}.out", tensors)})
-    header = {"format": GRAPH_FORMAT, "version": GRAPH_VERSION, "input_shape": list(graph.input_shape),
+        if graph.kind == "dag":
+            stages[-1].update({
+                "input_from": st.input_from,
+                "in_quant": None if st.input_from == "input" else _act_header(st.in_quant, f"{p}.in", tensors),
+                "in_mult": int(st.in_mult), "in_shift": int(st.in_shift), "in_offset": int(st.in_offset),
+                "residual": None if st.residual is None else [str(st.residual[0]), int(st.residual[1]),
+                                                               int(st.residual[2])],
+                "value_unit": float(st.value_unit)})
+    header = {"format": GRAPH_FORMAT, "version": DAG_VERSION if graph.kind == "dag" else GRAPH_VERSION,
+              "input_shape": list(graph.input_shape),
               "input": _act_header(graph.input_quant, "input", tensors), "stages": stages,
               "meta": graph.meta, "provenance": provenance or {}}
+    if graph.kind == "dag":
+        header["output"] = graph.output
     for k, v in tensors.items():
         if not np.all(np.isfinite(v)):
             raise ModelFileError(f"{os.fspath(path)} (not written): tensor {k} has NaN or inf")
@@ -171,9 +184,11 @@ def load_graph(path) -> IntGraph:
     if not isinstance(h, dict) or h.get("format") != GRAPH_FORMAT:
         c.fail(f"format tag is {h.get('format') if isinstance(h, dict) else None!r}, expected {GRAPH_FORMAT!r}",
                "a version-1 MLP file is read by golden.intmodel.load_intmodel")
-    if h.get("version") != GRAPH_VERSION:
-        c.fail(f"version {h.get('version')!r} is not {GRAPH_VERSION}", "upgrade post-accel or re-export")
-    c.keys(h, ("format", "version", "input_shape", "input", "stages", "meta", "provenance"), "header")
+    if h.get("version") not in (GRAPH_VERSION, DAG_VERSION):
+        c.fail(f"version {h.get('version')!r} is not {GRAPH_VERSION} or {DAG_VERSION}", "upgrade post-accel or re-export")
+    dag = h["version"] == DAG_VERSION
+    c.keys(h, ("format", "version", "input_shape", "input", "stages", "meta", "provenance")
+           + (("output",) if dag else ()), "header")
     shape = h["input_shape"]
     if not isinstance(shape, list) or not shape or not all(isinstance(v, int) and v > 0 for v in shape):
         c.fail(f"input_shape must be a list of positive integers, got {shape!r}")
@@ -183,7 +198,7 @@ def load_graph(path) -> IntGraph:
     stages = []
     for i, sh in enumerate(h["stages"]):
         w = f"stage{i}"
-        c.keys(sh, _STAGE_KEYS, w)
+        c.keys(sh, _STAGE_KEYS + (_DAG_STAGE_KEYS if dag else ()), w)
         if sh["kind"] not in ("conv", "linear") or sh["weight_format"] not in ("post", "table"):
             c.fail(f"{w}: kind {sh['kind']!r} / weight_format {sh['weight_format']!r} unknown")
         wbits = c.arith_(arith.check_wbits, sh["wbits"], f"{w}.wbits")
@@ -203,6 +218,8 @@ def load_graph(path) -> IntGraph:
         for op in sh["post_ops"]:
             if op == ["flatten"]:
                 ops.append(("flatten",))
+            elif op == ["sumpool"] and dag:
+                ops.append(("sumpool",))
             elif isinstance(op, list) and len(op) == 4 and op[0] == "maxpool" \
                     and all(isinstance(v, int) and v >= 0 for v in op[1:]) and op[1] > 0 and op[2] > 0:
                 ops.append(tuple(op))
@@ -215,11 +232,58 @@ def load_graph(path) -> IntGraph:
                    mult=mult, shift=shift, offset=offset, relu=bool(sh["relu"]),
                    relu_floor=c.int_(sh["relu_floor"], f"{w}.relu_floor"), post_ops=ops,
                    value_frac=c.int_(sh["value_frac"], f"{w}.value_frac", 0))
+        if dag:
+            _load_dag_stage(st, sh, w, stages, in_q, tensors, c)
+            stages.append(st)
+            continue
         if sh["out"] is not None:
             st.out = _load_act(sh["out"], f"{w}.out", tensors, c)
         elif i != len(h["stages"]) - 1:
             c.fail(f"{w}: only the last stage may be final (no output quantizer)")
         stages.append(st)
+    if dag:
+        names = [st.name for st in stages]
+        if len(set(names)) != len(names):
+            c.fail("stage names are not unique")
+        if h["output"] not in names:
+            c.fail(f"output {h['output']!r} names no stage")
+        if sum(st.input_from == "input" for st in stages) != 1:
+            c.fail("exactly one stage must read the network input")
+        return IntGraph(input_quant=in_q, input_shape=tuple(shape), stages=stages, meta=h["meta"], kind="dag",
+                        output=h["output"])
     if stages[-1].out is not None:
         c.fail("the last stage must be final (it outputs the logits)")
     return IntGraph(input_quant=in_q, input_shape=tuple(shape), stages=stages, meta=h["meta"])
+
+
+def _load_dag_stage(st: Stage, sh: dict, w: str, earlier: list, in_q: ActQuant, tensors, c: _Checker) -> None:
+    """The DAG keys of stage ``w`` (file version 3): sources must name earlier stages."""
+    names = {e.name for e in earlier}
+    frm = sh["input_from"]
+    if frm != "input" and frm not in names:
+        c.fail(f"{w}.input_from {frm!r} names no earlier stage (or 'input')")
+    st.input_from = frm
+    if sh["out"] is not None:
+        c.fail(f"{w}: DAG stages quantize their input (in_quant), not their output")
+    if frm == "input":
+        if sh["in_quant"] is not None:
+            c.fail(f"{w}: reads the network input, which the header's 'input' quantizer quantizes")
+        st.in_quant = in_q
+    else:
+        st.in_quant = _load_act(sh["in_quant"], f"{w}.in", tensors, c)
+        st.in_mult = c.int_(sh["in_mult"], f"{w}.in_mult")
+        st.in_shift = c.int_(sh["in_shift"], f"{w}.in_shift")
+        st.in_offset = c.int_(sh["in_offset"], f"{w}.in_offset")
+        if abs(st.in_mult) >= 2 ** arith.MULT_BITS or st.in_shift not in arith.SHIFT_RANGE:
+            c.fail(f"{w}: in_mult or in_shift outside the rescale unit's range")
+    if st.input_beta != (st.in_quant.kind == "asq"):
+        c.fail(f"{w}: input_beta must be set exactly when the input quantizer is ASQ")
+    res = sh["residual"]
+    if res is not None:
+        if not (isinstance(res, list) and len(res) == 3 and res[0] in names):
+            c.fail(f"{w}.residual must be [earlier stage, mult, shift], got {res!r}")
+        rm, rs = c.int_(res[1], f"{w}.residual mult", 1), c.int_(res[2], f"{w}.residual shift", 1)
+        if rm >= 2 ** arith.MULT_BITS or rs not in arith.SHIFT_RANGE:
+            c.fail(f"{w}: residual mult or shift outside the rescale unit's range")
+        st.residual = (res[0], rm, rs)
+    st.value_unit = _num(sh["value_unit"], f"{w}.value_unit", c, True)

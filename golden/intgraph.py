@@ -123,6 +123,14 @@ class Stage:
     post_ops: list = field(default_factory=list)   # ("maxpool", k, stride, pad) / ("flatten",)
     out: ActQuant | None = None     # None: final layer (logits)
     value_frac: int = 0
+    # DAG graphs (golden.intdag): where the input codes come from and how they are made
+    input_from: str | None = None   # None: the previous stage (chain); "input"; or a stage's name
+    in_quant: ActQuant | None = None  # the quantizer of this stage's input (DAG; chain: the producer's ``out``)
+    in_mult: int = 0                # source value -> quantizer units: rescale(v, in_mult, in_offset, in_shift)
+    in_shift: int = 1
+    in_offset: int = 0
+    residual: tuple | None = None   # (stage name, mult, shift): v += align_value(its value, mult, shift)
+    value_unit: float = 0.0         # DAG: real value of one unit of the stage's output value
 
 
 @dataclass
@@ -133,6 +141,8 @@ class IntGraph:
     input_shape: tuple
     stages: list
     meta: dict
+    kind: str = "chain"             #: "chain" (export_graph) or "dag" (golden.intdag.export_dag)
+    output: str | None = None       #: DAG: the stage whose value is the logits
 
 
 @dataclass
@@ -489,11 +499,17 @@ def run_stage(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
 
 def stage_input_bits(graph: IntGraph, i: int) -> int:
     """Code width of stage ``i``'s input."""
-    return graph.input_quant.bits if i == 0 else graph.stages[i - 1].out.bits
+    st = graph.stages[i]
+    if st.in_quant is not None:                       # DAG stage
+        return st.in_quant.bits
+    return graph.input_quant.bits if i == 0 or st.input_from == "input" else graph.stages[i - 1].out.bits
 
 
 def run_graph(graph: IntGraph, X) -> GraphRun:
     """Run real inputs ``X`` (``[N, *input_shape]`` or flattened) through the integer stages."""
+    if graph.kind == "dag":
+        from .intdag import run_dag_graph
+        return run_dag_graph(graph, X)
     x, beta = _input_codes(graph, X)
     codes, betas = [], []
     for i, st in enumerate(graph.stages):
@@ -658,10 +674,16 @@ def _layer_acc(layer, codes, bits, fmt, w, frac):
                 or layer.kernel_size[0] != layer.kernel_size[1] or layer.dilation != (1, 1):
             raise ExportError("only square kernels, equal strides/paddings, no dilation")
         st.stride, st.padding, st.groups = layer.stride[0], layer.padding[0], layer.groups
-        lut_bits = bits if not np.any(codes < 0) else bits      # |x| <= 2**(bits-1) fits the table
-        if np.any(codes < 0):
+    return stage_acc(st, codes, bits)
+
+
+def stage_acc(st: Stage, codes: np.ndarray, bits: int) -> np.ndarray:
+    """Accumulators of a stage for input codes of ``bits`` bits that may be negative (conv:
+    ``[N, O, H, W]`` from ``[N, C, H, W]``; linear: ``[N, O]`` from any ``[N, ...]``)."""
+    if st.kind == "conv":
+        if np.any(codes < 0):                     # |x| <= 2**(bits-1) fits the table
             pos, neg = np.where(codes > 0, codes, 0), np.where(codes < 0, -codes, 0)
-            return _accumulate(st, pos, lut_bits) - _accumulate(st, neg, lut_bits)
+            return _accumulate(st, pos, bits) - _accumulate(st, neg, bits)
         return _accumulate(st, codes, bits)
     return _signed_dot(st, codes.reshape(codes.shape[0], -1), bits)
 

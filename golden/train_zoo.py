@@ -70,7 +70,7 @@ __all__ = ["TrainSpec", "train_spec", "build_spec_model", "evaluate", "state_dig
            "CHECKPOINT_KEY", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 #: Models of :mod:`golden.zoo` that take the 8x8 digits.
-DIGITS_MODELS = ("mlp", "cnn")
+DIGITS_MODELS = ("mlp", "cnn", "resnet8")
 
 CHECKPOINT_KEY = "post_accel_zoo_checkpoint"
 CHECKPOINT_FORMAT = "post-accel-zoo-checkpoint"

@@ -339,11 +339,15 @@ class ResNetCIFAR(nn.Module):
 
     ``n = 3`` is ResNet-20. Shortcuts that change shape are 1x1 conv + BN (option B, as in the
     pytorchcv model the ASQ code quantizes): 272,474 float parameters for 10 classes.
+
+    ``in_shape`` (e.g. ``(1, 8, 8)``: ``resnet8``, the digits ResNet-8 with ``n = 1``) makes the
+    model accept flattened inputs too (reshaped first, like :class:`DigitsCNN`).
     """
 
-    def __init__(self, f: _Factory, n=3, num_classes=10, signed_input=False):
+    def __init__(self, f: _Factory, n=3, num_classes=10, signed_input=False, in_shape=None):
         super().__init__()
-        self.conv1 = f.conv(3, 16, 3, edge=True, signed_input=signed_input)
+        self.in_shape = tuple(in_shape) if in_shape is not None else None
+        self.conv1 = f.conv(3 if in_shape is None else in_shape[0], 16, 3, edge=True, signed_input=signed_input)
         self.bn1 = nn.BatchNorm2d(16)
         cin, stages = 16, []
         for i, cout in enumerate((16, 32, 64)):
@@ -356,6 +360,8 @@ class ResNetCIFAR(nn.Module):
         _init_weights(self)
 
     def forward(self, x):
+        if self.in_shape is not None:
+            x = x.reshape((-1,) + self.in_shape)
         x = self.layers(F.relu(self.bn1(self.conv1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
@@ -438,10 +444,11 @@ MODEL_INPUT_SHAPES = {
     "resnet34": (3, 224, 224),
     "resnet20": (3, 32, 32),
     "mobilenetv2": (3, 224, 224),
+    "resnet8": (1, 8, 8),
 }
 MODEL_NAMES = tuple(MODEL_INPUT_SHAPES)
 _DEFAULT_CLASSES = {"mlp": 10, "cnn": 10, "resnet18": 1000, "resnet34": 1000, "resnet20": 10,
-                    "mobilenetv2": 1000}
+                    "mobilenetv2": 1000, "resnet8": 10}
 
 
 def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", act_quant: str = "lsq",
@@ -454,7 +461,8 @@ def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", a
     ----------
     name : str
         One of :data:`MODEL_NAMES`: ``mlp``, ``cnn`` (digits), ``resnet18``, ``resnet34``,
-        ``mobilenetv2`` (ImageNet shape, 224x224), ``resnet20`` (CIFAR shape, 32x32).
+        ``mobilenetv2`` (ImageNet shape, 224x224), ``resnet20`` (CIFAR shape, 32x32), ``resnet8``
+        (ResNet-8 for the 8x8 digits: one basic block per stage, 16/32/64 channels).
     wbits, abits : int
         Weight and input-activation bits of every layer but the first and the last.
     weight_quant, act_quant : str
@@ -494,6 +502,8 @@ def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", a
         model = ResNet(f, (3, 4, 6, 3), classes, signed_input=signed_input)
     elif name == "resnet20":
         model = ResNetCIFAR(f, 3, classes, signed_input=signed_input)
+    elif name == "resnet8":
+        model = ResNetCIFAR(f, 1, classes, signed_input=signed_input, in_shape=MODEL_INPUT_SHAPES[name])
     else:
         model = MobileNetV2(f, classes, signed_input=signed_input)
     model.model_name, model.input_shape = name, MODEL_INPUT_SHAPES[name]

@@ -11,8 +11,8 @@ from golden.zoo import (MODEL_NAMES, LayerShape, QConv2d, QLinear, build_model, 
 
 # Small inputs keep the ImageNet-shape models fast (their strides reduce 32x32 to 1x1).
 TINY_INPUT = {"mlp": (64,), "cnn": (1, 8, 8), "resnet18": (3, 32, 32), "resnet34": (3, 32, 32),
-              "resnet20": (3, 32, 32), "mobilenetv2": (3, 32, 32)}
-CLASSES = {"mlp": 10, "cnn": 10, "resnet18": 1000, "resnet34": 1000, "resnet20": 10, "mobilenetv2": 1000}
+              "resnet20": (3, 32, 32), "mobilenetv2": (3, 32, 32), "resnet8": (1, 8, 8)}
+CLASSES = {"mlp": 10, "cnn": 10, "resnet18": 1000, "resnet34": 1000, "resnet20": 10, "mobilenetv2": 1000, "resnet8": 10}
 
 
 @pytest.fixture(autouse=True, scope="module")
