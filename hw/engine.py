@@ -35,11 +35,13 @@ zeros. Weight memory: one ``R*C*W``-bit word per tile, tiles ``(ot, it)`` consec
 ``w_base`` and read again for every pixel. The array's accumulators (which start at 0) drain one
 a cycle through :class:`hw.rescale.ChannelRescale` (``apply_beta``, per-channel ``mult``,
 ``offset``, ``shift`` from CHAN, ReLU) into the value buffer at ``pixel*n_out + o`` (the final
-layer: into RESULT). The walk reads the value buffer, max-pools, and either accumulates the
-channel sums (ASQ) or feeds :class:`hw.rescale.ActQuantizer`, whose codes go to word
-``out_base + pooled_pixel*oct + o // R``, bank ``o % R``; a layer whose values a later layer adds
-also stores them in the residual memory, and that later layer's rescale unit adds them (aligned)
-before its ReLU. A layer reads any earlier layer's output region (``in_base``/``pix0``), so
+layer: into RESULT). The walk reads the value buffer, max- or sum-pools, with ``PRESCALE`` (ASQ
+only) re-expresses the pooled value as ``round_half_up(v * pre_mult / 2**pre_shift)`` in the same
+pipeline stage, and either accumulates the channel sums (ASQ) or feeds
+:class:`hw.rescale.ActQuantizer`, whose codes go to word ``out_base + pooled_pixel*oct + o // R``,
+bank ``o % R``; a layer whose values a later layer adds also stores them (the pooled values, never
+prescaled) in the residual memory, and that later layer's rescale unit adds them (aligned) before
+its ReLU. A layer reads any earlier layer's output region (``in_base``/``pix0``), so
 branches need no copies. Descriptors: a 16-bit memory at ``layer * 64 + field``.
 
 Host notes
@@ -248,6 +250,7 @@ class PostEngine(wiring.Component):
         save_res = flags[5]
         add_res = flags[6]
         pool_sum = flags[7]
+        prescale = flags[8]
 
         # --- sequencer state ----------------------------------------------------------
         fcnt = Signal(range(DESC_FIELDS + 1))     # descriptor field being read
@@ -368,22 +371,30 @@ class PostEngine(wiring.Component):
             m.d.comb += cur.eq(Mux(cand > pool_max, cand, pool_max))
         with m.If(t1_v):
             m.d.sync += pool_max.eq(cur)
-        # stage 2: one pooled value
+        # ASQ prescale (PRESCALE; multiplier in q_mult_lo, shift 1..63 in q_mult_hi): the value the channel
+        # sums and the quantizer see is round_half_up(cur * pre_mult / 2**pre_shift), the rounding add folded
+        # into the shift as in ActQuantizer; registered in stage 2 next to the pooled value itself
+        pre_p = Signal(signed(VB + DESC_BITS + 1))
+        pre_r = Signal(signed(VB + DESC_BITS + 1))
+        m.d.comb += [pre_p.eq(cur * d["q_mult_lo"]), pre_r.eq(((pre_p >> (d["q_mult_hi"] - 1)[:6]) + 1) >> 1)]
+        # stage 2: one pooled value (t2_val: the residual save) and what the ASQ sums / the quantizer take (t2_q)
         t2_v, t2_end_ch, t2_first_pix = Signal(), Signal(), Signal()
         t2_val = Signal(signed(VB))
+        t2_q = Signal(signed(VB))
         t2_c, t2_cword, t2_cbank, t2_pix = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R)), Signal(DESC_BITS)
-        m.d.sync += [t2_v.eq(t1_v & t1_last), t2_val.eq(cur), t2_end_ch.eq(t1_end_ch), t2_first_pix.eq(t1_first_pix),
+        m.d.sync += [t2_v.eq(t1_v & t1_last), t2_val.eq(cur), t2_q.eq(Mux(prescale, pre_r, cur)),
+                     t2_end_ch.eq(t1_end_ch), t2_first_pix.eq(t1_first_pix),
                      t2_c.eq(t1_c), t2_cword.eq(t1_cword), t2_cbank.eq(t1_cbank), t2_pix.eq(t1_pix)]
-        # sum pass: per-channel sums of the pooled values
+        # sum pass: per-channel sums of the (prescaled) pooled values
         ssum = Signal(signed(arith.SUM_BITS))
         new_sum = Signal(signed(arith.SUM_BITS))
-        m.d.comb += new_sum.eq(Mux(t2_first_pix, 0, ssum) + t2_val)
+        m.d.comb += new_sum.eq(Mux(t2_first_pix, 0, ssum) + t2_q)
         with m.If(t2_v & sum_pass):
             m.d.sync += ssum.eq(new_sum)
         # quantize pass: codes to the activation banks (HWC, pooled pixel t2_pix)
         out_addr = Signal(DESC_BITS)
         m.d.comb += out_addr.eq(d["out_base"] + t2_pix * oct_ + t2_cword)
-        m.d.comb += [qz.i.valid.eq(t2_v & ~sum_pass), qz.i.payload.v.eq(t2_val),
+        m.d.comb += [qz.i.valid.eq(t2_v & ~sum_pass), qz.i.payload.v.eq(t2_q),
                      qz.i.payload.tag.eq(Cat(out_addr, t2_cbank)), qz.o.ready.eq(1),
                      qz.inv.eq(inv_cur), qz.shift.eq(d["q_shift"]), qz.lo.eq(d["lo"]), qz.hi.eq(d["hi"])]
         q_addr = qz.o.payload.tag[:DESC_BITS]
@@ -447,7 +458,7 @@ class PostEngine(wiring.Component):
                      desc_wr.en.eq(do_wr & (wr.sel == Sel.DESC) & (desc_field < DESC_FIELDS)
                                    & (desc_layer < p.max_layers))]
         m.d.comb += [sums_wr.addr.eq(t2_c), sums_wr.data.eq(new_sum), sums_wr.en.eq(t2_v & sum_pass & t2_end_ch)]
-        # the pooled values a later layer adds as its residual (element pooled_pixel * n_out + o)
+        # the pooled values a later layer adds as its residual (element pooled_pixel * n_out + o), never prescaled
         m.d.comb += [res_wr.addr.eq(t2_pix * n_out + t2_c), res_wr.data.eq(t2_val),
                      res_wr.en.eq(t2_v & ~sum_pass & save_res)]
         with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == Ctrl.N_LAYERS)):

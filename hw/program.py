@@ -65,6 +65,7 @@ class Flag(IntFlag):
     SAVE_RES = 32     #: the quantizing walk also stores the pooled values (a later layer's residual)
     ADD_RES = 64      #: v += align_value(saved value, res_mult, res_shift) before the ReLU
     POOL_SUM = 128    #: the pooling window sums instead of taking the maximum (global average pooling)
+    PRESCALE = 256    #: ASQ: the pooled value becomes round_shift(v * pre_mult, pre_shift) (Q_MULT_LO/HI) first
 
 
 class DescField(IntEnum):
@@ -113,8 +114,9 @@ class DescField(IntEnum):
     OT_STEP = 36   #: input word offset between output tiles (depthwise: C / R channel tiles; dense: 0)
     RES_MULT = 37  #: residual alignment multiplier (1..65535)
     RES_SHIFT = 38 #: residual alignment shift (1..63)
-    Q_MULT_LO = 39 #: quantizer multiplier of a non-ASQ layer, low 16 bits (LSQ: 2**16)
-    Q_MULT_HI = 40 #: its high bits
+    Q_MULT_LO = 39 #: non-ASQ: quantizer multiplier, low 16 bits (LSQ: 2**16); ASQ with PRESCALE: LO =
+                   #: prescale multiplier (1..65535)
+    Q_MULT_HI = 40 #: non-ASQ: quantizer multiplier, high bits; ASQ with PRESCALE: HI = prescale shift (1..63)
     V_LAST = 41    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
                    #: the only field not used in the cycle that latches it)
 
@@ -298,6 +300,13 @@ class LayerSpec:
     output quantizer: ``clip(round_half_up(v / 2**value_frac), out_lo, out_hi)`` (LSQ, QIL), or with
     ``adapter`` ASQ: channel sums, adapter, tables, ``golden.arith.asq_quantize``. ``final`` layers
     output v itself. ``input_beta``: the input codes came from an ASQ quantizer (``apply_beta``).
+
+    ASQ prescale (``pre_mult`` and ``pre_shift``, both set or both None; only with ``adapter``): with an
+    ASQ quantizer, the pooled value is first re-expressed in the quantizer's step units,
+    ``vq = golden.arith.round_shift(v * pre_mult, pre_shift)`` (round half up; ``pre_mult`` in
+    1..65535, ``pre_shift`` in 1..63), and the channel sums, the adapter and the quantizer see ``vq``
+    -- the integer graph's ``rescale(v, w, rescale_offset(0, s), s)``. A saved residual (a later
+    layer's ``residual``) stays the pooled ``v``.
     """
 
     codes: np.ndarray
@@ -327,10 +336,25 @@ class LayerSpec:
     pool_mode: str = "max"            #: "max", or "sum" (global average pooling: the 1/positions goes in q_mult)
     q_mult: int | None = None         #: non-ASQ quantizer multiplier (None: 2**16)
     q_shift: int | None = None        #: its shift (None: value_frac + 16)
+    pre_mult: int | None = None       #: ASQ prescale multiplier (1..65535): vq = round_shift(v * pre_mult, pre_shift)
+    pre_shift: int | None = None      #: ASQ prescale shift (1..63); both None: no prescale
 
     @property
     def is_conv(self) -> bool:
         return self.in_shape is not None
+
+    @property
+    def prescaled(self) -> bool:
+        """The ASQ quantizer's input is prescaled (``pre_mult``/``pre_shift`` given)."""
+        return self.pre_mult is not None or self.pre_shift is not None
+
+    def prescale(self, v):
+        """The value the ASQ channel sums and quantizer see: ``round_shift(v * pre_mult, pre_shift)``
+        with a prescale, ``v`` itself without (int64)."""
+        v = np.asarray(v, dtype=np.int64)
+        if not self.prescaled:
+            return v
+        return arith.round_shift(v * int(self.pre_mult), int(self.pre_shift))
 
     @property
     def k(self) -> int:
@@ -576,11 +600,12 @@ class Program:
                 lo, hi, vf = layer.quant_params()
                 if layer.adapter is not None:
                     a = layer.adapter
-                    z = arith.adapter_z(v.reshape(v.shape[0], -1).sum(axis=1)[None], a.w1, a.b1, a.w2, a.b2)
+                    vq = layer.prescale(v)          # the ASQ prescale (saved[i] keeps the pooled v)
+                    z = arith.adapter_z(vq.reshape(vq.shape[0], -1).sum(axis=1)[None], a.w1, a.b1, a.w2, a.b2)
                     idx = int(arith.asq_z_index(z, a.z_frac)[0])
                     beta_t, inv_t = arith.asq_tables(a.factor)
                     b = int(beta_t[idx])
-                    y = np.clip(arith.asq_quantize(v, int(inv_t[idx]), vf, hi), lo, hi)
+                    y = np.clip(arith.asq_quantize(vq, int(inv_t[idx]), vf, hi), lo, hi)
                 else:
                     b = None
                     qm, qs = layer.quant_mult_shift()
@@ -728,6 +753,19 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         if layer.final:
             raise ValueError(f"{where}: the final layer cannot pool (its values go straight to RESULT); "
                              f"end the model with a fully-connected layer")
+    if layer.prescaled:
+        pm, ps = layer.pre_mult, layer.pre_shift
+        if pm is None or ps is None:
+            raise ValueError(f"{where}: the ASQ prescale needs both pre_mult and pre_shift, got pre_mult {pm!r} "
+                             f"and pre_shift {ps!r}")
+        if layer.final or layer.adapter is None:
+            raise ValueError(f"{where}: pre_mult/pre_shift prescale the input of an ASQ quantizer, but the layer "
+                             f"has {'no quantizer (final)' if layer.final else 'no adapter'}; drop them")
+        if not (isinstance(pm, (int, np.integer)) and not isinstance(pm, bool) and 1 <= pm < 1 << DESC_BITS):
+            raise ValueError(f"{where}: prescale multiplier pre_mult {pm!r} must be an integer in "
+                             f"1..{(1 << DESC_BITS) - 1}")
+        if not (isinstance(ps, (int, np.integer)) and not isinstance(ps, bool) and 1 <= ps <= 63):
+            raise ValueError(f"{where}: prescale shift pre_shift {ps!r} must be an integer in 1..63")
     # --- the rescale, proved to stay inside the engine's registers -----------------
     if layer.per_channel:
         for nm in ("chan_mult", "chan_offset", "chan_shift"):
@@ -861,8 +899,21 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         if fan_out > p.max_channels:
             raise ValueError(f"{where}: {fan_out} channels exceed max_channels {p.max_channels} (the ASQ "
                              f"channel-sum memory); regenerate with --max-channels {fan_out}")
+        qmax = vmax                   # the largest |value| the channel sums and the quantizer see
+        if layer.prescaled:           # vq = round_shift(v * pre_mult, pre_shift), monotone in v
+            pm, ps = int(layer.pre_mult), int(layer.pre_shift)
+            if vmax * pm + (1 << (ps - 1)) >= 1 << 63:
+                raise ValueError(f"{where}: v * pre_mult can leave 63 bits (the executor's int64 round_shift); "
+                                 f"reduce pre_mult")
+            q_lo = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_lo], dtype=object)
+            q_hi = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_hi], dtype=object)
+            if not (_fits_signed(q_lo, arith.VALUE_BITS) and _fits_signed(q_hi, arith.VALUE_BITS)):
+                raise ValueError(f"{where}: prescaled values round_shift(v * {pm}, {ps}) can leave the engine's "
+                                 f"{arith.VALUE_BITS}-bit value registers (range [{min(q_lo)}, {max(q_hi)}]); "
+                                 f"reduce pre_mult or raise pre_shift")
+            qmax = max(max(abs(int(v)) for v in q_lo), max(abs(int(v)) for v in q_hi))
         _, oh, ow = layer.out_chw
-        smax = oh * ow * vmax
+        smax = oh * ow * qmax
         if smax >= 1 << (arith.SUM_BITS - 1):
             raise ValueError(f"{where}: channel sums can leave the engine's {arith.SUM_BITS}-bit sum registers")
         hmax = np.abs(w1.astype(object)).sum(axis=1) * smax + np.abs(np.asarray(a.b1).astype(object))
@@ -1011,9 +1062,13 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                  | (Flag.RELU if layer.relu else 0) | (Flag.ASQ if layer.adapter is not None else 0)
                  | (Flag.ADAPTER_RELU if layer.adapter is not None and layer.adapter.w2 is not None else 0)
                  | (Flag.SAVE_RES if l in saves else 0) | (Flag.ADD_RES if layer.residual is not None else 0)
-                 | (Flag.POOL_SUM if layer.pool_mode == "sum" else 0))
+                 | (Flag.POOL_SUM if layer.pool_mode == "sum" else 0)
+                 | (Flag.PRESCALE if layer.prescaled else 0))
         lo, hi, vf = (0, 0, 0) if layer.final else layer.quant_params()
         qm, qs = (1 << arith.ASQ_BETA_FRAC, arith.ASQ_BETA_FRAC) if layer.final else layer.quant_mult_shift()
+        # ASQ layers take their quantizer multiplier from the tables: Q_MULT_LO/HI carry the prescale
+        q_lo_f, q_hi_f = ((int(layer.pre_mult), int(layer.pre_shift)) if layer.prescaled
+                          else (qm & mask16, qm >> DESC_BITS))
         rm, rs = (int(layer.residual[1]), int(layer.residual[2])) if layer.residual is not None else (0, 1)
         v = {DescField.N_IT: n_it, DescField.N_OT: n_ot, DescField.N_OUT: n_out, DescField.IN_BASE: in_base,
              DescField.OUT_BASE: out_base, DescField.W_BASE: w_base, DescField.C_BASE: c_base,
@@ -1025,7 +1080,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
              DescField.KROW_JUMP: (in_w - k) * ct_in + kx_jump, DescField.PIX0: in_base - pad * (in_w + 1) * ct_in,
              DescField.KX_JUMP: kx_jump, DescField.OT_STEP: ot_step,
              DescField.RELU_FLOOR: int(layer.relu_floor) if layer.relu else 0,
-             DescField.Q_SHIFT: qs, DescField.Q_MULT_LO: qm & mask16, DescField.Q_MULT_HI: qm >> DESC_BITS,
+             DescField.Q_SHIFT: qs, DescField.Q_MULT_LO: q_lo_f, DescField.Q_MULT_HI: q_hi_f,
              DescField.RES_MULT: rm, DescField.RES_SHIFT: rs, DescField.PK: pk, DescField.PS: ps, DescField.PP: pp,
              DescField.CONV_H: conv_h, DescField.P_W: pw, DescField.P_NPIX: ph * pw, DescField.A_BASE: a_base,
              DescField.HID: layer.adapter.hidden if layer.adapter is not None else 0,

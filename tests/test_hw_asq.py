@@ -15,6 +15,14 @@ chosen so that ``z`` spreads over a few tenths (the betas differ between samples
 center each hidden unit so that its ReLU cuts about a third of the samples. The spread is asserted,
 so a degenerate case (every code 0, every code saturated, one beta for all samples) fails.
 
+ASQ prescale (``LayerSpec.pre_mult``/``pre_shift``, ``Flag.PRESCALE``): the layer's values are
+calibrated in a unit ``1/pre`` of the quantizer's value unit (with sum pooling, per pooled position),
+and the prescale ``round_shift(v * pre_mult, pre_shift)`` brings the pooled value into the
+quantizer's unit before the channel sums, the adapter and the quantizer -- the integer executor's
+``rescale(v, w, rescale_offset(0, s), s)`` (``golden/intgraph.py::_codes_from_value``). Every
+program's :meth:`Program.reference_run` is also checked against an independent NumPy computation
+(:func:`numpy_run`) written with :mod:`golden.arith` primitives.
+
 :func:`hw.program.build_program` must refuse v2 programs that do not fit, naming the layer.
 """
 
@@ -29,7 +37,7 @@ import numpy as np
 import pytest
 
 from golden import arith
-from hw.program import AdapterSpec, EngineParams, LayerSpec, build_program, predicted_cycles
+from hw.program import AdapterSpec, DescField, EngineParams, Flag, LayerSpec, build_program, predicted_cycles
 from sim.amaranth_sim import run_amaranth
 
 MEM = dict(max_fan_in=128, act_words=128, weight_words=256, chan_words=64, result_words=32, max_layers=4,
@@ -54,6 +62,9 @@ class Spec:
     zero_w_chan: bool = False       #: one output channel with all-zero weights
     z_frac: int | None = None       #: force the adapter's z_frac (else chosen from the sums' spread)
     z_range: tuple = (-0.3, 0.3)    #: range of the real z over the samples
+    pool_mode: str = "max"          #: "max" or "sum" (sum over the window: global average pooling)
+    pre: float | None = None        #: ASQ prescale: the quantizer's value unit over v's (per pooled position)
+    residual: tuple | None = None   #: (earlier layer index, residual range as a fraction of the value range)
 
 
 def _codes(rng, shape, w):
@@ -124,6 +135,55 @@ def _adapter(rng, spec: Spec, sums):
     return AdapterSpec(w1=w1, b1=b1, w2=w2, b2=bias, z_frac=int(zf), factor=factor)
 
 
+def numpy_run(p, layers, x, beta=None):
+    """Every layer's outputs (CHW, flat), betas and pooled values, computed here with golden.arith primitives
+    (independently of :meth:`hw.program.Program.reference_run`). The ASQ prescale is written as the integer
+    executor writes it: ``rescale(v, pre_mult, rescale_offset(0.0, pre_shift), pre_shift)``."""
+    outs, betas, saved = [], [], []
+    names = {}
+    for i, layer in enumerate(layers):
+        src = i - 1 if layer.input_from is None else (-1 if layer.input_from == "input" else names[layer.input_from])
+        inp, b_in = (np.asarray(x, dtype=np.int64), beta) if src < 0 else (outs[src], betas[src])
+        if layer.is_conv:
+            xi, codes4, stride, pad = inp.reshape(layer.in_chw), layer.dense_codes(), layer.stride, layer.pad
+        else:
+            xi, stride, pad = inp.reshape(-1, 1, 1), 1, 0
+            codes4 = np.asarray(layer.codes, dtype=np.int64)[:, :, None, None]
+        acc = _accumulators(p, xi, codes4, stride, pad, b_in if layer.input_beta else None)    # [out, oh, ow]
+        mult, offset, shift = (a[:, None, None] for a in layer.rescale_params())
+        v = arith.rescale(acc, mult, offset, shift)
+        if layer.residual is not None:
+            rname, rm, rs = layer.residual
+            v = v + arith.align_value(saved[names[rname]], rm, rs)
+        if layer.relu:
+            v = np.maximum(v, layer.relu_floor)
+        if layer.pool is not None:
+            v = arith.pool2d(v, *layer.pool, mode=layer.pool_mode)
+        saved.append(v)
+        b = None
+        if layer.final:
+            y = v
+        elif layer.adapter is not None:
+            a = layer.adapter
+            vq = v
+            if layer.pre_mult is not None:
+                vq = arith.rescale(v, layer.pre_mult, arith.rescale_offset(0.0, layer.pre_shift), layer.pre_shift)
+            z = arith.adapter_z(vq.sum(axis=(1, 2))[None], a.w1, a.b1, a.w2, a.b2)
+            idx = int(arith.asq_z_index(z, a.z_frac)[0])
+            beta_t, inv_t = arith.asq_tables(a.factor)
+            b = int(beta_t[idx])
+            y = np.clip(arith.asq_quantize(vq, int(inv_t[idx]), layer.value_frac, layer.out_hi), layer.out_lo,
+                        layer.out_hi)
+        else:
+            lo, hi, vf = layer.quant_params()
+            qm, qs = layer.quant_mult_shift()
+            y = np.clip(arith.round_shift(v * qm, qs), lo, hi)
+        outs.append(np.asarray(y, dtype=np.int64).reshape(-1))
+        betas.append(b)
+        names[layer.name] = i
+    return outs, betas, saved
+
+
 def build_stack(rng, params, in_shape, specs, samples, betas=None):
     """Calibrated layers for ``specs`` on ``samples`` (``betas``: the host's per-sample input factors)."""
     p = params
@@ -161,38 +221,70 @@ def build_stack(rng, params, in_shape, specs, samples, betas=None):
         else:
             width = (hi - spec.lo + 1) * 2 ** spec.vf
             t_lo, t_hi = spec.lo * 2 ** spec.vf - 0.15 * width, hi * 2 ** spec.vf + 0.15 * width
+        # ASQ prescale: v in units 1/pre of the quantizer's (a sum-pooled value: of its mean), the pooled
+        # value times pre_mult / 2**pre_shift = pre / positions in the quantizer's unit
+        n_sum = spec.pool[0] ** 2 if spec.pool_mode == "sum" else 1
+        pre_mult = pre_shift = None
+        scale = 1.0
+        if spec.pre is not None:
+            assert spec.asq is not None
+            pre_mult, pre_shift = arith.signed_multiplier(spec.pre / n_sum)
+            assert 0 < pre_mult < 1 << 16
+            scale = pre_mult / 2.0 ** pre_shift * n_sum
+        t_lo, t_hi = t_lo / scale, t_hi / scale
+        # a residual add: r = align_value(the source's pooled values), spanning a fraction of the value range
+        res, res_r = None, None
+        if spec.residual is not None:
+            r_src, frac = spec.residual
+            r_in = np.stack([numpy_run(p, layers, x, None if betas is None else int(betas[s]))[2][r_src]
+                             for s, x in enumerate(samples)])                      # [N, C, H, W]
+            r_span = max(float(np.percentile(r_in, 90) - np.percentile(r_in, 10)), 1.0)
+            rm, rsh = arith.signed_multiplier(frac * (t_hi - t_lo) / r_span)
+            res = (layers[r_src].name, rm, rsh)
+            res_r = arith.align_value(r_in, rm, rsh)
         mult, offset, shift = (np.zeros(spec.out, dtype=np.int64) for _ in range(3))
         for o in range(spec.out):
             neg = rng.random() < spec.neg
             a = calib[:, o]                                   # [N - 2, oh, ow]
-            if spec.pool is not None:                         # calibrate on what the pooling keeps
+            if spec.pool is not None and spec.pool_mode == "sum":   # calibrate on the windows' means
+                a = np.stack([arith.pool2d(x[None], *spec.pool, mode="sum")[0] / n_sum for x in a])
+            elif spec.pool is not None:                       # calibrate on what the pooling keeps
                 a = np.stack([(-1 if neg else 1) * _maxpool((-1 if neg else 1) * x[None], *spec.pool)[0] for x in a])
             a = a.reshape(-1)
             a_lo, a_hi = np.percentile(a, 10), np.percentile(a, 90)
             if a_hi - a_lo < 1:                    # all-zero weights: a constant accumulator, any scale
                 a_hi = a_lo + 1000.0
+            o_lo, o_hi = t_lo, t_hi
+            if res_r is not None:                  # room for the residual: center the sum on the range
+                r_mid = float(np.median(res_r[:, o]))
+                o_lo, o_hi = t_lo - r_mid, t_hi - r_mid
             if spec.zero_mult and o == spec.out - 1 and spec.out > 1:
                 # multiplier 0: v = offset >> shift, a constant inside the range
-                mult[o], shift[o] = 0, int(rng.integers(1, 46 - math.ceil(math.log2(max(-t_lo, t_hi) + 1))))
-                offset[o] = arith.rescale_offset(float(rng.uniform(t_lo, t_hi)), int(shift[o]))
+                mult[o], shift[o] = 0, int(rng.integers(1, 46 - math.ceil(math.log2(max(-o_lo, o_hi) + 1))))
+                offset[o] = arith.rescale_offset(float(rng.uniform(o_lo, o_hi)), int(shift[o]))
                 continue
-            m, s = arith.signed_multiplier((-1.0 if neg else 1.0) * (t_hi - t_lo) / (a_hi - a_lo))
+            m, s = arith.signed_multiplier((-1.0 if neg else 1.0) * (o_hi - o_lo) / (a_hi - a_lo))
             r = m / 2.0 ** s
-            real_off = t_lo - r * (a_hi if neg else a_lo)
+            real_off = o_lo - r * (a_hi if neg else a_lo)
             mult[o], shift[o], offset[o] = m, s, arith.rescale_offset(real_off, s)
         v = arith.rescale(acc, mult[None, :, None, None], offset[None, :, None, None], shift[None, :, None, None])
+        if res_r is not None:
+            v = v + res_r
         floor = 0
         if spec.relu is not None:
-            floor = int(round(spec.relu * (hi - spec.lo) * 2 ** spec.vf))
+            floor = int(round(spec.relu * (hi - spec.lo) * 2 ** spec.vf / scale))
             v = np.maximum(v, floor)
         if spec.pool is not None:
-            v = np.stack([_maxpool(vs, *spec.pool) for vs in v])
+            v = np.stack([arith.pool2d(vs, *spec.pool, mode=spec.pool_mode) for vs in v])
+        if pre_mult is not None:
+            v = arith.round_shift(v * pre_mult, pre_shift)
         adapter = _adapter(rng, spec, v.sum(axis=(2, 3))) if spec.asq is not None else None
         layers.append(LayerSpec(
             codes=codes, name=f"l{i}", final=spec.final, in_shape=shape if spec.conv is not None else None,
             stride=stride, pad=pad, chan_mult=mult, chan_offset=offset, chan_shift=shift, input_beta=input_beta,
             relu=spec.relu is not None, relu_floor=floor, pool=spec.pool, out_lo=0 if spec.final else spec.lo,
-            out_hi=0 if spec.final else hi, value_frac=spec.vf, adapter=adapter))
+            out_hi=0 if spec.final else hi, value_frac=spec.vf, adapter=adapter, pool_mode=spec.pool_mode,
+            pre_mult=pre_mult, pre_shift=pre_shift, residual=res))
     return layers
 
 
@@ -253,7 +345,29 @@ CASES = {
         Spec(out=3, conv=(2, 1, 0), relu=0.0, vf=8, asq=("sigmoid", 2)),
         Spec(out=4, vf=12, lo=3, hi=200),
         Spec(out=2, final=True)], None),
+    # ASQ prescale (Flag.PRESCALE): a conv whose values are ~27x finer than the quantizer's unit (pre < 1:
+    # a 16-bit mantissa with a large shift), max pooling (3,2,1), two-layer sigmoid adapter; then an
+    # input_beta conv, ASQ again with a prescale > 1 (one-layer adapter) and a negative ReLU floor; final FC
+    "asq_prescale_conv_maxpool": (dict(rows=2, cols=3), (3, 5, 5), [
+        Spec(out=5, conv=(3, 1, 1), pool=(3, 2, 1), relu=0.0, vf=8, asq=("sigmoid", 2), pre=0.0371),
+        Spec(out=4, conv=(2, 1, 0), relu=-0.05, vf=8, asq=("sigmoid", 0), pre=3.3),
+        Spec(out=3, final=True)], None),
+    # global average pooling as sum pooling over the whole 4x4 map, then ASQ with a prescale of exactly
+    # 1/16 (pre_mult 2**15: the rounding ties of sums = 8 mod 16 occur), no ReLU (negative values round
+    # half up too); exp one-layer adapter; then the input_beta FC (final)
+    "asq_prescale_global_sum_fc": (dict(rows=2, cols=2), (2, 4, 4), [
+        Spec(out=6, conv=(3, 1, 1), pool=(4, 1, 0), pool_mode="sum", vf=8, asq=("exp", 0), pre=1.0,
+             z_range=(-0.6, 0.6)),
+        Spec(out=3, final=True)], None),
+    # a prescaled ASQ layer (pre 1/2: ties at every odd value, a negative ReLU floor) whose pooled values a
+    # later layer adds as its residual: the saved map must be the un-prescaled v (SAVE_RES)
+    "asq_prescale_saved_residual": (dict(rows=2, cols=2), (2, 4, 4), [
+        Spec(out=4, conv=(3, 1, 1), relu=-0.1, vf=8, asq=("sigmoid", 0), pre=0.5),
+        Spec(out=4, conv=(3, 1, 1), relu=0.0, vf=0, residual=(0, 0.5)),
+        Spec(out=3, final=True)], None),
 }
+
+PRESCALE_CASES = [c for c in CASES if any(spec.pre is not None for spec in CASES[c][2])]
 
 
 def _check_spread(case, layers, refs, n):
@@ -274,8 +388,8 @@ def _check_spread(case, layers, refs, n):
             assert len(set(betas)) > n // 2, f"{case} {layer.name}: ASQ betas {betas}"
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_v2_engine_matches_reference(case):
+def _build_case(case):
+    """Params, samples, host betas, calibrated layers, program and references of ``CASES[case]``."""
     shape, in_shape, specs, beta_factor = CASES[case]
     params = EngineParams(**shape, **MEM)
     rng = np.random.default_rng(zlib.crc32(case.encode()))
@@ -284,6 +398,12 @@ def test_v2_engine_matches_reference(case):
     layers = build_stack(rng, params, in_shape, specs, samples, betas)
     program = build_program(params, layers)
     refs = [program.reference_run(x, None if betas is None else betas[s]) for s, x in enumerate(samples)]
+    return params, specs, samples, betas, layers, program, refs
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_v2_engine_matches_reference(case):
+    params, specs, samples, betas, layers, program, refs = _build_case(case)
     _check_spread(case, layers, refs, len(samples))
     for l, spec in enumerate(specs):                  # z beyond the table: both ends are looked up
         if spec.asq is not None and max(np.abs(spec.z_range)) > arith.ASQ_Z_LIMIT:
@@ -297,6 +417,133 @@ def test_v2_engine_matches_reference(case):
             assert bad.size == 0, (f"{case} sample {s} layer {layer.name}: {bad.size}/{got.size} mismatches, first "
                                    f"at {bad[0]}: expected {exp[bad[0]]}, got {got[bad[0]]}")
     assert run["cycles"] == [predicted_cycles(params, program)] * len(samples)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_v2_reference_matches_numpy(case):
+    """Program.reference_run equals the independent NumPy computation (every layer, output and beta)."""
+    params, specs, samples, betas, layers, program, refs = _build_case(case)
+    for s, x in enumerate(samples):
+        outs, bs, _ = numpy_run(params, layers, x, None if betas is None else betas[s])
+        assert bs == refs[s][1], f"{case} sample {s}: betas {refs[s][1]} != numpy {bs}"
+        for layer, got, exp in zip(layers, refs[s][0], outs):
+            assert np.array_equal(got, exp), f"{case} sample {s} layer {layer.name}: reference != numpy"
+
+
+# --- the ASQ prescale ---------------------------------------------------------------------------
+
+def test_prescale_rounding_trick_is_round_shift():
+    """The engine's (((v * m) >> (s - 1)) + 1) >> 1 is round_shift(v * m, s) and the integer executor's
+    rescale(v, m, rescale_offset(0, s), s), ties (round half up) and negative values included."""
+    rng = np.random.default_rng(11)
+    v = np.concatenate([rng.integers(-(1 << 31), 1 << 31, 4000), np.arange(-40, 41)]).astype(np.int64)
+    for m, s in [(1, 1), (32768, 16), (65535, 17), (1, 63), (65535, 63), (40000, 30)] + \
+                [(int(rng.integers(1, 1 << 16)), int(rng.integers(1, 64))) for _ in range(30)]:
+        hw = (((v * m) >> (s - 1)) + 1) >> 1
+        assert np.array_equal(hw, arith.round_shift(v * m, s)), (m, s)
+        assert np.array_equal(hw, arith.rescale(v, m, arith.rescale_offset(0.0, s), s)), (m, s)
+    # ties: half-way values round up, for negative values too
+    assert list(arith.round_shift(np.array([-3, -1, 1, 3]) * 32768, 16)) == [-1, 0, 1, 2]
+
+
+@pytest.mark.parametrize("case", PRESCALE_CASES)
+def test_prescale_descriptor_and_effect(case):
+    """PRESCALE layers carry pre_mult / pre_shift in q_mult_lo / q_mult_hi; dropping the prescale changes
+    the layer's codes (the RTL comparison sees it); other layers keep their q_mult fields."""
+    params, specs, samples, betas, layers, program, refs = _build_case(case)
+    for l, (layer, lay) in enumerate(zip(layers, program.layouts)):
+        if layer.pre_mult is None:
+            assert not lay.flags & Flag.PRESCALE
+            if not layer.final:
+                qm, _ = layer.quant_mult_shift()
+                assert (lay.q_mult_lo, lay.q_mult_hi) == (qm & 0xFFFF, qm >> 16)
+            continue
+        assert lay.flags & Flag.PRESCALE and lay.flags & Flag.ASQ
+        assert (lay.q_mult_lo, lay.q_mult_hi) == (layer.pre_mult, layer.pre_shift)
+        assert lay.values[DescField.Q_MULT_LO] == layer.pre_mult
+        plain = build_program(params, layers[:l] + [dataclasses.replace(layer, pre_mult=None, pre_shift=None)]
+                              + layers[l + 1:])
+        changed = sum(not np.array_equal(plain.reference_run(x, None if betas is None else betas[s])[0][l],
+                                         refs[s][0][l]) for s, x in enumerate(samples))
+        assert changed >= len(samples) // 2, f"{case} {layer.name}: the prescale changed {changed} samples"
+
+
+def test_prescale_saved_residual_is_the_pooled_value():
+    """The residual a later layer adds is the prescaled layer's pooled v, not the prescaled value: adding
+    the prescaled one instead would change the consumer's codes (so the RTL comparison covers it)."""
+    case = "asq_prescale_saved_residual"
+    params, specs, samples, betas, layers, program, refs = _build_case(case)
+    src, cons = layers[0], layers[1]
+    assert src.pre_mult is not None and cons.residual[0] == src.name
+    assert program.layouts[0].flags & Flag.SAVE_RES and program.layouts[0].flags & Flag.PRESCALE
+    assert program.layouts[1].flags & Flag.ADD_RES
+    differ = 0
+    for s, x in enumerate(samples):
+        outs, bs, saved = numpy_run(params, layers, x)
+        assert np.array_equal(outs[1], refs[s][0][1])
+        # the consumer by hand, from the source's codes/beta and its saved (un-prescaled) values
+        xi = refs[s][0][0].reshape(cons.in_chw)
+        acc = _accumulators(params, xi, cons.dense_codes(), cons.stride, cons.pad, refs[s][1][0])
+        mult, offset, shift = (a[:, None, None] for a in cons.rescale_params())
+        v_main = arith.rescale(acc, mult, offset, shift)
+        _, rm, rs = cons.residual
+        lo, hi, vf = cons.quant_params()
+        def codes(r):
+            v = np.maximum(v_main + arith.align_value(r, rm, rs), cons.relu_floor)
+            return np.clip(arith.round_shift(v * (1 << 16), vf + 16), lo, hi).reshape(-1)
+        assert np.array_equal(codes(saved[0]), refs[s][0][1])
+        differ += not np.array_equal(codes(src.prescale(saved[0])), refs[s][0][1])
+    assert differ >= len(samples) // 2, differ
+
+
+@pytest.mark.parametrize("fields", [(65535, 17), (65535, 4), (1, 1), (65535, 63)])
+def test_prescale_field_extremes_on_rtl(fields):
+    """The largest multiplier (all 16 bits of q_mult_lo, unsigned), the shortest shift (1: no pre-shift
+    in the rounding trick) and the longest (63: every value rounds to 0) run bit exact."""
+    params, layers = _asq_pair()
+    pm, ps = fields
+    layers = [dataclasses.replace(layers[0], pre_mult=pm, pre_shift=ps), layers[1]]
+    program = build_program(params, layers)
+    rng = np.random.default_rng(12)
+    samples = make_samples(rng, params, layers[0].in_size, n=3)
+    run = run_amaranth(program, samples)
+    for s, x in enumerate(samples):
+        ref = program.reference_run(x)
+        for layer, got, exp, num in zip(layers, run["outputs"][s], ref[0], numpy_run(params, layers, x)[0]):
+            assert np.array_equal(got, exp) and np.array_equal(exp, num), (fields, s, layer.name)
+    assert run["cycles"] == [predicted_cycles(params, program)] * len(samples)
+
+
+def _pre(layer, pm, ps):
+    return dataclasses.replace(layer, pre_mult=pm, pre_shift=ps)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda L: [_pre(L[0], 0, 8), L[1]], r"layer l0: prescale multiplier pre_mult 0 must be an integer in 1\.\.65535"),
+    (lambda L: [_pre(L[0], 65536, 8), L[1]], r"layer l0: prescale multiplier pre_mult 65536 .* 1\.\.65535"),
+    (lambda L: [_pre(L[0], -5, 8), L[1]], r"layer l0: prescale multiplier pre_mult -5"),
+    (lambda L: [_pre(L[0], 1.5, 8), L[1]], r"layer l0: prescale multiplier pre_mult 1\.5 must be an integer"),
+    (lambda L: [_pre(L[0], True, 8), L[1]], r"layer l0: prescale multiplier pre_mult True must be an integer"),
+    (lambda L: [_pre(L[0], 300, 0), L[1]], r"layer l0: prescale shift pre_shift 0 must be an integer in 1\.\.63"),
+    (lambda L: [_pre(L[0], 300, 64), L[1]], r"layer l0: prescale shift pre_shift 64 must be an integer in 1\.\.63"),
+    (lambda L: [_pre(L[0], 300, 8.0), L[1]], r"layer l0: prescale shift pre_shift 8\.0 must be an integer"),
+    (lambda L: [_pre(L[0], 300, None), L[1]], r"layer l0: the ASQ prescale needs both pre_mult and pre_shift"),
+    (lambda L: [_pre(L[0], None, 8), L[1]], r"layer l0: the ASQ prescale needs both pre_mult and pre_shift"),
+    (lambda L: [_pre(dataclasses.replace(L[0], adapter=None), 300, 8), dataclasses.replace(L[1], input_beta=False)],
+     r"layer l0: pre_mult/pre_shift prescale the input of an ASQ quantizer, but the layer has no adapter"),
+    (lambda L: [L[0], _pre(L[1], 300, 8)],
+     r"layer l1: pre_mult/pre_shift prescale .* has no quantizer \(final\)"),
+    # the proofs downstream see the prescaled bound: a gain of 2**15 on a value of up to 2**23 leaves the value
+    # registers; on this layer's values (up to 17442) it fits them but the adapter's sums leave 64 bits
+    (lambda L: [_pre(dataclasses.replace(L[0], chan_mult=np.ones(4, np.int64), chan_shift=np.ones(4, np.int64),
+                                         chan_offset=np.full(4, 1 << 24, np.int64)), 65535, 1), L[1]],
+     r"layer l0: prescaled values round_shift\(v \* 65535, 1\) can leave the engine's 32-bit value registers"),
+    (lambda L: [_pre(L[0], 65535, 1), L[1]], r"layer l0: adapter sums can leave the engine's 64-bit accumulators"),
+])
+def test_prescale_build_errors(change, match):
+    params, layers = _asq_pair()
+    with pytest.raises(ValueError, match=match):
+        build_program(params, change(layers))
 
 
 # --- build_program errors -----------------------------------------------------------------------
