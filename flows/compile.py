@@ -8,13 +8,14 @@ layer fits before anything is simulated.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from golden import arith
 from golden.intmodel import IntModel
-from hw.program import EngineParams, LayerSpec, Program, build_program
+from hw.program import MAX_VALUE_BITS, EngineParams, LayerSpec, Program, build_program
 
 __all__ = ["engine_params_for", "layer_specs", "compile_model", "engine_params_for_graph", "graph_layer_specs",
            "compile_graph"]
@@ -124,6 +125,8 @@ def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams
     """Smallest power-of-two-sized engine of ``rows`` × ``cols`` PEs that runs the integer graph."""
     if not (isinstance(rows, int) and rows >= 1 and isinstance(cols, int) and cols >= 1):
         raise ValueError(f"rows and cols must be integers >= 1, got rows={rows!r} cols={cols!r}")
+    if getattr(graph, "kind", "chain") == "dag":
+        return _engine_params_for_dag(graph, rows, cols)
     from golden.intgraph import stage_input_bits
 
     items = _graph_layers(graph)
@@ -173,7 +176,11 @@ def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams
 
 
 def graph_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
-    """The graph's stages as engine layers (codes widened to ``params.wbits``); errors name the stage."""
+    """The graph's stages as engine layers (codes widened to ``params.wbits``); errors name the stage.
+
+    A DAG graph (export v3) may give more engine layers than stages: see :func:`_dag_plan`."""
+    if getattr(graph, "kind", "chain") == "dag":
+        return _dag_layer_specs(graph, params)
     from golden.intgraph import stage_input_bits
     from hw.program import AdapterSpec
 
@@ -216,3 +223,186 @@ def compile_graph(graph, params: EngineParams | None = None, rows: int = 4, cols
     """
     params = params or engine_params_for_graph(graph, rows, cols)
     return build_program(params, graph_layer_specs(graph, params))
+
+
+# --- v3: DAG integer graphs (residual adds, branches, global average pooling) -----------------
+
+def _quant_key(st) -> tuple:
+    """What a consumer stage asks of its source's output quantizer (equal keys share one engine layer)."""
+    q = st.in_quant
+    ad = q.adapter
+    arrays = () if q.kind != "asq" else tuple(
+        None if a is None else tuple(np.asarray(a).reshape(-1).tolist()) for a in (ad.w1, ad.b1, ad.w2, ad.b2))
+    return (q.kind, q.bits, q.lo, q.hi, q.value_frac, int(st.in_mult), int(st.in_shift), int(st.in_offset),
+            None if q.kind != "asq" else (ad.z_frac, ad.factor), arrays)
+
+
+def _dag_plan(graph):
+    """Engine layers of a DAG graph, in run order: ``[(stage, consumer or None, engine name)]``.
+
+    The engine quantizes a layer's output once, so a stage whose value feeds consumers with
+    different quantizers (a ResNet block input read by conv1 and the 1x1 shortcut) runs once per
+    quantizer (the copies are named ``stage~1``, ``stage~2``...). Layers are emitted depth first
+    from the output, each right before its first reader.
+    """
+    stages = {st.name: st for st in graph.stages}
+    groups: dict = {name: [] for name in stages}          # stage -> [(key, first consumer)]
+    for st in graph.stages:
+        if st.input_from != "input":
+            keys = [k for k, _ in groups[st.input_from]]
+            if _quant_key(st) not in keys:
+                groups[st.input_from].append((_quant_key(st), st))
+    emitted, plan = {}, []
+
+    def need(name: str, gi: int) -> str:
+        if (name, gi) in emitted:
+            return emitted[(name, gi)]
+        st = stages[name]
+        if st.input_from != "input":
+            need(st.input_from, [k for k, _ in groups[st.input_from]].index(_quant_key(st)))
+        if st.residual is not None:
+            need(st.residual[0], 0)
+        consumer = groups[name][gi][1] if groups[name] else None
+        ename = name if gi == 0 else f"{name}~{gi}"
+        emitted[(name, gi)] = ename
+        plan.append((st, consumer, ename))
+        return ename
+
+    need(graph.output, 0)
+    for st in graph.stages:                                 # stages the output does not depend on
+        for gi in range(max(1, len(groups[st.name]))):
+            need(st.name, gi)
+    return plan, groups
+
+
+def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
+    from hw.program import AdapterSpec
+
+    plan, groups = _dag_plan(graph)
+    names = {(st.name, consumer.name if consumer is not None else None): en for st, consumer, en in plan}
+    specs, shapes = [], {}
+    for st, consumer, ename in plan:
+        where = f"stage {st.name}"
+        _check_stage_fits(st, params, where)
+        if st.input_from == "input":
+            src_name, in_chw = "input", tuple(int(v) for v in graph.input_shape)
+        else:
+            key = _quant_key(st)
+            first = next(c for k, c in groups[st.input_from] if k == key)
+            src_name = names[(st.input_from, first.name)]
+            in_chw = shapes[src_name]
+        if st.kind == "conv" and len(in_chw) != 3:
+            raise ValueError(f"{where}: a convolution needs a C x H x W input, got {in_chw}")
+        if st.groups != 1 and not (st.kind == "conv" and st.weights.shape[1] == 1
+                                   and st.groups == st.weights.shape[0] == in_chw[0]):
+            raise ValueError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
+                             f"runs dense and depthwise (groups = C_in = C_out) convolutions")
+        codes = arith.widen_post_code(np.asarray(st.weights, dtype=np.int64), st.wbits, params.wbits)
+        pool, pool_mode = None, "max"
+        spec = LayerSpec(codes=codes if st.kind == "conv" else codes.reshape(codes.shape[0], -1), name=ename,
+                         final=st.name == graph.output,
+                         in_shape=(in_chw if len(in_chw) == 3 else None) if st.kind == "conv" else None,
+                         stride=int(st.stride), pad=int(st.padding), groups=int(st.groups),
+                         chan_mult=np.asarray(st.mult, dtype=np.int64),
+                         chan_offset=np.asarray(st.offset, dtype=np.int64),
+                         chan_shift=np.asarray(st.shift, dtype=np.int64), input_beta=bool(st.input_beta),
+                         relu=bool(st.relu), relu_floor=int(st.relu_floor),
+                         input_from=src_name, out_lo=0, out_hi=0)
+        for op in st.post_ops:
+            if op[0] in ("maxpool", "sumpool") and pool is not None:
+                raise ValueError(f"{where}: two poolings after one layer; the engine pools once")
+            if op[0] == "maxpool":
+                pool = tuple(int(v) for v in op[1:4])
+            elif op[0] == "sumpool":
+                _, h, w = spec.conv_chw
+                if h != w:
+                    raise ValueError(f"{where}: global average pooling of a {h} x {w} map; the engine's pooling "
+                                     f"window is square")
+                pool, pool_mode = (h, h, 0), "sum"
+        spec.pool, spec.pool_mode = pool, pool_mode
+        if st.residual is not None:
+            rname, rm, rs = st.residual
+            spec.residual = (names[(rname, groups[rname][0][1].name if groups[rname] else None)], int(rm), int(rs))
+        if consumer is not None:
+            q = consumer.in_quant
+            if int(consumer.in_offset) != 1 << (int(consumer.in_shift) - 1):
+                raise ValueError(f"stage {consumer.name}: its {q.kind} input quantizer has a zero point "
+                                 f"(offset {consumer.in_offset}); the engine's quantizer has none -- train with "
+                                 f"--act-quant lsq or asq for models with residual adds")
+            spec.out_lo, spec.out_hi, spec.value_frac = int(q.lo), int(q.hi), int(q.value_frac)
+            if q.kind == "asq":
+                a = q.adapter
+                spec.adapter = AdapterSpec(w1=a.w1, b1=a.b1, w2=a.w2, b2=a.b2, z_frac=a.z_frac, factor=a.factor)
+                spec.pre_mult, spec.pre_shift = int(consumer.in_mult), int(consumer.in_shift)
+            else:
+                spec.q_mult, spec.q_shift = int(consumer.in_mult), int(consumer.in_shift)
+        elif not spec.final:                                # only a residual source: codes unused
+            spec.q_mult, spec.q_shift = 1, 63
+        shapes[ename] = spec.out_chw
+        specs.append(spec)
+    return specs
+
+
+def _check_stage_fits(st, params: EngineParams, where: str) -> None:
+    if st.weight_format != "post":
+        raise ValueError(f"{where}: {st.wbits}-bit {st.weight_format!r} weights (uniform/POT/APoT levels) do not "
+                         f"run on the POST engine; train with --edge-weight-quant post (and a POST --weight-quant) "
+                         f"so that every layer has POST weights")
+    if st.wbits > params.wbits:
+        raise ValueError(f"{where}: {st.wbits}-bit weights do not fit the engine's {params.wbits}-bit PEs; "
+                         f"regenerate with --wbits {st.wbits}")
+    if st.in_quant.bits > params.abits:
+        raise ValueError(f"{where}: {st.in_quant.bits}-bit input codes do not fit the engine's {params.abits}-bit "
+                         f"activations; regenerate with --abits {st.in_quant.bits}")
+    if st.in_quant.lo < 0:
+        raise ValueError(f"{where}: signed input codes; the engine's activations are unsigned")
+    if st.frac_bits != params.frac_bits:
+        raise ValueError(f"{where}: exported with {st.frac_bits} product fraction bits, the engine has "
+                         f"{params.frac_bits}; regenerate with --frac-bits {st.frac_bits}")
+
+
+def _engine_params_for_dag(graph, rows: int, cols: int) -> EngineParams:
+    """Smallest power-of-two-sized engine that runs the DAG graph: sized from its engine layers."""
+    from hw.program import _engine_codes
+
+    wbits = max(st.wbits for st in graph.stages)
+    abits = max(st.in_quant.bits for st in graph.stages)
+    fracs = {st.frac_bits for st in graph.stages}
+    if len(fracs) != 1:
+        raise ValueError(f"stages use different product fraction bits {sorted(fracs)}; export with one frac_bits")
+    probe = EngineParams(rows=rows, cols=cols, wbits=wbits, abits=abits, frac_bits=fracs.pop())   # widths only
+    specs = _dag_layer_specs(graph, probe)
+    index = {s.name: i for i, s in enumerate(specs)}
+    shape = tuple(graph.input_shape)
+    c0, h0, w0 = shape if len(shape) == 3 else (shape[0], 1, 1)
+    act = h0 * w0 * math.ceil(c0 / rows)
+    weights = chans = values = adapters = max_ch = fan_in = res = result = 0
+    for s in specs:
+        src = index.get(s.input_from, -1)
+        codes = _engine_codes(s, specs[src] if src >= 0 else None, rows)
+        cin, k = codes.shape[1], codes.shape[2]
+        ct = cols // rows if (s.depthwise and cols % rows == 0 and s.fan_out % cols == 0) else math.ceil(cin / rows)
+        weights += math.ceil(s.fan_out / cols) * k * k * ct
+        chans += s.fan_out
+        fan_in = max(fan_in, s.fan_in)
+        n_out, ch, cw = s.conv_chw
+        if s.final:
+            result = ch * cw * n_out
+        else:
+            _, ph, pw = s.out_chw
+            act += ph * pw * math.ceil(n_out / rows)
+            values = max(values, ch * cw * n_out)
+        if s.adapter is not None:
+            adapters += s.adapter.hidden * (n_out + 2) + 1
+            max_ch = max(max_ch, n_out)
+        if s.residual is not None:
+            res = max(res, specs[index[s.residual[0]]].out_size)
+    params = EngineParams(rows=rows, cols=cols, wbits=wbits, abits=abits, frac_bits=probe.frac_bits,
+                          max_fan_in=_pow2(fan_in), act_words=_pow2(act), weight_words=_pow2(weights),
+                          chan_words=_pow2(chans), result_words=_pow2(result), max_layers=_pow2(len(specs)),
+                          value_words=_pow2(max(values, 1)), adapter_words=_pow2(max(adapters, 1)),
+                          max_channels=_pow2(max(max_ch, 1)), res_words=_pow2(max(res, 1)),
+                          value_bits=MAX_VALUE_BITS)
+    # values: as wide as the proven ranges need (residual chains grow them), never below the default
+    need = build_program(params, _dag_layer_specs(graph, params)).value_bits_needed
+    return dataclasses.replace(params, value_bits=max(arith.VALUE_BITS, need))

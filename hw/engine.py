@@ -49,8 +49,9 @@ Host notes
 Writes to addresses outside a memory (or to a bank ``>= R``, a descriptor field ``>= DESC_FIELDS``)
 are ignored; such reads answer 0. ``n_layers`` above ``max_layers`` is clamped to it. Take every
 read response before ``start``: during a run the activation ports belong to the sequencer.
-``CTRL`` 1 (the network input's ASQ factor) is overwritten by every ASQ layer of a run: write it
-again before each sample.
+``CTRL`` 1 is the network input's ASQ factor (write it for each sample); the factor each ASQ
+layer chooses goes to a per-layer factor memory, from which a layer with ASQ input codes takes
+its source layer's (descriptor ``SRC``), so branches may interleave ASQ layers freely.
 
 By construction the array's output is always taken in time, the rescale unit and the quantizer
 are never blocked, so the sequencer streams without stalls and the schedule above is exact; the
@@ -154,7 +155,7 @@ class PostEngine(wiring.Component):
         p = self.params
         R, C, A = p.rows, p.cols, p.abits
         bank_bits = p.bank_bits
-        VB = arith.VALUE_BITS
+        VB = p.value_bits
 
         # --- memories ---------------------------------------------------------------
         act_mem = [memory.Memory(shape=unsigned(A), depth=p.act_words, init=[]) for _ in range(R)]
@@ -186,14 +187,18 @@ class PostEngine(wiring.Component):
         table_wr, table_rd = table_mem.write_port(), table_mem.read_port()
 
         m.submodules.array = array = PostArray(R, C, p.wbits, A, p.frac_bits, p.acc_bits)
-        m.submodules.rescale = rs = ChannelRescale(p.acc_bits)
+        m.submodules.rescale = rs = ChannelRescale(p.acc_bits, VB)
         tag_bits = DESC_BITS + bank_bits
-        m.submodules.quant = qz = ActQuantizer(tag_bits)
+        m.submodules.quant = qz = ActQuantizer(tag_bits, VB)
 
         # --- control registers ------------------------------------------------------
         busy = self.busy
         n_layers = Signal(range(p.max_layers + 1))
-        beta_cur = Signal(tb)           # factor of the current layer's input codes (host: the network input)
+        beta_in = Signal(tb)            # factor of the network input's codes (host, CTRL BETA)
+        # the factor each ASQ layer chose, kept per layer: a layer reads its source layer's (SRC)
+        m.submodules.betas = betas_mem = memory.Memory(shape=unsigned(tb), depth=p.max_layers, init=[])
+        betas_wr, betas_rd = betas_mem.write_port(), betas_mem.read_port()
+        beta_cur = Signal(tb)           # factor of the current layer's input codes
         inv_cur = Signal(tb)            # quantizer multiplier of the current layer
 
         # --- host writes (only while idle) ------------------------------------------
@@ -467,7 +472,11 @@ class PostEngine(wiring.Component):
             with m.Else():
                 m.d.sync += n_layers.eq(wr.data)
         with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == Ctrl.BETA)):
-            m.d.sync += beta_cur.eq(wr.data[:tb])
+            m.d.sync += beta_in.eq(wr.data[:tb])
+        # SRC is latched one cycle before the descriptor's last field; its factor is read while the
+        # layer runs (the address stays put, and a layer only writes its own entry, never its source's)
+        src = d["src"]
+        m.d.comb += [betas_rd.addr.eq(src - 1), beta_cur.eq(Mux(src == 0, beta_in, betas_rd.data))]
 
         # --- the sequencer ------------------------------------------------------------
         mac_empty = (~feed_v & (tiles_in_flight == 0) & (drain_left == 0)
@@ -596,6 +605,7 @@ class PostEngine(wiring.Component):
         with m.Else():                              # _State.TABLE: z final, index, table read
             m.d.sync += flush.eq(flush + 1)
             with m.If(flush == ADAPT_TAIL - 1):
-                m.d.sync += [beta_cur.eq(table_rd.data[:tb]), inv_cur.eq(table_rd.data[tb:])]
+                m.d.sync += inv_cur.eq(table_rd.data[tb:])
+                m.d.comb += [betas_wr.addr.eq(layer), betas_wr.data.eq(table_rd.data[:tb]), betas_wr.en.eq(1)]
                 m.d.sync += start_walk(False)
         return m

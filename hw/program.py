@@ -97,7 +97,7 @@ class DescField(IntEnum):
     OCT = 19       #: activation words per output pixel, ceil(n_out / R)
     COL_STEP = 20  #: input word step between horizontally adjacent output pixels, stride * CT
     ROW_STEP = 21  #: (signed) step from the last pixel of an output row to the first of the next
-    KROW_JUMP = 22 #: word step from the end of one kernel row to the start of the next, (IN_W-K)*CT_in + KX_JUMP
+    KROW_JUMP = 22 #: (signed) word step from the end of one kernel row to the start of the next, (IN_W-K)*CT_in + KX_JUMP
     PIX0 = 23      #: (signed) input word of tap (0, 0) of output pixel (0, 0), in_base - PAD*(IN_W+1)*CT
     RELU_FLOOR = 24  #: (signed) ReLU floor of v
     Q_SHIFT = 25   #: quantizer shift, value_frac + ASQ_BETA_FRAC
@@ -117,12 +117,17 @@ class DescField(IntEnum):
     Q_MULT_LO = 39 #: non-ASQ: quantizer multiplier, low 16 bits (LSQ: 2**16); ASQ with PRESCALE: LO =
                    #: prescale multiplier (1..65535)
     Q_MULT_HI = 40 #: non-ASQ: quantizer multiplier, high bits; ASQ with PRESCALE: HI = prescale shift (1..63)
-    V_LAST = 41    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
+    SRC = 41       #: 1 + the layer whose output codes this layer reads (0: the network input); an
+                   #: INPUT_BETA layer takes that layer's ASQ factor from the engine's factor memory
+    V_LAST = 42    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
                    #: the only field not used in the cycle that latches it)
 
 
 #: Number of descriptor fields the engine stores per layer.
 DESC_FIELDS = len(DescField)
+#: Widest supported value register (EngineParams.value_bits): products with the 16-bit multipliers and
+#: the 28-bit quantizer multipliers are proven to stay inside int64 by the compiler.
+MAX_VALUE_BITS = 48
 
 # --- the schedule constants (see hw/engine.py "Schedule") -------------------
 #: Cycles per layer outside the tile loop and the tail: 1 (LAYER) + DESC_FIELDS + 1 (DESC: one
@@ -166,6 +171,9 @@ class EngineParams:
         Depth of the ASQ adapter memory and of the channel-sum memory (largest ASQ layer width).
     res_words : int
         Depth of the residual memory (one layer's pooled values, kept for a later residual add).
+    value_bits : int
+        Signed width of the values v (value buffer, residual and result memories, pooling, the
+        quantizer's input), 16..48; the compiler proves every layer's values fit (default 32).
     """
 
     rows: int = 4
@@ -183,6 +191,7 @@ class EngineParams:
     adapter_words: int = 256
     max_channels: int = 128
     res_words: int = 1024
+    value_bits: int = arith.VALUE_BITS
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -192,6 +201,9 @@ class EngineParams:
         arith.check_wbits(self.wbits)
         arith.check_abits(self.abits)
         arith.check_frac_bits(self.frac_bits)
+        vb = self.value_bits
+        if not isinstance(vb, (int, np.integer)) or isinstance(vb, bool) or not 16 <= vb <= MAX_VALUE_BITS:
+            raise ValueError(f"value_bits must be an integer in 16..{MAX_VALUE_BITS}, got {vb!r}")
         for name in ("max_fan_in", "act_words", "weight_words", "chan_words", "result_words", "max_layers",
                      "value_words", "adapter_words", "max_channels", "res_words"):
             v = getattr(self, name)
@@ -463,7 +475,7 @@ class _Layout:
 
 
 #: Descriptor fields holding signed values (written as 16-bit two's complement).
-SIGNED_FIELDS = (DescField.ROW_STEP, DescField.PIX0, DescField.RELU_FLOOR)
+SIGNED_FIELDS = (DescField.ROW_STEP, DescField.KROW_JUMP, DescField.PIX0, DescField.RELU_FLOOR)
 
 
 @dataclass
@@ -480,6 +492,8 @@ class Program:
         Weights, channel parameters, adapters, tables, descriptors and ``n_layers``: written once.
     input_base : int
         Activation word of the input region; ``input_size`` its element count.
+    value_bits_needed : int
+        The value width the proven ranges of every layer need (<= ``params.value_bits``).
     """
 
     params: EngineParams
@@ -488,6 +502,7 @@ class Program:
     config_writes: list = field(default_factory=list)
     input_base: int = 0
     input_size: int = 0
+    value_bits_needed: int = 0
 
     @property
     def needs_beta(self) -> bool:
@@ -693,13 +708,30 @@ def _beta_max(factor: str | None) -> int:
     return max(int(arith.asq_tables(f)[0].max()) for f in names)
 
 
+def _signed_bits(v: int) -> int:
+    """Smallest two's-complement width holding ``v``."""
+    v = int(v)
+    return (v if v >= 0 else -v - 1).bit_length() + 1
+
+
 def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | None, last: bool,
-                 factor: str | None, res_vmax: int | None = None) -> int:
+                 factor: str | None, res_vmax: int | None = None, need: list | None = None) -> int:
     """Check one layer (``prev``: the layer whose output it reads; ``res_vmax``: the largest |value|
-    its residual source can hold); returns the largest |value| this layer's pooled values can hold."""
+    its residual source can hold); returns the largest |value| this layer's pooled values can hold.
+    ``need[0]`` is raised to the value width this layer's proven ranges need."""
     if not isinstance(layer, LayerSpec):
         raise ValueError(f"layer {l} is not a LayerSpec")
     where = f"layer {layer.name}"
+    need = need if need is not None else [0]
+
+    def fits_value(lo_arr, hi_arr) -> bool:
+        bits = max(_signed_bits(v) for v in list(lo_arr) + list(hi_arr))
+        need[0] = max(need[0], bits)
+        return bits <= p.value_bits
+
+    def widen() -> str:
+        return (f"; regenerate with --value-bits {need[0]}" if need[0] <= MAX_VALUE_BITS
+                else "; the layer's scales are degenerate")
     codes = np.asarray(layer.codes)
     if not isinstance(layer.groups, (int, np.integer)) or layer.groups < 1:
         raise ValueError(f"{where}: groups must be an integer >= 1, got {layer.groups!r}")
@@ -828,9 +860,9 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     sh = shift.astype(object)
     v_lo = np.array([min(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
     v_hi = np.array([max(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
-    if not (_fits_signed(v_lo, arith.VALUE_BITS) and _fits_signed(v_hi, arith.VALUE_BITS)):
-        raise ValueError(f"{where}: rescaled values can leave the engine's {arith.VALUE_BITS}-bit value registers "
-                         f"(range [{min(v_lo)}, {max(v_hi)}]); the layer's scales are degenerate")
+    if not fits_value(v_lo, v_hi):
+        raise ValueError(f"{where}: rescaled values can leave the engine's {p.value_bits}-bit value registers "
+                         f"(range [{min(v_lo)}, {max(v_hi)}]){widen()}")
     if layer.relu and not -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1)):
         raise ValueError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field")
     if layer.residual is not None:
@@ -841,9 +873,9 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
                              f"and shift in 1..{(1 << CHAN_SHIFT_BITS) - 1}")
         r = ((int(res_vmax) * int(rm)) >> int(rs)) + 1
         v_lo, v_hi = v_lo - r, v_hi + r
-        if not (_fits_signed(v_lo, arith.VALUE_BITS) and _fits_signed(v_hi, arith.VALUE_BITS)):
-            raise ValueError(f"{where}: values plus the residual can leave the engine's {arith.VALUE_BITS}-bit "
-                             f"value registers")
+        if not fits_value(v_lo, v_hi):
+            raise ValueError(f"{where}: values plus the residual can leave the engine's {p.value_bits}-bit "
+                             f"value registers{widen()}")
     if layer.relu:
         fl = int(layer.relu_floor)
         v_lo = np.array([max(int(v), fl) for v in v_lo], dtype=object)
@@ -855,8 +887,8 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
             raise ValueError(f"{where}: pool_mode 'sum' needs a pooling window (pool=(k, stride, pad))")
         n = layer.pool_kspd[0] ** 2
         v_lo, v_hi = v_lo * n, v_hi * n
-        if not (_fits_signed(v_lo, arith.VALUE_BITS) and _fits_signed(v_hi, arith.VALUE_BITS)):
-            raise ValueError(f"{where}: pooling sums can leave the engine's {arith.VALUE_BITS}-bit value registers")
+        if not fits_value(v_lo, v_hi):
+            raise ValueError(f"{where}: pooling sums can leave the engine's {p.value_bits}-bit value registers{widen()}")
     vmax = max(max(abs(int(v)) for v in v_lo), max(abs(int(v)) for v in v_hi))
     if layer.final:
         if not last:
@@ -879,6 +911,8 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         raise ValueError(f"{where}: quantizer multiplier {qm} / shift {qs} outside 1..{(1 << arith.ASQ_TABLE_BITS) - 1}"
                          f" / 1..63")
     a = layer.adapter
+    if a is None and vmax * qm + (1 << (qs - 1)) >= 1 << 63:
+        raise ValueError(f"{where}: value * quantizer multiplier {qm} can leave 63 bits (int64 round_shift)")
     if a is not None:
         if a.factor not in arith.ASQ_FACTORS:
             raise ValueError(f"{where}: ASQ factor {a.factor!r} has no table; use one of {arith.ASQ_FACTORS}")
@@ -907,11 +941,13 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
                                  f"reduce pre_mult")
             q_lo = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_lo], dtype=object)
             q_hi = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_hi], dtype=object)
-            if not (_fits_signed(q_lo, arith.VALUE_BITS) and _fits_signed(q_hi, arith.VALUE_BITS)):
+            if not fits_value(q_lo, q_hi):
                 raise ValueError(f"{where}: prescaled values round_shift(v * {pm}, {ps}) can leave the engine's "
-                                 f"{arith.VALUE_BITS}-bit value registers (range [{min(q_lo)}, {max(q_hi)}]); "
-                                 f"reduce pre_mult or raise pre_shift")
+                                 f"{p.value_bits}-bit value registers (range [{min(q_lo)}, {max(q_hi)}]){widen()}")
             qmax = max(max(abs(int(v)) for v in q_lo), max(abs(int(v)) for v in q_hi))
+        inv_max = int(arith.asq_tables(a.factor)[1].max())
+        if qmax * inv_max + (1 << (vf + arith.ASQ_BETA_FRAC - 1)) >= 1 << 63:
+            raise ValueError(f"{where}: value * 1/beta can leave 63 bits (the executor's int64 asq_quantize)")
         _, oh, ow = layer.out_chw
         smax = oh * ow * qmax
         if smax >= 1 << (arith.SUM_BITS - 1):
@@ -956,6 +992,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     factor = factors[0] if factors else None
     # sources: which earlier layer each layer reads, and whose values it adds (one saved map at a time)
     index, sources, vmax, saves = {}, [], [], set()
+    need_bits = [0]                       # the value width the proven ranges need
     for l, layer in enumerate(layers):
         if not isinstance(layer, LayerSpec):
             raise ValueError(f"layer {l} is not a LayerSpec")
@@ -991,12 +1028,8 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                                  f"words, more than res_words {p.res_words}; regenerate with --res-words "
                                  f"{layers[r].out_size}")
             res_vmax = vmax[r]
-        if layer.input_beta and any(layers[j].adapter is not None for j in range(src + 1, l)):
-            raise ValueError(f"layer {layer.name}: its input codes need the factor of layer "
-                             f"{layers[src].name if src >= 0 else 'input'}, but an ASQ layer in between replaced "
-                             f"it (the engine keeps the latest factor)")
         vmax.append(_check_layer(l, layer, p, layers[src] if src >= 0 else None, l == len(layers) - 1, factor,
-                                 res_vmax))
+                                 res_vmax, need_bits))
         index[layer.name] = l
         sources.append(src)
 
@@ -1085,7 +1118,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
              DescField.CONV_H: conv_h, DescField.P_W: pw, DescField.P_NPIX: ph * pw, DescField.A_BASE: a_base,
              DescField.HID: layer.adapter.hidden if layer.adapter is not None else 0,
              DescField.Z_SHIFT: int(layer.adapter.z_frac) - arith.ASQ_Z_FRAC if layer.adapter is not None else 0,
-             DescField.V_LAST: n_out - (n_ot - 1) * C}
+             DescField.SRC: src + 1, DescField.V_LAST: n_out - (n_ot - 1) * C}
         lay = _Layout(tuple(int(v[f]) for f in DescField))
         for name, val in zip(DescField, lay.fields()):
             lo_, hi_ = (-(1 << (DESC_BITS - 1)), 1 << (DESC_BITS - 1)) if name in SIGNED_FIELDS else (0, 1 << DESC_BITS)
@@ -1114,7 +1147,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
             writes.append((int(Sel.DESC), l * DESC_STRIDE + int(f), int(val) & mask16))
     writes.append((int(Sel.CTRL), int(Ctrl.N_LAYERS), len(layers)))
     return Program(params=p, layers=layers, layouts=layouts, config_writes=writes,
-                   input_base=0, input_size=input_size)
+                   input_base=0, input_size=input_size, value_bits_needed=need_bits[0])
 
 
 def chan_word(mult: int, shift: int, offset: int) -> int:

@@ -37,13 +37,13 @@ def chan_layout() -> data.StructLayout:
 
 
 class ChannelRescale(wiring.Component):
-    """Accumulator of output channel ``ch`` -> pre-quantization value ``v`` (``VALUE_BITS`` signed).
+    """Accumulator of output channel ``ch`` -> pre-quantization value ``v`` (``value_bits`` signed).
 
     ``a = (acc * beta) >> 8`` if ``use_beta`` else ``acc``; ``t = a * mult + offset`` (64-bit);
     ``v = t >> shift`` (floor); with ``use_res`` the residual is added,
     ``v += golden.arith.align_value(res, res_mult, res_shift)``; ``v = max(v, relu_floor)`` if
     ``relu``. The compiler (:func:`hw.program.build_program`) proves ``t`` fits 63 bits and ``v``
-    fits ``VALUE_BITS``.
+    fits ``value_bits`` (default ``golden.arith.VALUE_BITS``).
 
     The channel's ``{mult, shift, offset}`` come from a synchronous memory read port the engine
     connects: ``param_addr = c_base + ch`` (with ``param_en``) in the cycle an input is accepted,
@@ -52,16 +52,18 @@ class ChannelRescale(wiring.Component):
     ``res_*`` settings must stay constant while inputs are in flight. Latency :data:`RESCALE_LATENCY`.
     """
 
-    def __init__(self, acc_bits: int):
+    def __init__(self, acc_bits: int, value_bits: int = arith.VALUE_BITS):
         def check():
             if not isinstance(acc_bits, int) or not 2 <= acc_bits <= 48:
                 raise ValueError(f"acc_bits must be an integer in 2..48, got {acc_bits!r}")
+            if not isinstance(value_bits, int) or not 16 <= value_bits <= 48:
+                raise ValueError(f"value_bits must be an integer in 16..48, got {value_bits!r}")
         checked(self, check)
-        self.acc_bits = acc_bits
+        self.acc_bits, self.value_bits = acc_bits, value_bits
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({"acc": signed(acc_bits), "ch": unsigned(DESC_BITS),
                                                         "idx": unsigned(DESC_BITS)}))),
-            "o": Out(stream.Signature(signed(arith.VALUE_BITS))),
+            "o": Out(stream.Signature(signed(value_bits))),
             "beta": In(arith.ASQ_TABLE_BITS),
             "use_beta": In(1),
             "relu": In(1),
@@ -75,7 +77,7 @@ class ChannelRescale(wiring.Component):
             "res_shift": In(CHAN_SHIFT_BITS),
             "res_addr": Out(DESC_BITS),
             "res_en": Out(1),
-            "res": In(signed(arith.VALUE_BITS)),
+            "res": In(signed(value_bits)),
         })
 
     def elaborate(self, platform):
@@ -84,12 +86,12 @@ class ChannelRescale(wiring.Component):
         m.d.comb += [self.i.ready.eq(advance), self.param_addr.eq(self.c_base + self.i.payload.ch),
                      self.param_en.eq(advance), self.res_addr.eq(self.i.payload.idx), self.res_en.eq(advance)]
         # the residual, read like the parameters, aligned in stage 1: (res*mult + 2**(shift-1)) >> shift
-        res_p = Signal(signed(arith.VALUE_BITS + 17))
-        res_al = Signal(signed(arith.VALUE_BITS + 17))
+        res_p = Signal(signed(self.value_bits + 17))
+        res_al = Signal(signed(self.value_bits + 17))
         m.d.comb += [res_p.eq(self.res * self.res_mult),
                      res_al.eq(((res_p >> (self.res_shift - 1)[:CHAN_SHIFT_BITS]) + 1) >> 1)]
-        s2_r = Signal(signed(arith.VALUE_BITS + 1))
-        s3_r = Signal(signed(arith.VALUE_BITS + 1))
+        s2_r = Signal(signed(self.value_bits + 1))
+        s3_r = Signal(signed(self.value_bits + 1))
         drop = arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC
         s1_v, s1_acc = Signal(), Signal(signed(self.acc_bits))
         s2_v = Signal()
@@ -98,7 +100,7 @@ class ChannelRescale(wiring.Component):
         s3_v, s3_t, s3_shift = Signal(), Signal(signed(64)), Signal(CHAN_SHIFT_BITS)
         scaled = Signal.like(s2_a)
         m.d.comb += scaled.eq(Mux(self.use_beta, (s1_acc * self.beta) >> drop, s1_acc))
-        value = Signal(signed(arith.VALUE_BITS))
+        value = Signal(signed(self.value_bits))
         m.d.comb += value.eq((s3_t >> s3_shift) + Mux(self.use_res, s3_r, 0))
         with m.If(advance):
             m.d.sync += [s1_v.eq(self.i.valid), s1_acc.eq(self.i.payload.acc),
@@ -118,15 +120,17 @@ class ActQuantizer(wiring.Component):
     ``inv``/``shift``/``lo``/``hi`` constant while inputs are in flight.
     """
 
-    def __init__(self, tag_bits: int):
+    def __init__(self, tag_bits: int, value_bits: int = arith.VALUE_BITS):
         def check():
             if not isinstance(tag_bits, int) or tag_bits < 1:
                 raise ValueError(f"tag_bits must be an integer >= 1, got {tag_bits!r}")
+            if not isinstance(value_bits, int) or not 16 <= value_bits <= 48:
+                raise ValueError(f"value_bits must be an integer in 16..48, got {value_bits!r}")
         checked(self, check)
-        self.tag_bits = tag_bits
+        self.tag_bits, self.value_bits = tag_bits, value_bits
         cb = arith.ABITS_RANGE.stop - 1
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"v": signed(arith.VALUE_BITS), "tag": unsigned(tag_bits)}))),
+            "i": In(stream.Signature(data.StructLayout({"v": signed(value_bits), "tag": unsigned(tag_bits)}))),
             "o": Out(stream.Signature(data.StructLayout({"code": unsigned(cb), "tag": unsigned(tag_bits)}))),
             "inv": In(arith.ASQ_TABLE_BITS),
             "shift": In(6),
@@ -139,9 +143,9 @@ class ActQuantizer(wiring.Component):
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
         s1_v, s1_tag = Signal(), Signal(self.tag_bits)
-        s1_p = Signal(signed(arith.VALUE_BITS + arith.ASQ_TABLE_BITS + 1))
-        t = Signal(signed(arith.VALUE_BITS + arith.ASQ_TABLE_BITS + 1))
-        r = Signal(signed(arith.VALUE_BITS + arith.ASQ_TABLE_BITS + 1))
+        s1_p = Signal(signed(self.value_bits + arith.ASQ_TABLE_BITS + 1))
+        t = Signal(signed(self.value_bits + arith.ASQ_TABLE_BITS + 1))
+        r = Signal(signed(self.value_bits + arith.ASQ_TABLE_BITS + 1))
         m.d.comb += [t.eq(s1_p >> (self.shift - 1)[:6]), r.eq((t + 1) >> 1)]
         code = Signal(self.o.payload.code.shape())
         with m.If(r < self.lo):

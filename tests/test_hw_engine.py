@@ -122,15 +122,15 @@ def test_cycle_formula():
     rng = np.random.default_rng(0)
     program = build_program(params, random_layers(rng, params, [5, 7, 3]))
     # 5 -> 7: n_it 2, n_ot 4, last tile 1 valid; 7 -> 3: n_it 3, n_ot 2, last tile 1 valid
-    # per layer: 1 + 42 descriptor fields + 1 (LAYER, DESC); per tile max(n_it, C); MAC tail 7 + last
+    # per layer: 1 + 43 descriptor fields + 1 (LAYER, DESC); per tile max(n_it, C); MAC tail 7 + last
     # valid; a non-final layer then walks its n_out values (one a cycle) and flushes 6 cycles
-    assert layer_cycles(params, 2, 4, 7, final=False) == 44 + 4 * max(2, 2) + 7 + 1 + 7 + 6
-    assert layer_cycles(params, 3, 2, 3) == 44 + 2 * max(3, 2) + 7 + 1
-    assert predicted_cycles(params, program) == 1 + 73 + 58
+    assert layer_cycles(params, 2, 4, 7, final=False) == 45 + 4 * max(2, 2) + 7 + 1 + 7 + 6
+    assert layer_cycles(params, 3, 2, 3) == 45 + 2 * max(3, 2) + 7 + 1
+    assert predicted_cycles(params, program) == 1 + 74 + 59
     # ASQ: a second walk (channel sums), the adapter (hidden * (n_out + 2) + 1 reads) and 3 table cycles;
     # pooling: taps = n_out * pooled pixels * k * k
     assert (layer_cycles(params, 9, 4, 8, 16, final=False, pool_taps=8 * 4 * 4, hidden=2)
-            == 44 + 16 * 4 * 9 + 7 + 2 + 2 * (8 * 4 * 4 + 6) + 2 * 10 + 1 + 3)
+            == 45 + 16 * 4 * 9 + 7 + 2 + 2 * (8 * 4 * 4 + 6) + 2 * 10 + 1 + 3)
 
 
 def test_corrupted_weight_is_caught():
@@ -280,7 +280,7 @@ def test_engine_params_derived():
     assert p.acc_bits == arith.accumulator_bits(256, 4, 8) and p.bank_bits == 2 and p.addr_bits == 16
     assert p.data_bits == max(64, CHAN_BITS) == 71 and p.lut_entries == 16 and p.lut_bits == 12
     assert EngineParams(rows=3).bank_bits == 2 and EngineParams(rows=1).bank_bits == 1
-    assert [f.value for f in DescField] == list(range(42)) and DESC_STRIDE == 64
+    assert [f.value for f in DescField] == list(range(43)) and DESC_STRIDE == 64
     assert [s.value for s in Sel] == list(range(8))
 
 
