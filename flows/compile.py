@@ -406,3 +406,35 @@ def _engine_params_for_dag(graph, rows: int, cols: int) -> EngineParams:
     # values: as wide as the proven ranges need (residual chains grow them), never below the default
     need = build_program(params, _dag_layer_specs(graph, params)).value_bits_needed
     return dataclasses.replace(params, value_bits=max(arith.VALUE_BITS, need))
+
+
+def expected_layer_outputs(graph, run, sample: int) -> list[np.ndarray]:
+    """What every engine layer of ``compile_graph(graph)`` must output for one sample, from the
+    integer executor's run (:func:`golden.intgraph.run_graph`), CHW-flattened like the engine's.
+
+    Chain graphs: layer ``i`` outputs stage ``i + 1``'s input codes, the last layer the logits.
+    DAG graphs: engine layer (stage, consumer) outputs the consumer's input codes; the output
+    stage's layer the logits; a layer no quantized layer reads (a shortcut only added) all zeros.
+    """
+    if getattr(graph, "kind", "chain") != "dag":
+        return [np.asarray(c[sample]).reshape(-1) for c in run.codes[1:]] + [np.asarray(run.logits[sample])]
+    index = {st.name: i for i, st in enumerate(graph.stages)}
+    out = []
+    for st, consumer, _ in _dag_plan(graph)[0]:
+        if st.name == graph.output:
+            out.append(np.asarray(run.logits[sample]).reshape(-1))
+        elif consumer is None:
+            n = int(st.weights.shape[0])
+            shape = [s for s in _stage_out_shapes(graph)[st.name]]
+            out.append(np.zeros(int(np.prod(shape)) if shape else n, dtype=np.int64))
+        else:
+            out.append(np.asarray(run.codes[index[consumer.name]][sample]).reshape(-1))
+    return out
+
+
+def _stage_out_shapes(graph) -> dict:
+    """Per-sample output shape of every DAG stage (after its pooling)."""
+    params = EngineParams(wbits=max(st.wbits for st in graph.stages),
+                          abits=max(st.in_quant.bits for st in graph.stages),
+                          frac_bits=graph.stages[0].frac_bits)
+    return {spec.name: spec.out_chw for spec in _dag_layer_specs(graph, params)}

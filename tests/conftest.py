@@ -84,6 +84,35 @@ def _trained_cnn_paths() -> tuple[Path, Path]:
     return ckpt, model_path
 
 
+RESNET8_QUICK = {"model": "resnet8", "weight_quant": "post", "act_quant": "asq", "edge_weight_quant": "post",
+                 "wbits": 4, "abits": 4, "seed": 0, "epochs": 4, "fp_epochs": 4}
+
+
+def _trained_resnet8_path() -> Path:
+    from golden.graphfile import save_graph
+    from golden.intdag import export_dag
+    from golden.train_zoo import TrainSpec, train_spec
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    key = "-".join(f"{k}{v}" for k, v in RESNET8_QUICK.items())
+    model_path = CACHE / f"{key}.model.safetensors"
+    with open(CACHE / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not model_path.exists():
+            spec = TrainSpec(**RESNET8_QUICK)
+            model, metrics = train_spec(spec, progress=False, integer=False)
+            save_graph(export_dag(model.eval()), model_path, provenance={"spec": spec.to_dict(), "metrics": metrics})
+    return model_path
+
+
+@pytest.fixture(scope="session")
+def trained_resnet8():
+    """A trained digits ResNet-8 (POST weights, ASQ activations; residual adds, 1x1 shortcut convs,
+    global average pooling) exported as a DAG integer graph (file v3)."""
+    from golden.graphfile import load_graph
+    return load_graph(_trained_resnet8_path())
+
+
 @pytest.fixture(scope="session")
 def trained_cnn_path() -> Path:
     """Path of an exported (integer graph v2), trained digits CNN: POST weights everywhere (8-bit edge
