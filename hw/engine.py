@@ -120,7 +120,8 @@ class PostEngine(wiring.Component):
         One response per request, in order, valid the cycle after the request is accepted,
         held until taken (ACT zero-extended, RESULT sign-extended, other selects 0).
     start : In(1)
-        One-cycle pulse while idle: run ``n_layers`` layers.
+        One-cycle pulse while idle: run the layers in descriptor slots ``first_layer`` (``CTRL`` 2,
+        default 0) up to ``n_layers`` (``CTRL`` 0) exclusive.
     busy : Out(1)
         High from the cycle after ``start`` until the run ends.
     done : Out(1)
@@ -194,6 +195,7 @@ class PostEngine(wiring.Component):
         # --- control registers ------------------------------------------------------
         busy = self.busy
         n_layers = Signal(range(p.max_layers + 1))
+        first_layer = Signal(range(p.max_layers + 1))
         beta_in = Signal(tb)            # factor of the network input's codes (host, CTRL BETA)
         # the factor each ASQ layer chose, kept per layer: a layer reads its source layer's (SRC)
         m.submodules.betas = betas_mem = memory.Memory(shape=unsigned(tb), depth=p.max_layers, init=[])
@@ -473,6 +475,11 @@ class PostEngine(wiring.Component):
                 m.d.sync += n_layers.eq(wr.data)
         with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == Ctrl.BETA)):
             m.d.sync += beta_in.eq(wr.data[:tb])
+        with m.If(do_wr & (wr.sel == Sel.CTRL) & (wr.addr == Ctrl.FIRST_LAYER)):
+            with m.If(wr.data > p.max_layers):
+                m.d.sync += first_layer.eq(p.max_layers)
+            with m.Else():
+                m.d.sync += first_layer.eq(wr.data)
         # SRC is latched one cycle before the descriptor's last field; its factor is read while the
         # layer runs (the address stays put, and a layer only writes its own entry, never its source's)
         src = d["src"]
@@ -495,10 +502,10 @@ class PostEngine(wiring.Component):
         state = Signal(_State)
         with m.If(state == _State.IDLE):
             with m.If(self.start):
-                m.d.sync += [busy.eq(1), self.done.eq(0), self.cycles.eq(0), layer.eq(0),
+                m.d.sync += [busy.eq(1), self.done.eq(0), self.cycles.eq(0), layer.eq(first_layer),
                              state.eq(_State.LAYER)]
         with m.Elif(state == _State.LAYER):
-            with m.If(layer == n_layers):
+            with m.If(layer >= n_layers):
                 m.d.sync += [busy.eq(0), self.done.eq(1), state.eq(_State.IDLE)]
             with m.Else():
                 m.d.sync += [fcnt.eq(0), state.eq(_State.DESC)]

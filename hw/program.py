@@ -25,7 +25,7 @@ from golden import arith
 
 __all__ = ["EngineParams", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS",
            "SIGNED_FIELDS", "LayerSpec", "AdapterSpec", "Program", "build_program", "predicted_cycles",
-           "layer_cycles", "program_layer_cycles", "chan_word", "LAYER_OVERHEAD", "TAIL_CYCLES", "WALK_FLUSH",
+           "layer_cycles", "program_layer_cycles", "Pass", "chan_word", "LAYER_OVERHEAD", "TAIL_CYCLES", "WALK_FLUSH",
            "ADAPT_TAIL", "RUN_OVERHEAD", "CHAN_BITS", "CHAN_MULT_BITS", "CHAN_SHIFT_BITS"]
 
 #: Descriptor slots per layer in the ``DESC`` address space (``layer * 64 + field``).
@@ -50,8 +50,9 @@ class Sel(IntEnum):
 class Ctrl(IntEnum):
     """``CTRL`` register addresses."""
 
-    N_LAYERS = 0   #: layers of a run
-    BETA = 1       #: fixed-point ASQ factor of the network input (layer 0 with ``INPUT_BETA``)
+    N_LAYERS = 0     #: a run ends before this descriptor slot
+    BETA = 1         #: fixed-point ASQ factor of the network input (layer 0 with ``INPUT_BETA``)
+    FIRST_LAYER = 2  #: a run starts at this descriptor slot (a program in passes: the pass's first)
 
 
 class Flag(IntFlag):
@@ -478,6 +479,15 @@ class _Layout:
 SIGNED_FIELDS = (DescField.ROW_STEP, DescField.KROW_JUMP, DescField.PIX0, DescField.RELU_FLOOR)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One engine run of a program: descriptor slots ``first`` .. ``stop - 1`` after ``writes``."""
+
+    first: int
+    stop: int
+    writes: list
+
+
 @dataclass
 class Program:
     """A model laid out for one engine: configuration writes, I/O addresses, a reference.
@@ -494,6 +504,14 @@ class Program:
         Activation word of the input region; ``input_size`` its element count.
     value_bits_needed : int
         The value width the proven ranges of every layer need (<= ``params.value_bits``).
+    slots, slot_layer : list
+        Descriptor slots in run order (``layouts`` holds each layer's first): a layer too large for
+        the value buffer or the weight memory runs as several output-channel parts.
+    passes : list of Pass
+        Runs of consecutive slots whose weights fit the weight memory together. One pass: the
+        weights are in ``config_writes``. More: before each pass the host writes its
+        ``writes`` (its weight tiles, ``FIRST_LAYER``, ``N_LAYERS``) and starts the engine again;
+        activations stay on chip between passes. A sample's cycles are the sum over its passes.
     """
 
     params: EngineParams
@@ -503,6 +521,9 @@ class Program:
     input_base: int = 0
     input_size: int = 0
     value_bits_needed: int = 0
+    slots: list = field(default_factory=list)
+    slot_layer: list = field(default_factory=list)
+    passes: list = field(default_factory=list)
 
     @property
     def needs_beta(self) -> bool:
@@ -1040,8 +1061,9 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     if act_next > p.act_words:
         raise ValueError(f"the input needs {act_next} words per activation bank, more than act_words "
                          f"{p.act_words}; regenerate with --act-words {act_next}")
-    w_next, c_next, a_next = 0, 0, 0
-    layouts, writes, out_bases = [], [], []
+    c_next, a_next = 0, 0
+    slots, slot_layer, slot_tiles, out_bases, first_slot = [], [], [], [], []
+    chan_writes, adapt_writes = [], []
     mask16 = (1 << DESC_BITS) - 1
     for l, layer in enumerate(layers):
         where = f"layer {layer.name}"
@@ -1071,16 +1093,9 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                 raise ValueError(f"{where}: activation regions need {act_next} words per bank (input and "
                                  f"every non-final layer's output), more than act_words {p.act_words}; "
                                  f"regenerate with --act-words {act_next}")
-            if conv_h * out_w * n_out > p.value_words:
-                raise ValueError(f"{where}: its {conv_h * out_w * n_out} values (pixels x channels before "
-                                 f"pooling) exceed value_words {p.value_words}; regenerate with "
-                                 f"--value-words {conv_h * out_w * n_out}")
-        w_base, c_base, a_base = w_next, c_next, a_next
-        w_next += n_ot * n_it
+        parts = _channel_parts(layer, l in saves, conv_h * out_w, n_it, p, where)
+        c_base, a_base = c_next, a_next
         c_next += n_out
-        if w_next > p.weight_words:
-            raise ValueError(f"{where}: weight tiles need {w_next} words in total, more than weight_words "
-                             f"{p.weight_words}; regenerate with --weight-words {w_next}")
         if c_next > p.chan_words:
             raise ValueError(f"{where}: channel parameters need {c_next} entries in total, more than "
                              f"chan_words {p.chan_words}; regenerate with --chan-words {c_next}")
@@ -1103,51 +1118,127 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         q_lo_f, q_hi_f = ((int(layer.pre_mult), int(layer.pre_shift)) if layer.prescaled
                           else (qm & mask16, qm >> DESC_BITS))
         rm, rs = (int(layer.residual[1]), int(layer.residual[2])) if layer.residual is not None else (0, 1)
-        v = {DescField.N_IT: n_it, DescField.N_OT: n_ot, DescField.N_OUT: n_out, DescField.IN_BASE: in_base,
-             DescField.OUT_BASE: out_base, DescField.W_BASE: w_base, DescField.C_BASE: c_base,
-             DescField.N_SPAN: max(n_it, C), DescField.FLAGS: int(flags), DescField.HI: hi, DescField.LO: lo,
-             DescField.K: k, DescField.CT: ct, DescField.STRIDE: stride, DescField.PAD: pad,
-             DescField.IN_H: in_h, DescField.IN_W: in_w, DescField.OUT_W: out_w, DescField.N_PIX: conv_h * out_w,
-             DescField.OCT: oct_, DescField.COL_STEP: stride * ct_in,
-             DescField.ROW_STEP: stride * in_w * ct_in - (out_w - 1) * stride * ct_in,
-             DescField.KROW_JUMP: (in_w - k) * ct_in + kx_jump, DescField.PIX0: in_base - pad * (in_w + 1) * ct_in,
-             DescField.KX_JUMP: kx_jump, DescField.OT_STEP: ot_step,
-             DescField.RELU_FLOOR: int(layer.relu_floor) if layer.relu else 0,
-             DescField.Q_SHIFT: qs, DescField.Q_MULT_LO: q_lo_f, DescField.Q_MULT_HI: q_hi_f,
-             DescField.RES_MULT: rm, DescField.RES_SHIFT: rs, DescField.PK: pk, DescField.PS: ps, DescField.PP: pp,
-             DescField.CONV_H: conv_h, DescField.P_W: pw, DescField.P_NPIX: ph * pw, DescField.A_BASE: a_base,
-             DescField.HID: layer.adapter.hidden if layer.adapter is not None else 0,
-             DescField.Z_SHIFT: int(layer.adapter.z_frac) - arith.ASQ_Z_FRAC if layer.adapter is not None else 0,
-             DescField.SRC: src + 1, DescField.V_LAST: n_out - (n_ot - 1) * C}
+        first_slot.append(len(slots))
+        for p0, p1 in parts:                  # output channels p0..p1-1 (p0 a multiple of lcm(R, C))
+            pn = p1 - p0
+            pn_ot = _ceil(pn, C)
+            v = {DescField.N_IT: n_it, DescField.N_OT: pn_ot, DescField.N_OUT: pn, DescField.IN_BASE: in_base,
+                 DescField.OUT_BASE: out_base + p0 // R, DescField.W_BASE: 0, DescField.C_BASE: c_base + p0,
+                 DescField.N_SPAN: max(n_it, C), DescField.FLAGS: int(flags), DescField.HI: hi, DescField.LO: lo,
+                 DescField.K: k, DescField.CT: ct, DescField.STRIDE: stride, DescField.PAD: pad,
+                 DescField.IN_H: in_h, DescField.IN_W: in_w, DescField.OUT_W: out_w,
+                 DescField.N_PIX: conv_h * out_w, DescField.OCT: oct_, DescField.COL_STEP: stride * ct_in,
+                 DescField.ROW_STEP: stride * in_w * ct_in - (out_w - 1) * stride * ct_in,
+                 DescField.KROW_JUMP: (in_w - k) * ct_in + kx_jump,
+                 DescField.PIX0: in_base - pad * (in_w + 1) * ct_in,
+                 DescField.KX_JUMP: kx_jump, DescField.OT_STEP: ot_step,
+                 DescField.RELU_FLOOR: int(layer.relu_floor) if layer.relu else 0,
+                 DescField.Q_SHIFT: qs, DescField.Q_MULT_LO: q_lo_f, DescField.Q_MULT_HI: q_hi_f,
+                 DescField.RES_MULT: rm, DescField.RES_SHIFT: rs, DescField.PK: pk, DescField.PS: ps,
+                 DescField.PP: pp, DescField.CONV_H: conv_h, DescField.P_W: pw, DescField.P_NPIX: ph * pw,
+                 DescField.A_BASE: a_base, DescField.HID: layer.adapter.hidden if layer.adapter is not None else 0,
+                 DescField.Z_SHIFT: (int(layer.adapter.z_frac) - arith.ASQ_Z_FRAC if layer.adapter is not None
+                                     else 0),
+                 DescField.SRC: (first_slot[src] + 1) if src >= 0 else 0,
+                 DescField.V_LAST: pn - (pn_ot - 1) * C}
+            slots.append(v)
+            slot_layer.append(l)
+            slot_tiles.append([_pack_tile(codes, p0 // C + ot, it, ct, p, ct_base=(p0 // C + ot) * ot_step)
+                               for ot in range(pn_ot) for it in range(n_it)])
+        mult, offset, shift = layer.rescale_params()
+        chan_writes += [(int(Sel.CHAN), c_base + o, chan_word(int(mult[o]), int(shift[o]), int(offset[o])))
+                        for o in range(n_out)]
+        amask = (1 << arith.ADAPTER_ACC_BITS) - 1
+        adapt_writes += [(int(Sel.ADAPT), a_base + i, w & amask) for i, w in enumerate(adapter_words)]
+        out_bases.append(out_base)
+    if len(slots) > p.max_layers:
+        raise ValueError(f"the layers need {len(slots)} descriptor slots ({len(layers)} layers, the larger ones "
+                         f"split by output channels), more than max_layers {p.max_layers}; regenerate with "
+                         f"--max-layers {len(slots)}")
+    # passes: consecutive slots whose weight tiles fit the weight memory together (one pass: all)
+    passes, w_next = [[0, 0]], 0
+    for i, tiles in enumerate(slot_tiles):
+        if w_next + len(tiles) > p.weight_words:
+            passes.append([i, i])
+            w_next = 0
+        slots[i][DescField.W_BASE] = w_next
+        w_next += len(tiles)
+        passes[-1][1] = i + 1
+    if passes[0][1] == 0:                  # the first slot alone did not fit (cannot happen: parts fit)
+        passes.pop(0)
+    layouts_all = []
+    for i, v in enumerate(slots):
         lay = _Layout(tuple(int(v[f]) for f in DescField))
         for name, val in zip(DescField, lay.fields()):
             lo_, hi_ = (-(1 << (DESC_BITS - 1)), 1 << (DESC_BITS - 1)) if name in SIGNED_FIELDS else (0, 1 << DESC_BITS)
             if not lo_ <= val < hi_:
-                raise ValueError(f"{where}: descriptor field {name.name.lower()} = {val} does not fit "
-                                 f"{DESC_BITS} bits; split the layer")
-        layouts.append(lay)
-        for ot in range(n_ot):
-            for it in range(n_it):
-                writes.append((int(Sel.WEIGHT), w_base + ot * n_it + it,
-                               _pack_tile(codes, ot, it, ct, p, ct_base=ot * ot_step)))
-        mult, offset, shift = layer.rescale_params()
-        for o in range(n_out):
-            writes.append((int(Sel.CHAN), c_base + o, chan_word(int(mult[o]), int(shift[o]), int(offset[o]))))
-        amask = (1 << arith.ADAPTER_ACC_BITS) - 1
-        writes += [(int(Sel.ADAPT), a_base + i, w & amask) for i, w in enumerate(adapter_words)]
-        out_bases.append(out_base)
+                raise ValueError(f"layer {layers[slot_layer[i]].name}: descriptor field {name.name.lower()} = {val} "
+                                 f"does not fit {DESC_BITS} bits; split the layer")
+        layouts_all.append(lay)
+
+    def weight_writes(first, stop):
+        return [(int(Sel.WEIGHT), slots[i][DescField.W_BASE] + j, word)
+                for i in range(first, stop) for j, word in enumerate(slot_tiles[i])]
+
+    writes = [] if len(passes) > 1 else weight_writes(0, len(slots))
+    writes += chan_writes + adapt_writes
     if factor is not None:
         beta_t, inv_t = arith.asq_tables(factor)
         tb = arith.ASQ_TABLE_BITS
         if beta_t.max() >= 1 << tb or inv_t.max() >= 1 << tb:
             raise ValueError(f"ASQ factor {factor!r}: table entries do not fit {tb} bits")
         writes += [(int(Sel.TABLE), i, int(b) | int(v) << tb) for i, (b, v) in enumerate(zip(beta_t, inv_t))]
-    for l, lay in enumerate(layouts):
+    for i, lay in enumerate(layouts_all):
         for f, val in zip(DescField, lay.fields()):
-            writes.append((int(Sel.DESC), l * DESC_STRIDE + int(f), int(val) & mask16))
-    writes.append((int(Sel.CTRL), int(Ctrl.N_LAYERS), len(layers)))
-    return Program(params=p, layers=layers, layouts=layouts, config_writes=writes,
-                   input_base=0, input_size=input_size, value_bits_needed=need_bits[0])
+            writes.append((int(Sel.DESC), i * DESC_STRIDE + int(f), int(val) & mask16))
+    pass_list = []
+    if len(passes) == 1:
+        writes.append((int(Sel.CTRL), int(Ctrl.N_LAYERS), len(slots)))
+        pass_list.append(Pass(0, len(slots), []))
+    else:
+        for first, stop in passes:
+            pass_list.append(Pass(first, stop, weight_writes(first, stop)
+                                  + [(int(Sel.CTRL), int(Ctrl.FIRST_LAYER), first),
+                                     (int(Sel.CTRL), int(Ctrl.N_LAYERS), stop)]))
+    return Program(params=p, layers=layers, layouts=[layouts_all[i] for i in first_slot], config_writes=writes,
+                   input_base=0, input_size=input_size, value_bits_needed=need_bits[0], slots=layouts_all,
+                   slot_layer=slot_layer, passes=pass_list)
+
+
+def _channel_parts(layer: LayerSpec, saved: bool, pixels: int, n_it: int, p: EngineParams,
+                   where: str) -> list[tuple[int, int]]:
+    """Output-channel ranges the layer runs in: one, unless its values (``pixels`` x channels before
+    pooling) exceed the value buffer or its weight tiles the weight memory; then parts of a multiple
+    of ``lcm(R, C)`` channels (so a part starts on a tile column and an activation word), each its
+    own descriptor slot writing its channels into the layer's output region."""
+    R, C = p.rows, p.cols
+    n_out = layer.fan_out
+    values, tiles = pixels * n_out, _ceil(n_out, C) * n_it
+    over_values = not layer.final and values > p.value_words
+    over_weights = tiles > p.weight_words
+    if not (over_values or over_weights):
+        return [(0, n_out)]
+    need = (f"its {values} values (pixels x channels before pooling) exceed value_words {p.value_words}"
+            if over_values else f"its {tiles} weight tiles exceed weight_words {p.weight_words}")
+    fix = f"--value-words {values}" if over_values else f"--weight-words {tiles}"
+    why = ("it is the final layer (its values go to RESULT)" if layer.final else
+           "its ASQ quantizer needs every channel's sum" if layer.adapter is not None else
+           "it adds a residual" if layer.residual is not None else
+           "a later layer adds its values" if saved else
+           "it is depthwise" if layer.depthwise else None)
+    if why is not None:
+        raise ValueError(f"{where}: {need}, and it cannot run in output-channel parts because {why}; "
+                         f"regenerate with {fix}")
+    unit = R * C // math.gcd(R, C)
+    by_values = (p.value_words // pixels) // unit * unit
+    by_weights = (p.weight_words // n_it) * C // unit * unit
+    step = min(by_values, by_weights)
+    if step < unit:
+        small = (f"{pixels * unit} values" if by_values < unit else f"{_ceil(unit, C) * n_it} weight tiles")
+        fix = (f"--value-words {pixels * unit}" if by_values < unit else f"--weight-words {_ceil(unit, C) * n_it}")
+        raise ValueError(f"{where}: {need}; even its smallest output-channel part ({unit} channels) needs {small}; "
+                         f"regenerate with {fix}")
+    return [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
 
 
 def chan_word(mult: int, shift: int, offset: int) -> int:
@@ -1186,5 +1277,8 @@ def program_layer_cycles(params: EngineParams, lay: _Layout) -> int:
 
 
 def predicted_cycles(params: EngineParams, program: Program) -> int:
-    """Exact value of the engine's ``cycles`` output for one run of ``program``."""
-    return RUN_OVERHEAD + sum(program_layer_cycles(params, lay) for lay in program.layouts)
+    """Exact engine cycles of one sample of ``program``: its ``cycles`` output summed over the passes."""
+    slots = program.slots or program.layouts
+    passes = program.passes or [Pass(0, len(slots), [])]
+    return sum(RUN_OVERHEAD + sum(program_layer_cycles(params, slots[i]) for i in range(ps.first, ps.stop))
+               for ps in passes)

@@ -127,6 +127,7 @@ def run_amaranth(program: Program, samples: np.ndarray, waves: str | None = None
                     for i, s in enumerate(samples)]
     dut = PostEngine(program.params)
     reads = program.output_reads()
+    passes = [ps.writes for ps in program.passes] or [[]]
     max_cycles = 4 * predicted_cycles(program.params, program) + 1000
     result = {"outputs": [], "cycles": [], "sim_cycles": 0}
 
@@ -134,9 +135,14 @@ def run_amaranth(program: Program, samples: np.ndarray, waves: str | None = None
         ticks = await host_write(ctx, dut, program.config_writes)
         for writes in input_writes:
             ticks += await host_write(ctx, dut, writes)
-            cycles, waited = await run_engine(ctx, dut, max_cycles)
+            cycles = 0
+            for pass_writes in passes:             # a program in passes: weights reloaded between runs
+                ticks += await host_write(ctx, dut, pass_writes)
+                run_cycles, waited = await run_engine(ctx, dut, max_cycles)
+                cycles += run_cycles
+                ticks += waited
             values, read_ticks = await host_read(ctx, dut, reads)
-            ticks += waited + read_ticks
+            ticks += read_ticks
             result["cycles"].append(int(cycles))
             result["outputs"].append(program.decode_outputs(values))
         result["sim_cycles"] = ticks

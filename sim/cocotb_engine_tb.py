@@ -3,7 +3,8 @@
 The testbench is deliberately dumb: it knows the host-port protocol of
 ``docs/engine.md`` and nothing of the arithmetic. It reads a JSON job (path in
 ``POST_ACCEL_JOB``) made by :mod:`sim.rtl`, writes the configuration, and for
-every sample writes the inputs, pulses ``start``, sleeps until ``done`` rises
+every sample writes the inputs, pulses ``start`` (once per pass of a program run in passes, after
+that pass's writes), sleeps until ``done`` rises
 (no Python in the loop while the engine computes; the clock runs in HDL), reads
 ``cycles`` and every requested output, and writes the raw values to the JSON
 file named by ``POST_ACCEL_RESULT``. Comparison with the golden model happens
@@ -89,13 +90,16 @@ async def run_job(dut):
     results = []
     for sample in job["samples"]:
         await _host_write(dut, layout, sample["input_writes"])
-        dut.start.value = 1
-        await FallingEdge(dut.clk)
-        dut.start.value = 0
-        assert not int(dut.done.value), "protocol violation: done still high the cycle after start"
-        await with_timeout(RisingEdge(dut.done), timeout_ns, "ns")
-        await FallingEdge(dut.clk)
-        cycles = int(dut.cycles.value)
+        cycles = 0
+        for pass_writes in job.get("passes", [[]]):    # more than one: weights reloaded between runs
+            await _host_write(dut, layout, pass_writes)
+            dut.start.value = 1
+            await FallingEdge(dut.clk)
+            dut.start.value = 0
+            assert not int(dut.done.value), "protocol violation: done still high the cycle after start"
+            await with_timeout(RisingEdge(dut.done), timeout_ns, "ns")
+            await FallingEdge(dut.clk)
+            cycles += int(dut.cycles.value)
         reads = await _host_read(dut, layout, job["output_reads"])
         results.append({"cycles": cycles, "reads": reads})
     wall = time.perf_counter() - wall

@@ -230,6 +230,8 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
                                       program.input_writes(s, None if betas is None else int(betas[i]))]}
                     for i, s in enumerate(samples)],
         "output_reads": [list(map(int, r)) for r in reads],
+        # a program in passes: the host writes each pass's weights and slot range and starts again
+        "passes": [[list(map(int, w)) for w in ps.writes] for ps in program.passes] or [[]],
     }
     run_dir = build_dir / f"run-{os.getpid()}-{time.monotonic_ns()}"
     run_dir.mkdir()

@@ -249,9 +249,13 @@ def test_build_program_errors(change, match):
 def test_build_program_memory_errors():
     base = EngineParams(rows=2, cols=2, **SMALL)
     layers = _layers_ok(base)
-    tight = [(dict(weight_words=15), r"layer out: weight tiles need 20 words .*--weight-words 20"),
+    tight = [(dict(weight_words=7), r"layer out: its 8 weight tiles exceed weight_words 7, and it cannot run in "
+                                    r"output-channel parts because it is the final layer.*--weight-words 8"),
              (dict(chan_words=9), r"layer out: channel parameters need 10 entries .*--chan-words 10"),
-             (dict(value_words=6), r"layer fc1: its 7 values .* exceed value_words 6.*--value-words 7"),
+             (dict(value_words=1), r"layer fc1: its 7 values .* exceed value_words 1; even its smallest "
+                                   r"output-channel part \(2 channels\) needs 2 values.*--value-words 2"),
+             (dict(weight_words=2), r"layer fc1: its 12 weight tiles exceed weight_words 2; even its smallest "
+                                    r"output-channel part \(2 channels\) needs 3 weight tiles.*--weight-words 3"),
              (dict(act_words=5), r"layer fc1: activation regions need 7 words .*--act-words 7")]
     for change, match in tight:
         with pytest.raises(ValueError, match=match):
