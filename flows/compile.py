@@ -178,7 +178,8 @@ def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams
 def graph_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
     """The graph's stages as engine layers (codes widened to ``params.wbits``); errors name the stage.
 
-    A DAG graph (export v3) may give more engine layers than stages: see :func:`_dag_plan`."""
+    A DAG graph (export v3) may give more engine layers than stages: one per quantized copy of a
+    stage's value (:func:`golden.dagplan.copy_plan`)."""
     if getattr(graph, "kind", "chain") == "dag":
         return _dag_layer_specs(graph, params)
     from golden.intgraph import stage_input_bits
@@ -227,70 +228,17 @@ def compile_graph(graph, params: EngineParams | None = None, rows: int = 4, cols
 
 # --- v3: DAG integer graphs (residual adds, branches, global average pooling) -----------------
 
-def _quant_key(st) -> tuple:
-    """What a consumer stage asks of its source's output quantizer (equal keys share one engine layer)."""
-    q = st.in_quant
-    ad = q.adapter
-    arrays = () if q.kind != "asq" else tuple(
-        None if a is None else tuple(np.asarray(a).reshape(-1).tolist()) for a in (ad.w1, ad.b1, ad.w2, ad.b2))
-    return (q.kind, q.bits, q.lo, q.hi, q.value_frac, int(st.in_mult), int(st.in_shift), int(st.in_offset),
-            None if q.kind != "asq" else (ad.z_frac, ad.factor), arrays)
-
-
-def _dag_plan(graph):
-    """Engine layers of a DAG graph, in run order: ``[(stage, consumer or None, engine name)]``.
-
-    The engine quantizes a layer's output once, so a stage whose value feeds consumers with
-    different quantizers (a ResNet block input read by conv1 and the 1x1 shortcut) runs once per
-    quantizer (the copies are named ``stage~1``, ``stage~2``...). Layers are emitted depth first
-    from the output, each right before its first reader.
-    """
-    stages = {st.name: st for st in graph.stages}
-    groups: dict = {name: [] for name in stages}          # stage -> [(key, first consumer)]
-    for st in graph.stages:
-        if st.input_from != "input":
-            keys = [k for k, _ in groups[st.input_from]]
-            if _quant_key(st) not in keys:
-                groups[st.input_from].append((_quant_key(st), st))
-    emitted, plan = {}, []
-
-    def need(name: str, gi: int) -> str:
-        if (name, gi) in emitted:
-            return emitted[(name, gi)]
-        st = stages[name]
-        if st.input_from != "input":
-            need(st.input_from, [k for k, _ in groups[st.input_from]].index(_quant_key(st)))
-        if st.residual is not None:
-            need(st.residual[0], 0)
-        consumer = groups[name][gi][1] if groups[name] else None
-        ename = name if gi == 0 else f"{name}~{gi}"
-        emitted[(name, gi)] = ename
-        plan.append((st, consumer, ename))
-        return ename
-
-    need(graph.output, 0)
-    for st in graph.stages:                                 # stages the output does not depend on
-        for gi in range(max(1, len(groups[st.name]))):
-            need(st.name, gi)
-    return plan, groups
-
-
 def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
+    """Engine layers of a DAG graph: one per quantized copy of a stage's value
+    (:func:`golden.dagplan.copy_plan`), in its order."""
+    from golden.dagplan import copy_plan
     from hw.program import AdapterSpec
 
-    plan, groups = _dag_plan(graph)
-    names = {(st.name, consumer.name if consumer is not None else None): en for st, consumer, en in plan}
-    specs, shapes = [], {}
-    for st, consumer, ename in plan:
+    specs, shapes = [], {"input": tuple(int(v) for v in graph.input_shape)}
+    for st, consumer, ename, src_name in copy_plan(graph):
         where = f"stage {st.name}"
         _check_stage_fits(st, params, where)
-        if st.input_from == "input":
-            src_name, in_chw = "input", tuple(int(v) for v in graph.input_shape)
-        else:
-            key = _quant_key(st)
-            first = next(c for k, c in groups[st.input_from] if k == key)
-            src_name = names[(st.input_from, first.name)]
-            in_chw = shapes[src_name]
+        in_chw = shapes[src_name]
         if st.kind == "conv" and len(in_chw) != 3:
             raise ValueError(f"{where}: a convolution needs a C x H x W input, got {in_chw}")
         if st.groups != 1 and not (st.kind == "conv" and st.weights.shape[1] == 1
@@ -322,7 +270,7 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
         spec.pool, spec.pool_mode = pool, pool_mode
         if st.residual is not None:
             rname, rm, rs = st.residual
-            spec.residual = (names[(rname, groups[rname][0][1].name if groups[rname] else None)], int(rm), int(rs))
+            spec.residual = (rname, int(rm), int(rs))             # a stage's first copy has its name
         if consumer is not None:
             q = consumer.in_quant
             if int(consumer.in_offset) != 1 << (int(consumer.in_shift) - 1):
@@ -408,33 +356,30 @@ def _engine_params_for_dag(graph, rows: int, cols: int) -> EngineParams:
     return dataclasses.replace(params, value_bits=max(arith.VALUE_BITS, need))
 
 
-def expected_layer_outputs(graph, run, sample: int) -> list[np.ndarray]:
-    """What every engine layer of ``compile_graph(graph)`` must output for one sample, from the
-    integer executor's run (:func:`golden.intgraph.run_graph`), CHW-flattened like the engine's.
+def expected_outputs(graph, program: Program, run) -> list[np.ndarray]:
+    """What every engine layer of ``program`` (``compile_graph(graph)``) must output, ``[N, size]``
+    per layer (CHW-flattened like the engine's), from the integer executor's run
+    (:func:`golden.intgraph.run_graph`) of the same N samples.
 
     Chain graphs: layer ``i`` outputs stage ``i + 1``'s input codes, the last layer the logits.
-    DAG graphs: engine layer (stage, consumer) outputs the consumer's input codes; the output
-    stage's layer the logits; a layer no quantized layer reads (a shortcut only added) all zeros.
+    DAG graphs: the copy of stage S made for reader T outputs T's input codes; the output stage's
+    layer the logits; a copy no stage quantizes (a shortcut that is only added) all zeros.
     """
+    n = len(run.logits)
     if getattr(graph, "kind", "chain") != "dag":
-        return [np.asarray(c[sample]).reshape(-1) for c in run.codes[1:]] + [np.asarray(run.logits[sample])]
+        return [np.asarray(c).reshape(n, -1) for c in run.codes[1:]] + [np.asarray(run.logits).reshape(n, -1)]
+    from golden.dagplan import copy_plan
+
     index = {st.name: i for i, st in enumerate(graph.stages)}
+    plan = copy_plan(graph)
+    if [copy for _, _, copy, _ in plan] != [layer.name for layer in program.layers]:
+        raise ValueError("the program was not compiled from this graph (its layers are not the graph's copies)")
     out = []
-    for st, consumer, _ in _dag_plan(graph)[0]:
+    for (st, reader, _, _), layer in zip(plan, program.layers):
         if st.name == graph.output:
-            out.append(np.asarray(run.logits[sample]).reshape(-1))
-        elif consumer is None:
-            n = int(st.weights.shape[0])
-            shape = [s for s in _stage_out_shapes(graph)[st.name]]
-            out.append(np.zeros(int(np.prod(shape)) if shape else n, dtype=np.int64))
+            out.append(np.asarray(run.logits).reshape(n, -1))
+        elif reader is None:
+            out.append(np.zeros((n, layer.out_size), dtype=np.int64))
         else:
-            out.append(np.asarray(run.codes[index[consumer.name]][sample]).reshape(-1))
+            out.append(np.asarray(run.codes[index[reader.name]]).reshape(n, -1))
     return out
-
-
-def _stage_out_shapes(graph) -> dict:
-    """Per-sample output shape of every DAG stage (after its pooling)."""
-    params = EngineParams(wbits=max(st.wbits for st in graph.stages),
-                          abits=max(st.in_quant.bits for st in graph.stages),
-                          frac_bits=graph.stages[0].frac_bits)
-    return {spec.name: spec.out_chw for spec in _dag_layer_specs(graph, params)}

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from hw.program import RUN_OVERHEAD, EngineParams, layer_cycles
 
 __all__ = ["Shape", "LayerPerf", "layer_perf", "model_perf", "shapes_for_model", "shapes_from_file",
-           "program_shapes", "write_shapes_file", "SHAPES_FILE"]
+           "program_shapes", "layer_spec_shapes", "dag_engine_plan", "write_shapes_file", "SHAPES_FILE"]
 
 
 @dataclass(frozen=True)
@@ -219,26 +219,73 @@ def program_shapes(program) -> list[Shape]:
 
 
 def layer_spec_shapes(layers) -> list[Shape]:
-    """Shapes of :class:`hw.program.LayerSpec` layers (convolutions, pooling, ASQ quantizers included)."""
-    out, prev = [], None
-    for l in layers:
+    """Shapes of :class:`hw.program.LayerSpec` layers (convolutions, pooling, ASQ quantizers included).
+
+    A fully-connected layer reading a ``C x H x W`` map reads it where its source wrote it: the
+    layer named by its ``input_from`` (a DAG program), else the layer before it."""
+    out, by_name = [], {}
+    for i, l in enumerate(layers):
         extra = dict(pool=l.pool_kspd, asq_hidden=l.adapter.hidden if l.adapter is not None else 0)
+        frm = getattr(l, "input_from", None)
+        src = (layers[i - 1] if i else None) if frm is None else by_name.get(frm)
         if l.is_conv:
             c, h, w = l.in_chw
             _, oh, ow = l.conv_chw
             out.append(Shape(l.name, "conv", c, l.fan_out, l.k, l.stride, l.pad, int(l.groups), (h, w), (oh, ow),
                              **extra))
-        elif prev is not None and prev.out_chw[1] * prev.out_chw[2] > 1:   # reads a flattened C x H x W map
-            c, h, w = prev.out_chw
+        elif src is not None and src.out_chw[1] * src.out_chw[2] > 1:     # reads a flattened C x H x W map
+            c, h, w = src.out_chw
             out.append(Shape(l.name, "linear", c, l.fan_out, in_hw=(h, w), **extra))
         else:
             out.append(Shape(l.name, "linear", l.fan_in, l.fan_out, **extra))
-        prev = l
+        by_name[l.name] = l
+    return out
+
+
+def dag_engine_plan(graph) -> list[tuple]:
+    """The engine layers of a DAG integer graph (export v3) in run order, without compiling it:
+    :func:`golden.dagplan.copy_plan` (one layer per quantized copy of a stage's value)."""
+    from golden.dagplan import copy_plan
+    return copy_plan(graph)
+
+
+def _dag_shapes(graph) -> list[Shape]:
+    """Shapes of the engine layers of a DAG integer graph (:func:`dag_engine_plan`): a stage's pooling
+    (global average pooling: a sum window over the whole map) and its consumer's ASQ quantizer."""
+    out, chw = [], {"input": tuple(int(v) for v in graph.input_shape)}
+    for st, consumer, ename, src in dag_engine_plan(graph):
+        q = consumer.in_quant if consumer is not None else None
+        hidden = int(q.adapter.w1.shape[0]) if q is not None and q.kind == "asq" else 0
+        dims = chw[src] if len(chw[src]) == 3 else (int(math.prod(chw[src])), 1, 1)
+        o = int(st.weights.shape[0])
+        if st.kind == "linear":
+            c, h, w = dims
+            if h * w > 1:
+                out.append(Shape(ename, "linear", c, o, in_hw=(h, w), asq_hidden=hidden))
+            else:
+                out.append(Shape(ename, "linear", int(math.prod(st.weights.shape[1:])), o, asq_hidden=hidden))
+            oh = ow = 1
+            pool = (1, 1, 0)
+        else:
+            c, h, w = dims
+            k = int(st.weights.shape[2])
+            oh, ow = (h + 2 * st.padding - k) // st.stride + 1, (w + 2 * st.padding - k) // st.stride + 1
+            pool = (1, 1, 0)
+            for op in st.post_ops:
+                if op[0] == "maxpool":
+                    pool = tuple(int(v) for v in op[1:4])
+                elif op[0] == "sumpool":
+                    pool = (oh, oh, 0)
+            out.append(Shape(ename, "conv", c, o, k, st.stride, st.padding, st.groups, (h, w), (oh, ow),
+                             pool=pool, asq_hidden=hidden))
+        pk, ps, pp = pool
+        chw[ename] = (o, (oh + 2 * pp - pk) // ps + 1, (ow + 2 * pp - pk) // ps + 1)
     return out
 
 
 def shapes_from_file(path) -> tuple[list[Shape], dict]:
-    """Shapes of an exported model: a version-1 MLP file or a version-2 integer graph."""
+    """Shapes of an exported model: a version-1 MLP file, a version-2 integer graph (a chain) or a
+    version-3 DAG integer graph (one shape per engine layer, :func:`dag_engine_plan`)."""
     from golden.intmodel import ModelFileError, load_intmodel
 
     from golden.graphfile import load_graph
@@ -249,8 +296,12 @@ def shapes_from_file(path) -> tuple[list[Shape], dict]:
     except ModelFileError as v1_error:
         try:
             graph = load_graph(path)
-        except ModelFileError:
+        except ModelFileError as graph_error:
+            if "is an integer graph" in str(v1_error):     # a graph file (v2/v3) that is damaged
+                raise graph_error from None
             raise v1_error from None
+    if getattr(graph, "kind", "chain") == "dag":
+        return _dag_shapes(graph), {}
     shapes = []
     dims = tuple(graph.input_shape)
     chw = None                                   # feature map a flatten came from

@@ -106,6 +106,11 @@ def _trained_resnet8_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_resnet8_path() -> Path:
+    return _trained_resnet8_path()
+
+
+@pytest.fixture(scope="session")
 def trained_resnet8():
     """A trained digits ResNet-8 (POST weights, ASQ activations; residual adds, 1x1 shortcut convs,
     global average pooling) exported as a DAG integer graph (file v3)."""

@@ -170,6 +170,7 @@ def test_train_export_cnn_with_any_quantizers(tmp_path):
     assert r["model"] == "cnn" and r["weight_quant"] == "pot" and r["act_quant"] == "asq"
     r = _cli("export", str(ckpt), "--out", str(model), "--json")
     assert r["format"] == "post-accel-intgraph" and len(r["layers"]) == 4
+    assert r["version"] == 2 and "output" not in r           # a chain: export_graph, file version 2
     assert abs(r["integer_test_accuracy"] - r["float_test_accuracy"]) <= 0.05
     r = _cli("perf", "--model", str(model), "--json")
     assert [l["kind"] for l in r["layers"]] == ["conv", "conv", "conv", "linear"]
