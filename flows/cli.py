@@ -370,6 +370,7 @@ def cmd_simulate(args) -> int:
     result = {
         "backend": args.backend, "samples": n, "mismatches": cmp.mismatches,
         "prediction_mismatches": cmp.prediction_mismatches, "per_layer_mismatches": cmp.per_layer,
+        "layers_not_read": cmp.not_read, "passes": len(getattr(program, "passes", None) or [None]),
         "rtl_accuracy": float((rtl_pred == labels).mean()),
         "golden_accuracy": float((golden_pred == labels).mean()), "model_format": version,
         "layers": names, "engine_layers": len(names),
@@ -381,14 +382,19 @@ def cmd_simulate(args) -> int:
         "simulated_cycles_per_second": round(sim_cycles / seconds) if seconds > 0 else None,
         "rows": params.rows, "cols": params.cols, "wbits": params.wbits, "abits": params.abits,
     }
+    compared = (f"every output of every layer compared: {cmp.values} values" if not cmp.not_read else
+                f"{cmp.values} values compared; not read back, their activation regions reused: "
+                f"{', '.join(cmp.not_read)}")
+    passes = len(getattr(program, "passes", None) or [None])
     text = (f"post-accel simulate: {n} digits test samples on {args.backend}, "
             f"{params.rows}x{params.cols} POST array W{params.wbits}A{params.abits}\n"
             f"  model                    {_model_summary(version, model, names)}\n"
             f"  golden integer accuracy  {result['golden_accuracy']:.4f}\n"
             f"  RTL accuracy             {result['rtl_accuracy']:.4f}\n"
             f"  mismatches               {cmp.mismatches} values, {cmp.prediction_mismatches} predictions "
-            f"(every output of every layer compared: {cmp.values} values)\n"
-            f"  engine cycles            {result['cycles']} ({result['cycles_per_sample']:.0f} per sample)\n"
+            f"({compared})\n"
+            f"  engine cycles            {result['cycles']} ({result['cycles_per_sample']:.0f} per sample"
+            + (f", {passes} passes: weights reloaded between them" if passes > 1 else "") + ")\n"
             f"  simulation               {wall:.2f} s wall ({len(chunks)} launches, {jobs} at a time), "
             f"{sim_cycles} cycles incl. host I/O, {result['simulated_cycles_per_second'] or 0:,} cycles/s "
             f"per simulator" + (f" (+{build_seconds:.1f} s build)" if build_seconds else ""))

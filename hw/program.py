@@ -512,6 +512,10 @@ class Program:
         weights are in ``config_writes``. More: before each pass the host writes its
         ``writes`` (its weight tiles, ``FIRST_LAYER``, ``N_LAYERS``) and starts the engine again;
         activations stay on chip between passes. A sample's cycles are the sum over its passes.
+    kept : list of bool
+        Per layer: its outputs are still in the activation memory after a run. All, unless the
+        regions did not fit side by side and were reused (see ``_act_regions``); only kept layers
+        are read back (:meth:`output_reads`; :meth:`decode_outputs` gives None for the others).
     """
 
     params: EngineParams
@@ -524,6 +528,7 @@ class Program:
     slots: list = field(default_factory=list)
     slot_layer: list = field(default_factory=list)
     passes: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
 
     @property
     def needs_beta(self) -> bool:
@@ -574,9 +579,11 @@ class Program:
         return writes
 
     def output_reads(self) -> list[tuple[int, int]]:
-        """Reads of every layer's outputs in layer order, each in CHW order (RESULT for the final layer)."""
+        """Reads of every kept layer's outputs in layer order, each in CHW order (RESULT for the final layer)."""
         reads = []
-        for layer, lay in zip(self.layers, self.layouts):
+        for layer, lay, keep in zip(self.layers, self.layouts, self.kept or [True] * len(self.layers)):
+            if not keep:
+                continue
             c, h, w = layer.out_chw
             if layer.final:       # RESULT index pixel * n_out + o
                 reads += [(int(Sel.RESULT), (y * w + x) * c + o) for o in range(c) for y in range(h)
@@ -586,14 +593,19 @@ class Program:
         return reads
 
     def decode_outputs(self, values) -> list[np.ndarray]:
-        """Split raw read data (in :meth:`output_reads` order) into one int64 array per layer (CHW, flat)."""
+        """Split raw read data (in :meth:`output_reads` order) into one int64 array per layer (CHW, flat;
+        None for a layer that is not :attr:`kept`)."""
         values = [int(v) for v in values]
-        sizes = [layer.out_size for layer in self.layers]
+        kept = self.kept or [True] * len(self.layers)
+        sizes = [layer.out_size if keep else 0 for layer, keep in zip(self.layers, kept)]
         if len(values) != sum(sizes):
             raise ValueError(f"expected {sum(sizes)} read values, got {len(values)}")
         db = self.params.data_bits
         out, pos = [], 0
-        for layer, n in zip(self.layers, sizes):
+        for layer, n, keep in zip(self.layers, sizes, kept):
+            if not keep:
+                out.append(None)             # its region was reused by a later layer
+                continue
             chunk = values[pos:pos + n]
             pos += n
             if layer.final:
@@ -986,7 +998,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
 
     Allocation: activation region 0 (word 0) holds the input, then one region per non-final layer
     (its pooled output, ``ceil(C/R)`` words a pixel) so that every layer's outputs can be read back
-    after a run. Weight tiles are packed layer after layer (tile ``(ot, it)`` at ``w_base + ot*n_it
+    after a run -- or, when they do not fit side by side, regions reused once read (``_act_regions``). Weight tiles are packed layer after layer (tile ``(ot, it)`` at ``w_base + ot*n_it
     + it``, padded with code 0); CHAN entries and adapter words layer after layer; the factor tables
     once if any layer is ASQ (all ASQ layers must share one factor).
 
@@ -1061,6 +1073,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     if act_next > p.act_words:
         raise ValueError(f"the input needs {act_next} words per activation bank, more than act_words "
                          f"{p.act_words}; regenerate with --act-words {act_next}")
+    region_bases, kept = _act_regions(layers, sources, p)
     c_next, a_next = 0, 0
     slots, slot_layer, slot_tiles, out_bases, first_slot = [], [], [], [], []
     chan_writes, adapt_writes = [], []
@@ -1087,12 +1100,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         if layer.final:
             out_base = 0
         else:
-            out_base = act_next
-            act_next += ph * pw * oct_
-            if act_next > p.act_words:
-                raise ValueError(f"{where}: activation regions need {act_next} words per bank (input and "
-                                 f"every non-final layer's output), more than act_words {p.act_words}; "
-                                 f"regenerate with --act-words {act_next}")
+            out_base = region_bases[l]
         parts = _channel_parts(layer, l in saves, conv_h * out_w, n_it, p, where)
         c_base, a_base = c_next, a_next
         c_next += n_out
@@ -1202,7 +1210,57 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                                      (int(Sel.CTRL), int(Ctrl.N_LAYERS), stop)]))
     return Program(params=p, layers=layers, layouts=[layouts_all[i] for i in first_slot], config_writes=writes,
                    input_base=0, input_size=input_size, value_bits_needed=need_bits[0], slots=layouts_all,
-                   slot_layer=slot_layer, passes=pass_list)
+                   slot_layer=slot_layer, passes=pass_list, kept=kept)
+
+
+def _act_regions(layers: list, sources: list, p: EngineParams) -> tuple[list, list]:
+    """Activation region base (word) of every non-final layer, and which layers' outputs are still in
+    place after a run (``kept``). The input region is at word 0.
+
+    If the input and every non-final layer's region fit ``act_words`` side by side, each gets its own
+    region (all outputs can be read back). Otherwise regions are reused: a layer's region is freed
+    once every layer reading it has run, and a new region goes to the lowest free gap (first fit);
+    layers whose region a later layer overwrote are not ``kept``. A layer whose own region does not
+    fit next to the regions still needed then raises, naming the words it needs.
+    """
+    R = p.rows
+    c0, h0, w0 = layers[0].in_chw
+    sizes = [None if layer.final else layer.out_chw[1] * layer.out_chw[2] * _ceil(layer.out_chw[0], R)
+             for layer in layers]
+    in_words = h0 * w0 * _ceil(c0, R)
+    total = in_words + sum(n for n in sizes if n is not None)
+    bases: list = [None] * len(layers)
+    if total <= p.act_words:
+        nxt = in_words
+        for l, n in enumerate(sizes):
+            if n is not None:
+                bases[l], nxt = nxt, nxt + n
+        return bases, [True] * len(layers)
+    last_read = {j: max([l for l, src in enumerate(sources) if src == j], default=-1) for j in range(-1, len(layers))}
+    live = {-1: (0, in_words)}                     # owner -> (base, end)
+    kept = [True] * len(layers)
+    spans: dict = {}                               # owner -> (base, end), all ever allocated
+    for l, n in enumerate(sizes):
+        if n is None:
+            continue
+        for j in [j for j in live if last_read[j] < l]:
+            del live[j]
+        base = 0
+        for b, e in sorted(live.values()):
+            if base + n <= b:
+                break
+            base = max(base, e)
+        if base + n > p.act_words:
+            held = ", ".join(f"{'input' if j < 0 else layers[j].name} {e - b}" for j, (b, e) in sorted(live.items()))
+            raise ValueError(f"layer {layers[l].name}: its {n}-word activation region does not fit act_words "
+                             f"{p.act_words} next to the regions still to be read ({held} words); regenerate "
+                             f"with --act-words {base + n}")
+        for j, (b, e) in spans.items():
+            if j >= 0 and b < base + n and base < e:
+                kept[j] = False                    # overwritten: its outputs cannot be read back
+        live[l] = spans[l] = (base, base + n)
+        bases[l] = base
+    return bases, kept
 
 
 def _channel_parts(layer: LayerSpec, saved: bool, pixels: int, n_it: int, p: EngineParams,

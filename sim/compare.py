@@ -34,6 +34,7 @@ class Comparison:
     per_layer: dict = field(default_factory=dict)
     prediction_mismatches: int = 0
     first: list = field(default_factory=list)
+    not_read: list = field(default_factory=list)   #: layers whose activation region was reused
 
     @property
     def ok(self) -> bool:
@@ -52,7 +53,9 @@ class Comparison:
 def compare_outputs(expected: list, got: list, layer_names: list[str]) -> Comparison:
     """Compare ``expected[l]`` (``[B, n_l]`` golden arrays per layer) with ``got[s][l]`` (RTL per sample).
 
-    The last layer holds logits; predictions (first index of the maximum) are compared too.
+    The last layer holds logits; predictions (first index of the maximum) are compared too. A layer
+    whose RTL outputs are None (its activation region was reused, ``Program.kept``) is listed in
+    ``not_read`` instead.
     """
     n_samples = len(got)
     if n_samples == 0:
@@ -60,7 +63,11 @@ def compare_outputs(expected: list, got: list, layer_names: list[str]) -> Compar
     if len(expected) != len(layer_names):
         raise ValueError(f"{len(expected)} golden layers but {len(layer_names)} layer names")
     per_layer, first, total, values = {}, [], 0, 0
+    not_read = []
     for l, name in enumerate(layer_names):
+        if any(s[l] is None for s in got):        # the engine reused its region: not read back
+            not_read.append(name)
+            continue
         exp = np.asarray(expected[l])[:n_samples]
         rtl = np.stack([np.asarray(s[l], dtype=np.int64) for s in got])
         if rtl.shape != exp.shape:
@@ -75,4 +82,4 @@ def compare_outputs(expected: list, got: list, layer_names: list[str]) -> Compar
     exp_pred = np.argmax(np.asarray(expected[-1])[:n_samples], axis=1)
     rtl_pred = np.array([int(np.argmax(s[-1])) for s in got])
     return Comparison(samples=n_samples, values=values, mismatches=total, per_layer=per_layer,
-                      prediction_mismatches=int((exp_pred != rtl_pred).sum()), first=first)
+                      prediction_mismatches=int((exp_pred != rtl_pred).sum()), first=first, not_read=not_read)

@@ -31,8 +31,12 @@ BACKENDS = ("icarus", "verilator")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / "build" / "sim"
 
-VERILATOR_ARGS = ["--timing", "-CFLAGS", "-std=c++20 -fcoroutines", "-O3", "-Wno-fatal",
-                  "-Wno-WIDTHTRUNC", "-Wno-WIDTHEXPAND"]
+# -CFLAGS -O2 (Verilator's generated Makefile compiles the model with -Os otherwise) and the fast X
+# modes (Amaranth's Verilog assigns no X; every register has a reset value) make the model ~30 %
+# faster on the demo CNN (measured 2026-11-25: 142K -> 189-205K simulated cycles/s, 120 samples,
+# one process) for ~12 s more build time.
+VERILATOR_ARGS = ["--timing", "-CFLAGS", "-std=c++20 -fcoroutines", "-CFLAGS", "-O2", "-O3",
+                  "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-WIDTHTRUNC", "-Wno-WIDTHEXPAND"]
 
 
 class ToolMissing(RuntimeError):

@@ -70,6 +70,8 @@ def mismatches(program, samples, outputs):
     bad = []
     for s, x in enumerate(samples):
         for layer, got, exp in zip(program.layers, outputs[s], program.reference(x)):
+            if got is None:                      # not read back: its activation region was reused
+                continue
             assert got.shape == exp.shape, f"layer {layer.name}: shape {got.shape} != {exp.shape}"
             bad += [(layer.name, s, int(i), int(exp[i]), int(got[i])) for i in np.flatnonzero(got != exp)]
     return bad
@@ -256,7 +258,8 @@ def test_build_program_memory_errors():
                                    r"output-channel part \(2 channels\) needs 2 values.*--value-words 2"),
              (dict(weight_words=2), r"layer fc1: its 12 weight tiles exceed weight_words 2; even its smallest "
                                     r"output-channel part \(2 channels\) needs 3 weight tiles.*--weight-words 3"),
-             (dict(act_words=5), r"layer fc1: activation regions need 7 words .*--act-words 7")]
+             (dict(act_words=5), r"layer fc1: its 4-word activation region does not fit act_words 5 next to the "
+                                 r"regions still to be read \(input 3 words\); regenerate with --act-words 7")]
     for change, match in tight:
         with pytest.raises(ValueError, match=match):
             build_program(dataclasses.replace(base, **change), layers)

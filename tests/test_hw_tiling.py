@@ -1,5 +1,6 @@
-"""Layers larger than the on-chip buffers: output-channel parts (value buffer, weight memory) and
-programs in passes (weights reloaded by the host between runs, activations kept on chip).
+"""Layers larger than the on-chip buffers: output-channel parts (value buffer, weight memory),
+programs in passes (weights reloaded by the host between runs, activations kept on chip) and
+activation regions reused once read (activation memory).
 
 Every case must give the same outputs as the reference on every layer, and exactly the predicted
 cycles (the sum over the passes)."""
@@ -82,6 +83,28 @@ def test_trained_cnn_in_passes(trained_cnn):
         got = program.reference(run.codes[0][s].reshape(-1), None if run.betas[0] is None else int(run.betas[0][s]))
         for layer, g, e in zip(program.layers, got, expected):
             np.testing.assert_array_equal(g, e[s], err_msg=layer.name)
+
+
+def test_activation_regions_are_reused_when_they_do_not_fit_side_by_side():
+    """Input 4 + 5 + 3 + 4 words of regions in a 9-word activation memory: fc2 takes the input's
+    region once fc1 has read it, fc3 part of fc1's once fc2 has; fc1 is then not read back."""
+    params = EngineParams(rows=2, cols=2, **{**SMALL, "act_words": 9}, value_words=64, weight_words=64)
+    rng = np.random.default_rng(11)
+    layers = random_layers(rng, params, [7, 10, 6, 8, 3])
+    program = build_program(params, layers)
+    assert program.kept == [False, True, True, True]
+    assert [lay.out_base for lay in program.layouts[:3]] == [4, 0, 3]
+    samples = samples_for(rng, params, 7)
+    run = run_amaranth(program, samples)
+    assert all(out[0] is None for out in run["outputs"])
+    assert not mismatches(program, samples, run["outputs"])
+    assert run["cycles"] == [predicted_cycles(params, program)] * len(samples)
+    roomy = build_program(dataclasses.replace(params, act_words=16), layers)
+    assert roomy.kept == [True] * 4 and predicted_cycles(params, roomy) == predicted_cycles(params, program)
+    with pytest.raises(ValueError, match=r"layer fc1: its 5-word activation region does not fit act_words 8 next "
+                                         r"to the regions still to be read \(input 4 words\); regenerate with "
+                                         r"--act-words 9"):
+        build_program(dataclasses.replace(params, act_words=8), layers)
 
 
 def test_layers_that_cannot_be_split_name_the_reason(trained_cnn):
