@@ -273,7 +273,7 @@ def cmd_simulate(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from flows.compile import compile_graph, compile_model
+    from flows.compile import compile_graph, compile_model, expected_outputs
     from golden.data import load_digits_split
     from sim.compare import compare_outputs
 
@@ -297,7 +297,7 @@ def cmd_simulate(args) -> int:
         golden = run_graph(model, x_test[:n])
         x_codes = golden.codes[0].reshape(n, -1)
         betas = golden.betas[0]
-        expected = [golden.codes[i + 1].reshape(n, -1) for i in range(len(model.stages) - 1)] + [golden.logits]
+        expected = expected_outputs(model, program, golden)
         golden_pred, names = golden.predictions, [st.name for st in model.stages]
     else:
         from golden.intgraph import run_graph

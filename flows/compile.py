@@ -77,10 +77,7 @@ def _graph_layers(graph) -> list[dict]:
     out = []
     for i, st in enumerate(graph.stages):
         where = f"stage {st.name}"
-        if st.weight_format != "post":
-            raise ValueError(f"{where}: {st.wbits}-bit {st.weight_format!r} weights (uniform/POT/APoT levels) do "
-                             f"not run on the POST engine; train with --edge-weight-quant post (and a POST "
-                             f"--weight-quant) so that every layer has POST weights")
+        _check_post_weights(st, where)
         if st.groups != 1 and not (st.kind == "conv" and st.weights.shape[1] == 1
                                    and st.groups == st.weights.shape[0] == shape[0]):
             raise ValueError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
@@ -189,16 +186,7 @@ def graph_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
     for i, it in enumerate(_graph_layers(graph)):
         st = it["stage"]
         where = f"stage {st.name}"
-        if st.wbits > params.wbits:
-            raise ValueError(f"{where}: {st.wbits}-bit weights do not fit the engine's {params.wbits}-bit PEs; "
-                             f"regenerate with --wbits {st.wbits}")
-        in_bits = stage_input_bits(graph, i)
-        if in_bits > params.abits:
-            raise ValueError(f"{where}: {in_bits}-bit input codes do not fit the engine's {params.abits}-bit "
-                             f"activations; regenerate with --abits {in_bits}")
-        if st.frac_bits != params.frac_bits:
-            raise ValueError(f"{where}: exported with {st.frac_bits} product fraction bits, the engine has "
-                             f"{params.frac_bits}; regenerate with --frac-bits {st.frac_bits}")
+        _check_stage_fits(st, params, where, stage_input_bits(graph, i))
         codes = arith.widen_post_code(np.asarray(st.weights, dtype=np.int64), st.wbits, params.wbits)
         q = st.out
         adapter = None
@@ -237,7 +225,7 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
     specs, shapes = [], {"input": tuple(int(v) for v in graph.input_shape)}
     for st, consumer, ename, src_name in copy_plan(graph):
         where = f"stage {st.name}"
-        _check_stage_fits(st, params, where)
+        _check_stage_fits(st, params, where, st.in_quant.bits)
         in_chw = shapes[src_name]
         if st.kind == "conv" and len(in_chw) != 3:
             raise ValueError(f"{where}: a convolution needs a C x H x W input, got {in_chw}")
@@ -291,18 +279,23 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
     return specs
 
 
-def _check_stage_fits(st, params: EngineParams, where: str) -> None:
+def _check_post_weights(st, where: str) -> None:
     if st.weight_format != "post":
         raise ValueError(f"{where}: {st.wbits}-bit {st.weight_format!r} weights (uniform/POT/APoT levels) do not "
                          f"run on the POST engine; train with --edge-weight-quant post (and a POST --weight-quant) "
                          f"so that every layer has POST weights")
+
+
+def _check_stage_fits(st, params: EngineParams, where: str, in_bits: int) -> None:
+    """A stage's widths against the engine's (chain and DAG stages alike)."""
+    _check_post_weights(st, where)
     if st.wbits > params.wbits:
         raise ValueError(f"{where}: {st.wbits}-bit weights do not fit the engine's {params.wbits}-bit PEs; "
                          f"regenerate with --wbits {st.wbits}")
-    if st.in_quant.bits > params.abits:
-        raise ValueError(f"{where}: {st.in_quant.bits}-bit input codes do not fit the engine's {params.abits}-bit "
-                         f"activations; regenerate with --abits {st.in_quant.bits}")
-    if st.in_quant.lo < 0:
+    if in_bits > params.abits:
+        raise ValueError(f"{where}: {in_bits}-bit input codes do not fit the engine's {params.abits}-bit "
+                         f"activations; regenerate with --abits {in_bits}")
+    if st.in_quant is not None and st.in_quant.lo < 0:
         raise ValueError(f"{where}: signed input codes; the engine's activations are unsigned")
     if st.frac_bits != params.frac_bits:
         raise ValueError(f"{where}: exported with {st.frac_bits} product fraction bits, the engine has "
