@@ -38,7 +38,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.argtypes import nonneg_int as _nonneg_int, positive_int as _positive_int
+from flows.cliutil import UserError
+from flows.cliutil import nonneg_int as _nonneg_int
+from flows.cliutil import positive_int as _positive_int
 
 __all__ = ["METHODS", "METHOD_ORDER", "FULL", "QUICK", "add_parser", "run", "resolve_methods", "plan_jobs",
            "run_job", "aggregate", "ablate", "format_markdown", "command_line"]
@@ -81,11 +83,11 @@ def resolve_methods(names) -> list[str]:
     for n in names:
         key = str(n).strip().lower()
         if key not in METHODS:
-            raise ValueError(f"unknown ablation method {n!r}; valid: {', '.join(METHOD_ORDER)}")
+            raise UserError(f"unknown ablation method {n!r}; valid: {', '.join(METHOD_ORDER)}")
         if key not in wanted:
             wanted.append(key)
     if not wanted:
-        raise ValueError(f"no ablation method given; valid: {', '.join(METHOD_ORDER)}")
+        raise UserError(f"no ablation method given; valid: {', '.join(METHOD_ORDER)}")
     return [m for m in METHOD_ORDER if m in wanted]
 
 
@@ -215,9 +217,9 @@ def ablate(methods=None, bits=FULL["bits"], seeds: int = FULL["seeds"], *, epoch
     methods = resolve_methods(methods)
     bits = list(dict.fromkeys(int(b) for b in bits))
     if not bits:
-        raise ValueError("--bits needs at least one bit-width")
+        raise UserError("--bits needs at least one bit-width")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"--seeds must be a positive integer, got {seeds!r}")
+        raise UserError(f"--seeds must be a positive integer, got {seeds!r}")
     train = {"model": model, "lr": float(lr), "batch_size": int(batch_size), "momentum": TRAIN_DEFAULTS["momentum"],
              "weight_decay": float(weight_decay), "epochs": int(epochs), "fp_epochs": int(fp_epochs)}
     if train_limit is not None:
@@ -337,7 +339,7 @@ def run(args) -> int:
     base = QUICK if args.quick else FULL
     pick = lambda given, key: base[key] if given is None else given  # noqa: E731
     if args.scheduler is not None and args.serial:
-        raise ValueError("--scheduler and --serial exclude each other")
+        raise UserError("--scheduler and --serial exclude each other")
     result = ablate(resolve_methods(args.methods), pick(args.bits, "bits"), pick(args.seeds, "seeds"),
                     epochs=pick(args.epochs, "epochs"), fp_epochs=pick(args.fp_epochs, "fp_epochs"),
                     model=args.model, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,

@@ -14,11 +14,17 @@ import math
 import numpy as np
 
 from golden import arith
+from golden.errors import InputError
 from golden.intmodel import IntModel
 from hw.program import MAX_VALUE_BITS, EngineParams, LayerSpec, Program, build_program
 
-__all__ = ["engine_params_for", "layer_specs", "compile_model", "engine_params_for_graph", "graph_layer_specs",
+__all__ = ["CompileError", "engine_params_for", "layer_specs", "compile_model", "engine_params_for_graph", "graph_layer_specs",
            "compile_graph"]
+
+
+class CompileError(InputError):
+    """The model does not fit the engine (or uses an op it does not run); the message names the layer and
+    the flag or export option that fixes it."""
 
 
 def _pow2(n: int) -> int:
@@ -28,7 +34,7 @@ def _pow2(n: int) -> int:
 def engine_params_for(model: IntModel, rows: int = 4, cols: int = 4) -> EngineParams:
     """Smallest power-of-two-sized engine of ``rows`` × ``cols`` PEs that runs ``model``."""
     if not (isinstance(rows, int) and rows >= 1 and isinstance(cols, int) and cols >= 1):
-        raise ValueError(f"rows and cols must be integers >= 1, got rows={rows!r} cols={cols!r}")
+        raise CompileError(f"rows and cols must be integers >= 1, got rows={rows!r} cols={cols!r}")
     layers = model.layers
     wbits = max(l.wbits for l in layers)
     abits = max(max(l.abits_in for l in layers), model.input_bits)
@@ -49,10 +55,10 @@ def layer_specs(model: IntModel, params: EngineParams) -> list[LayerSpec]:
     specs = []
     for layer in model.layers:
         if layer.wbits > params.wbits:
-            raise ValueError(f"layer {layer.name}: {layer.wbits}-bit weights do not fit the engine's "
+            raise CompileError(f"layer {layer.name}: {layer.wbits}-bit weights do not fit the engine's "
                              f"{params.wbits}-bit PEs; regenerate with --wbits {layer.wbits}")
         if layer.abits_in > params.abits:
-            raise ValueError(f"layer {layer.name}: {layer.abits_in}-bit activations do not fit the engine's "
+            raise CompileError(f"layer {layer.name}: {layer.abits_in}-bit activations do not fit the engine's "
                              f"{params.abits}-bit PEs; regenerate with --abits {layer.abits_in}")
         codes = arith.widen_post_code(layer.codes.astype(np.int64), layer.wbits, params.wbits)
         specs.append(LayerSpec(codes=codes, bias=layer.bias.astype(np.int64),
@@ -80,12 +86,12 @@ def _graph_layers(graph) -> list[dict]:
         _check_post_weights(st, where)
         if st.groups != 1 and not (st.kind == "conv" and st.weights.shape[1] == 1
                                    and st.groups == st.weights.shape[0] == shape[0]):
-            raise ValueError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
+            raise CompileError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
                              f"runs dense and depthwise (groups = C_in = C_out) convolutions, fully-connected "
                              f"layers and max pooling")
         if st.kind == "conv":
             if len(shape) != 3:
-                raise ValueError(f"{where}: a convolution needs a C x H x W input, got {shape}")
+                raise CompileError(f"{where}: a convolution needs a C x H x W input, got {shape}")
             in_shape = shape
             k = int(st.weights.shape[2])
             c, h, w = shape
@@ -98,9 +104,9 @@ def _graph_layers(graph) -> list[dict]:
         for op in st.post_ops:
             if op[0] == "maxpool":
                 if pool is not None:
-                    raise ValueError(f"{where}: two max poolings after one layer; the engine pools once")
+                    raise CompileError(f"{where}: two max poolings after one layer; the engine pools once")
                 if len(shape) != 3:
-                    raise ValueError(f"{where}: max pooling needs a C x H x W map")
+                    raise CompileError(f"{where}: max pooling needs a C x H x W map")
                 pool = tuple(int(v) for v in op[1:4])
                 c, h, w = shape
                 kp, sp, pp = pool
@@ -108,7 +114,7 @@ def _graph_layers(graph) -> list[dict]:
             elif op[0] == "flatten":
                 pass                      # the next layer reads the HWC map where it lies
             else:
-                raise ValueError(f"{where}: op {op[0]!r} is not an engine op (supported: conv, linear, max pooling, "
+                raise CompileError(f"{where}: op {op[0]!r} is not an engine op (supported: conv, linear, max pooling, "
                                  f"flatten)")
         if len(shape) == 3 and i + 1 < len(graph.stages) and graph.stages[i + 1].kind == "linear":
             flat = shape
@@ -121,7 +127,7 @@ def _graph_layers(graph) -> list[dict]:
 def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams:
     """Smallest power-of-two-sized engine of ``rows`` × ``cols`` PEs that runs the integer graph."""
     if not (isinstance(rows, int) and rows >= 1 and isinstance(cols, int) and cols >= 1):
-        raise ValueError(f"rows and cols must be integers >= 1, got rows={rows!r} cols={cols!r}")
+        raise CompileError(f"rows and cols must be integers >= 1, got rows={rows!r} cols={cols!r}")
     if getattr(graph, "kind", "chain") == "dag":
         return _engine_params_for_dag(graph, rows, cols)
     from golden.intgraph import stage_input_bits
@@ -132,7 +138,7 @@ def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams
     abits = max(stage_input_bits(graph, i) for i in range(len(stages)))
     fracs = {st.frac_bits for st in stages}
     if len(fracs) != 1:
-        raise ValueError(f"stages use different product fraction bits {sorted(fracs)}; export with one frac_bits")
+        raise CompileError(f"stages use different product fraction bits {sorted(fracs)}; export with one frac_bits")
     shape = tuple(graph.input_shape)
     c0, h0, w0 = shape if len(shape) == 3 else (shape[0], 1, 1)
     act = h0 * w0 * math.ceil(c0 / rows)
@@ -228,10 +234,10 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
         _check_stage_fits(st, params, where, st.in_quant.bits)
         in_chw = shapes[src_name]
         if st.kind == "conv" and len(in_chw) != 3:
-            raise ValueError(f"{where}: a convolution needs a C x H x W input, got {in_chw}")
+            raise CompileError(f"{where}: a convolution needs a C x H x W input, got {in_chw}")
         if st.groups != 1 and not (st.kind == "conv" and st.weights.shape[1] == 1
                                    and st.groups == st.weights.shape[0] == in_chw[0]):
-            raise ValueError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
+            raise CompileError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
                              f"runs dense and depthwise (groups = C_in = C_out) convolutions")
         codes = arith.widen_post_code(np.asarray(st.weights, dtype=np.int64), st.wbits, params.wbits)
         pool, pool_mode = None, "max"
@@ -246,13 +252,13 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
                          input_from=src_name, out_lo=0, out_hi=0)
         for op in st.post_ops:
             if op[0] in ("maxpool", "sumpool") and pool is not None:
-                raise ValueError(f"{where}: two poolings after one layer; the engine pools once")
+                raise CompileError(f"{where}: two poolings after one layer; the engine pools once")
             if op[0] == "maxpool":
                 pool = tuple(int(v) for v in op[1:4])
             elif op[0] == "sumpool":
                 _, h, w = spec.conv_chw
                 if h != w:
-                    raise ValueError(f"{where}: global average pooling of a {h} x {w} map; the engine's pooling "
+                    raise CompileError(f"{where}: global average pooling of a {h} x {w} map; the engine's pooling "
                                      f"window is square")
                 pool, pool_mode = (h, h, 0), "sum"
         spec.pool, spec.pool_mode = pool, pool_mode
@@ -262,7 +268,7 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
         if consumer is not None:
             q = consumer.in_quant
             if int(consumer.in_offset) != 1 << (int(consumer.in_shift) - 1):
-                raise ValueError(f"stage {consumer.name}: its {q.kind} input quantizer has a zero point "
+                raise CompileError(f"stage {consumer.name}: its {q.kind} input quantizer has a zero point "
                                  f"(offset {consumer.in_offset}); the engine's quantizer has none -- train with "
                                  f"--act-quant lsq or asq for models with residual adds")
             spec.out_lo, spec.out_hi, spec.value_frac = int(q.lo), int(q.hi), int(q.value_frac)
@@ -281,7 +287,7 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
 
 def _check_post_weights(st, where: str) -> None:
     if st.weight_format != "post":
-        raise ValueError(f"{where}: {st.wbits}-bit {st.weight_format!r} weights (uniform/POT/APoT levels) do not "
+        raise CompileError(f"{where}: {st.wbits}-bit {st.weight_format!r} weights (uniform/POT/APoT levels) do not "
                          f"run on the POST engine; train with --edge-weight-quant post (and a POST --weight-quant) "
                          f"so that every layer has POST weights")
 
@@ -290,15 +296,15 @@ def _check_stage_fits(st, params: EngineParams, where: str, in_bits: int) -> Non
     """A stage's widths against the engine's (chain and DAG stages alike)."""
     _check_post_weights(st, where)
     if st.wbits > params.wbits:
-        raise ValueError(f"{where}: {st.wbits}-bit weights do not fit the engine's {params.wbits}-bit PEs; "
+        raise CompileError(f"{where}: {st.wbits}-bit weights do not fit the engine's {params.wbits}-bit PEs; "
                          f"regenerate with --wbits {st.wbits}")
     if in_bits > params.abits:
-        raise ValueError(f"{where}: {in_bits}-bit input codes do not fit the engine's {params.abits}-bit "
+        raise CompileError(f"{where}: {in_bits}-bit input codes do not fit the engine's {params.abits}-bit "
                          f"activations; regenerate with --abits {in_bits}")
     if st.in_quant is not None and st.in_quant.lo < 0:
-        raise ValueError(f"{where}: signed input codes; the engine's activations are unsigned")
+        raise CompileError(f"{where}: signed input codes; the engine's activations are unsigned")
     if st.frac_bits != params.frac_bits:
-        raise ValueError(f"{where}: exported with {st.frac_bits} product fraction bits, the engine has "
+        raise CompileError(f"{where}: exported with {st.frac_bits} product fraction bits, the engine has "
                          f"{params.frac_bits}; regenerate with --frac-bits {st.frac_bits}")
 
 
@@ -310,7 +316,7 @@ def _engine_params_for_dag(graph, rows: int, cols: int) -> EngineParams:
     abits = max(st.in_quant.bits for st in graph.stages)
     fracs = {st.frac_bits for st in graph.stages}
     if len(fracs) != 1:
-        raise ValueError(f"stages use different product fraction bits {sorted(fracs)}; export with one frac_bits")
+        raise CompileError(f"stages use different product fraction bits {sorted(fracs)}; export with one frac_bits")
     probe = EngineParams(rows=rows, cols=cols, wbits=wbits, abits=abits, frac_bits=fracs.pop())   # widths only
     specs = _dag_layer_specs(graph, probe)
     index = {s.name: i for i, s in enumerate(specs)}

@@ -12,6 +12,7 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
+from flows.cliutil import UserError
 from golden import arith
 from hw.build import engine_ports, engine_verilog
 from hw.program import CHAN_BITS, DESC_BITS, DESC_STRIDE, DescField, EngineParams
@@ -81,7 +82,7 @@ def generate(params: EngineParams, out_dir: Path, model_path: str | None = None)
     """Write ``out_dir/post_engine.v`` and ``out_dir/manifest.json``; return the manifest."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} exists and is not a directory; choose a directory path")
+        raise UserError(f"--out {out_dir} exists and is not a directory; choose a directory path")
     out_dir.mkdir(parents=True, exist_ok=True)
     verilog = engine_verilog(params)
     manifest = manifest_for(params, verilog)

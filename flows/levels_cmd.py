@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from flows.cliutil import UserError
+
 __all__ = ["add_parser", "run"]
 
 
@@ -41,7 +43,7 @@ def run(args) -> int:
 
     quant, symmetric = args.quant, bool(getattr(args, "symmetric", False))
     if symmetric and quant != "uniform":
-        raise ValueError("--symmetric applies to --quant uniform only")
+        raise UserError("--symmetric applies to --quant uniform only")
     bits = L.check_bits(quant, args.bits)
     levels = L.level_set(quant, bits, symmetric=symmetric)
     values = L.code_values(quant, bits)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from flows.cliutil import UserError
+
 __all__ = ["add_parser", "run"]
 
 
@@ -40,14 +42,14 @@ def run(args) -> int:
     shape = tuple(model.input_shape)
     if args.input_size is not None:
         if len(shape) != 3:
-            raise ValueError(f"--input-size applies to image models; {args.model} takes {shape[0]} features")
+            raise UserError(f"--input-size applies to image models; {args.model} takes {shape[0]} features")
         if args.input_size < 1:
-            raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
+            raise UserError(f"--input-size must be >= 1, got {args.input_size}")
         shape = (shape[0], args.input_size, args.input_size)
     try:
         shapes = layer_shapes(model, shape)
     except RuntimeError as exc:          # e.g. an input too small for the network's down-sampling
-        raise ValueError(f"{args.model} cannot run on input {shape}: {exc}") from exc
+        raise UserError(f"{args.model} cannot run on input {shape}: {exc}") from exc
     result = overhead(shapes, args.bits, spec, edge_bits=args.edge_bits, adapt_edges=args.adapt_edges)
     paper = PAPER_TABLE1 if (args.model == "resnet18" and shape == (3, 224, 224)) else None
     result.update({"model": args.model, "input_shape": list(shape),

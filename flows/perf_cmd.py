@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from flows.cliutil import UserError
+
 __all__ = ["add_parser", "run"]
 
 
@@ -26,9 +28,9 @@ def run(args) -> int:
     from sim.cycle_model import model_perf, shapes_for_model, shapes_from_file
 
     if args.rows < 1 or args.cols < 1:
-        raise ValueError(f"--rows and --cols must be >= 1, got {args.rows}x{args.cols}")
+        raise UserError(f"--rows and --cols must be >= 1, got {args.rows}x{args.cols}")
     if args.input_size is not None and args.input_size < 1:
-        raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
+        raise UserError(f"--input-size must be >= 1, got {args.input_size}")
     if os.path.exists(args.model) or os.sep in args.model or args.model.endswith(".safetensors"):
         shapes, unmodelled = shapes_from_file(args.model)
     else:

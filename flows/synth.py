@@ -44,16 +44,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from flows.cliutil import add_engine_flags, engine_params, positive_int
+from golden.errors import InputError, ToolMissing
+
 __all__ = ["TARGETS", "ToolMissing", "SynthError", "SynthReport", "find_tool", "verilog_ports",
            "harness_verilog", "synth_verilog", "synth_component", "synth_unit", "add_parser", "run"]
 
 HARNESS_TOP = "synth_harness"
 DEFAULT_SEED = 1
 DEFAULT_TIMEOUT = 3600
-
-
-class ToolMissing(RuntimeError):
-    """An FPGA tool is not installed; the message names it and the command that installs it."""
 
 
 class SynthError(RuntimeError):
@@ -116,7 +115,7 @@ TARGETS = {
 
 def _check_target(target: str) -> _Target:
     if target not in TARGETS:
-        raise ValueError(f"unknown synthesis target {target!r}; choose one of {', '.join(TARGETS)}")
+        raise InputError(f"unknown synthesis target {target!r}; choose one of {', '.join(TARGETS)}")
     return TARGETS[target]
 
 
@@ -382,7 +381,7 @@ def synth_unit(unit: str, kind: str, wbits: int, abits: int, target: str, *, row
         pes, name = rows * cols, f"pe_array_{kind}"
         desc = {"unit": "array", "rows": rows, "cols": cols}
     else:
-        raise ValueError(f"unit must be 'mac' or 'array', got {unit!r}")
+        raise InputError(f"unit must be 'mac' or 'array', got {unit!r}")
     rep = synth_component(dut, name, target, **kw)
     out = {**desc, "pe": kind, "wbits": wbits, "abits": abits, "frac_bits": frac_bits, "fan_in": fan_in,
            "acc_bits": dut.acc_bits, **rep.to_dict()}
@@ -395,8 +394,6 @@ def synth_unit(unit: str, kind: str, wbits: int, abits: int, target: str, *, row
 
 def add_parser(subparsers):
     """Register ``post-accel synth`` on an argparse sub-parser collection."""
-    from flows.cli import _add_engine_flags, _positive_int
-
     p = subparsers.add_parser(
         "synth", help="synthesise (and place and route) the engine or one MAC cell; resources and Fmax",
         description="Without --pe: the whole engine (as `post-accel generate` writes it). With --pe: one "
@@ -406,14 +403,14 @@ def add_parser(subparsers):
     p.add_argument("--target", choices=tuple(TARGETS), default="ice40-up5k", help="FPGA flow (default ice40-up5k)")
     p.add_argument("--pe", choices=("post", "pot", "int"), default=None, help="synthesise a MAC cell of this PE")
     p.add_argument("--unit", choices=("mac", "array"), default="mac", help="with --pe: MAC row or R x C array")
-    p.add_argument("--fan-in", type=_positive_int, default=None, help="with --pe: accumulator fan-in (default 64)")
-    p.add_argument("--acc-bits", type=_positive_int, default=None,
+    p.add_argument("--fan-in", type=positive_int, default=None, help="with --pe: accumulator fan-in (default 64)")
+    p.add_argument("--acc-bits", type=positive_int, default=None,
                    help="with --pe: accumulator width (default arith.accumulator_bits(fan_in, abits, frac_bits))")
     p.add_argument("--dsp", action="store_true", help="let yosys use DSP blocks for multipliers")
     p.add_argument("--no-pnr", action="store_true", help="synthesis only (no Fmax)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="nextpnr seed (default 1)")
     p.add_argument("--keep", default=None, help="keep the flow's files in this directory")
-    _add_engine_flags(p, with_defaults=False)
+    add_engine_flags(p, with_defaults=False)
     p.add_argument("--json", action="store_true", help="print one JSON object of results")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -446,10 +443,9 @@ def run(args) -> int:
         extra = (f"\n  per PE                   {per['luts']} LUTs, {per['ffs']} FFs, {per['carry']} carry, "
                  f"{per['dsps']} DSPs")
     else:
-        from flows.cli import _engine_params
         from hw.build import TOP, engine_verilog
 
-        params = _engine_params(args)
+        params = engine_params(args)
         rep = synth_verilog(engine_verilog(params), TOP, args.target, **kw)
         result = {"unit": "engine", "rows": params.rows, "cols": params.cols, "wbits": params.wbits,
                   "abits": params.abits, "acc_bits": params.acc_bits, **rep.to_dict()}

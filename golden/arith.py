@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from golden.errors import InputError
 
 __all__ = [
     "WBITS_RANGE", "ABITS_RANGE", "DEFAULT_FRAC_BITS", "FRAC_BITS_RANGE", "MULT_BITS",
@@ -66,7 +67,7 @@ MULT_BITS = 16
 SHIFT_RANGE = range(1, 64)
 
 
-class ArithError(ValueError):
+class ArithError(InputError):
     """A parameter lies outside what the arithmetic (and so the hardware) supports."""
 
 

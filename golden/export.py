@@ -23,11 +23,12 @@ import torch
 from . import arith
 from .intmodel import IntLayer, IntModel, bias_limit, requant_ratio, validate_intmodel
 from .models import QuantMLP
+from .errors import InputError
 
 __all__ = ["ExportError", "export_model", "export_bias"]
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """The model cannot be exported (NaN/inf, untrained quantizers, degenerate scales)."""
 
 

@@ -40,6 +40,7 @@ from .quant.lsq import LSQActQuantizer, LSQWeightQuantizer
 from .quant.power import POSTWeightQuantizer, SignMagnitudeWeightQuantizer
 from .quant.qil import QILActQuantizer, QILWeightQuantizer
 from .zoo import DigitsCNN, DigitsMLP, QConv2d, QLinear
+from .errors import InputError
 
 __all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun", "export_graph",
            "FloatRun", "run_graph", "run_stage", "stage_input_bits", "integer_accuracy", "float_codes", "run_dag", "DagRun",
@@ -48,7 +49,7 @@ __all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun"
 LOGIT_FRAC = arith.ASQ_VALUE_FRAC
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """The model (or one of its quantizers) cannot be expressed in integer form; the message says why."""
 
 

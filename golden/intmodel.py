@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arith
+from .errors import InputError
 
 __all__ = ["FORMAT", "VERSION", "METADATA_KEY", "ModelFileError", "IntLayer", "IntModel",
            "requant_ratio", "bias_limit", "save_intmodel", "load_intmodel", "validate_intmodel"]
@@ -34,7 +35,7 @@ _LAYER_KEYS = ("name", "kind", "fan_in", "fan_out", "wbits", "abits_in", "abits_
 _TOP_KEYS = ("format", "version", "frac_bits", "input", "classes", "layers", "provenance")
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """An integer-model file (or in-memory model) violates ``docs/export.md``; one-line message."""
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import arith
 from .data import N_CLASSES, N_FEATURES, load_digits_split
 from .models import QuantMLP
+from .errors import InputError
 
 __all__ = ["TrainConfig", "train", "evaluate", "save_checkpoint", "load_checkpoint", "CheckpointError",
            "CHECKPOINT_KEY", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -201,7 +202,7 @@ def train(config: TrainConfig | None = None, progress: bool = True):
 
 # --- checkpoints -------------------------------------------------------------
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file is missing, unreadable, foreign or inconsistent (one-line message)."""
 
 

@@ -64,6 +64,7 @@ from torch import nn
 from . import zoo
 from .data import N_CLASSES, load_digits_split
 from .quant.registry import ACT_QUANTIZERS, WEIGHT_QUANTIZERS
+from .errors import InputError
 
 __all__ = ["TrainSpec", "train_spec", "build_spec_model", "evaluate", "state_digest", "check_spec_bits",
            "save_checkpoint", "load_checkpoint", "ZooCheckpointError", "DIGITS_MODELS",
@@ -394,7 +395,7 @@ def train_spec(spec: TrainSpec, progress: bool = False, *, integer: bool = True)
 
 # --- checkpoints -----------------------------------------------------------------
 
-class ZooCheckpointError(ValueError):
+class ZooCheckpointError(InputError):
     """A zoo checkpoint is missing, unreadable, foreign or inconsistent (one-line message)."""
 
 

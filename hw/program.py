@@ -22,8 +22,9 @@ from enum import IntEnum, IntFlag
 import numpy as np
 
 from golden import arith
+from golden.errors import InputError
 
-__all__ = ["EngineParams", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS",
+__all__ = ["EngineFitError", "EngineParams", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS",
            "SIGNED_FIELDS", "LayerSpec", "AdapterSpec", "Program", "build_program", "predicted_cycles",
            "layer_cycles", "program_layer_cycles", "Pass", "chan_word", "LAYER_OVERHEAD", "TAIL_CYCLES", "WALK_FLUSH",
            "ADAPT_TAIL", "RUN_OVERHEAD", "CHAN_BITS", "CHAN_MULT_BITS", "CHAN_SHIFT_BITS"]
@@ -32,6 +33,12 @@ __all__ = ["EngineParams", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "D
 DESC_STRIDE = 64
 #: Width of one descriptor field in the engine (every field is stored as a 16-bit word).
 DESC_BITS = 16
+
+
+
+class EngineFitError(InputError):
+    """Engine parameters out of range, or a layer/program that does not fit the engine; the message names
+    the parameter or layer and the flag that fixes it."""
 
 
 class Sel(IntEnum):
@@ -198,32 +205,32 @@ class EngineParams:
         for name in ("rows", "cols"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+                raise EngineFitError(f"{name} must be an integer >= 1, got {v!r}")
         arith.check_wbits(self.wbits)
         arith.check_abits(self.abits)
         arith.check_frac_bits(self.frac_bits)
         vb = self.value_bits
         if not isinstance(vb, (int, np.integer)) or isinstance(vb, bool) or not 16 <= vb <= MAX_VALUE_BITS:
-            raise ValueError(f"value_bits must be an integer in 16..{MAX_VALUE_BITS}, got {vb!r}")
+            raise EngineFitError(f"value_bits must be an integer in 16..{MAX_VALUE_BITS}, got {vb!r}")
         for name in ("max_fan_in", "act_words", "weight_words", "chan_words", "result_words", "max_layers",
                      "value_words", "adapter_words", "max_channels", "res_words"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+                raise EngineFitError(f"{name} must be an integer >= 1, got {v!r}")
         space = 1 << self.addr_bits
         if self.act_words << self.bank_bits > space:
-            raise ValueError(f"act_words {self.act_words} with {self.rows} banks needs more than "
+            raise EngineFitError(f"act_words {self.act_words} with {self.rows} banks needs more than "
                              f"{self.addr_bits} address bits; use at most {space >> self.bank_bits}")
         for name in ("weight_words", "chan_words", "result_words", "value_words", "adapter_words",
                      "max_channels", "res_words"):
             if getattr(self, name) > space:
-                raise ValueError(f"{name} {getattr(self, name)} exceeds the {self.addr_bits}-bit host "
+                raise EngineFitError(f"{name} {getattr(self, name)} exceeds the {self.addr_bits}-bit host "
                                  f"address space; use at most {space}")
         if self.max_layers * DESC_STRIDE > space:
-            raise ValueError(f"max_layers {self.max_layers} exceeds the descriptor address space; "
+            raise EngineFitError(f"max_layers {self.max_layers} exceeds the descriptor address space; "
                              f"use at most {space // DESC_STRIDE}")
         if self.max_fan_in > (1 << DESC_BITS) * self.rows:
-            raise ValueError(f"max_fan_in {self.max_fan_in} needs more than {1 << DESC_BITS} input tiles; "
+            raise EngineFitError(f"max_fan_in {self.max_fan_in} needs more than {1 << DESC_BITS} input tiles; "
                              f"use at most {(1 << DESC_BITS) * self.rows}")
 
     # --- derived ---------------------------------------------------------------
@@ -539,24 +546,24 @@ class Program:
     def _check_input(self, x) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 1 or x.shape[0] != self.input_size:
-            raise ValueError(f"input must be a 1-D array of {self.input_size} activation codes "
+            raise EngineFitError(f"input must be a 1-D array of {self.input_size} activation codes "
                              f"(C*H*W in CHW order for a convolution), got shape {x.shape}")
         if not np.issubdtype(x.dtype, np.integer):
-            raise ValueError(f"input codes must be integers, got dtype {x.dtype}")
+            raise EngineFitError(f"input codes must be integers, got dtype {x.dtype}")
         x = x.astype(np.int64)
         top = 2 ** self.params.abits - 1
         if np.any((x < 0) | (x > top)):
-            raise ValueError(f"input codes must lie in 0..{top} ({self.params.abits}-bit activations)")
+            raise EngineFitError(f"input codes must lie in 0..{top} ({self.params.abits}-bit activations)")
         return x
 
     def _check_beta(self, beta) -> int | None:
         if not self.needs_beta:
             if beta is not None:
-                raise ValueError("this program's input is not ASQ-quantized; pass beta=None")
+                raise EngineFitError("this program's input is not ASQ-quantized; pass beta=None")
             return None
         top = 2 ** arith.ASQ_TABLE_BITS - 1
         if beta is None or not isinstance(beta, (int, np.integer)) or not 0 < int(beta) <= top:
-            raise ValueError(f"layer {self.layers[0].name} takes ASQ codes: pass the sample's beta "
+            raise EngineFitError(f"layer {self.layers[0].name} takes ASQ codes: pass the sample's beta "
                              f"(fixed point, 2**-{arith.ASQ_BETA_FRAC}) as an integer in 1..{top}, got {beta!r}")
         return int(beta)
 
@@ -599,7 +606,7 @@ class Program:
         kept = self.kept or [True] * len(self.layers)
         sizes = [layer.out_size if keep else 0 for layer, keep in zip(self.layers, kept)]
         if len(values) != sum(sizes):
-            raise ValueError(f"expected {sum(sizes)} read values, got {len(values)}")
+            raise EngineFitError(f"expected {sum(sizes)} read values, got {len(values)}")
         db = self.params.data_bits
         out, pos = [], 0
         for layer, n, keep in zip(self.layers, sizes, kept):
@@ -753,7 +760,7 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     its residual source can hold); returns the largest |value| this layer's pooled values can hold.
     ``need[0]`` is raised to the value width this layer's proven ranges need."""
     if not isinstance(layer, LayerSpec):
-        raise ValueError(f"layer {l} is not a LayerSpec")
+        raise EngineFitError(f"layer {l} is not a LayerSpec")
     where = f"layer {layer.name}"
     need = need if need is not None else [0]
 
@@ -767,93 +774,93 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
                 else "; the layer's scales are degenerate")
     codes = np.asarray(layer.codes)
     if not isinstance(layer.groups, (int, np.integer)) or layer.groups < 1:
-        raise ValueError(f"{where}: groups must be an integer >= 1, got {layer.groups!r}")
+        raise EngineFitError(f"{where}: groups must be an integer >= 1, got {layer.groups!r}")
     if layer.depthwise and not (layer.is_conv and codes.ndim == 4 and codes.shape[1] == 1
                                 and layer.groups == codes.shape[0] == layer.in_shape[0]):
-        raise ValueError(f"{where}: groups={layer.groups}: the engine runs dense (groups=1) and depthwise "
+        raise EngineFitError(f"{where}: groups={layer.groups}: the engine runs dense (groups=1) and depthwise "
                          f"convolutions (groups = C_in = C_out, codes [C, 1, K, K]); split other grouped "
                          f"convolutions into one layer per group")
     if layer.is_conv:
         if codes.ndim != 4 or codes.shape[2] != codes.shape[3] or min(codes.shape) < 1:
-            raise ValueError(f"{where}: convolution codes must be a non-empty [out, C_in, K, K] array, "
+            raise EngineFitError(f"{where}: convolution codes must be a non-empty [out, C_in, K, K] array, "
                              f"got shape {codes.shape}")
         cin = codes.shape[1] * int(layer.groups)
         if len(layer.in_shape) != 3 or layer.in_shape[0] != cin or min(layer.in_shape) < 1:
-            raise ValueError(f"{where}: in_shape {layer.in_shape} must be (C_in={cin}, H, W)")
+            raise EngineFitError(f"{where}: in_shape {layer.in_shape} must be (C_in={cin}, H, W)")
         if not (isinstance(layer.stride, int) and layer.stride >= 1 and isinstance(layer.pad, int)
                 and 0 <= layer.pad < codes.shape[2]):
-            raise ValueError(f"{where}: stride must be >= 1 and padding in 0..K-1, got {layer.stride}, {layer.pad}")
+            raise EngineFitError(f"{where}: stride must be >= 1 and padding in 0..K-1, got {layer.stride}, {layer.pad}")
         if min(layer.conv_chw[1:]) < 1:
-            raise ValueError(f"{where}: a {codes.shape[2]}x{codes.shape[2]} kernel does not fit the "
+            raise EngineFitError(f"{where}: a {codes.shape[2]}x{codes.shape[2]} kernel does not fit the "
                              f"{layer.in_shape[1]}x{layer.in_shape[2]} input")
     elif codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] < 1:
-        raise ValueError(f"{where}: codes must be a non-empty [fan_out, fan_in] array, got shape {codes.shape}")
+        raise EngineFitError(f"{where}: codes must be a non-empty [fan_out, fan_in] array, got shape {codes.shape}")
     if not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"{where}: codes must be integers, got dtype {codes.dtype}")
+        raise EngineFitError(f"{where}: codes must be integers, got dtype {codes.dtype}")
     fan_out, fan_in = layer.fan_out, layer.fan_in
     if prev is not None:
         prev_chw = prev.out_chw
         if layer.is_conv and tuple(layer.in_shape) != tuple(prev_chw):
-            raise ValueError(f"{where}: input shape {tuple(layer.in_shape)} does not match the previous "
+            raise EngineFitError(f"{where}: input shape {tuple(layer.in_shape)} does not match the previous "
                              f"layer's output {tuple(prev_chw)}")
         if not layer.is_conv and fan_in != int(np.prod(prev_chw)):
-            raise ValueError(f"{where}: fan_in {fan_in} does not match the previous layer's "
+            raise EngineFitError(f"{where}: fan_in {fan_in} does not match the previous layer's "
                              f"{int(np.prod(prev_chw))} outputs")
         if bool(layer.input_beta) != (prev.adapter is not None):
-            raise ValueError(f"{where}: input_beta must be set exactly when the previous layer's quantizer "
+            raise EngineFitError(f"{where}: input_beta must be set exactly when the previous layer's quantizer "
                              f"is ASQ (it has an adapter)")
     if np.any((codes < 0) | (codes >= 2 ** p.wbits)):
         bad = int(codes.max()) if codes.max() >= 2 ** p.wbits else int(codes.min())
-        raise ValueError(f"{where}: POST code {bad} does not fit the engine's {p.wbits}-bit PEs "
+        raise EngineFitError(f"{where}: POST code {bad} does not fit the engine's {p.wbits}-bit PEs "
                          f"(codes must lie in 0..{2 ** p.wbits - 1}); widen the codes with "
                          f"golden.arith.widen_post_code or regenerate with a larger --wbits")
     if fan_in > p.max_fan_in:
-        raise ValueError(f"{where}: fan_in {fan_in} exceeds max_fan_in {p.max_fan_in} of the engine; "
+        raise EngineFitError(f"{where}: fan_in {fan_in} exceeds max_fan_in {p.max_fan_in} of the engine; "
                          f"regenerate with --max-fan-in {fan_in}")
     if layer.pool is not None:
         pk, ps, pp = layer.pool_kspd
         if not (pk >= 1 and ps >= 1 and 0 <= pp < pk) or min(layer.out_chw[1:]) < 1:
-            raise ValueError(f"{where}: max pooling {layer.pool} must have k >= 1, stride >= 1, 0 <= pad < k "
+            raise EngineFitError(f"{where}: max pooling {layer.pool} must have k >= 1, stride >= 1, 0 <= pad < k "
                              f"and fit the {layer.conv_chw[1]}x{layer.conv_chw[2]} map")
         if layer.final:
-            raise ValueError(f"{where}: the final layer cannot pool (its values go straight to RESULT); "
+            raise EngineFitError(f"{where}: the final layer cannot pool (its values go straight to RESULT); "
                              f"end the model with a fully-connected layer")
     if layer.prescaled:
         pm, ps = layer.pre_mult, layer.pre_shift
         if pm is None or ps is None:
-            raise ValueError(f"{where}: the ASQ prescale needs both pre_mult and pre_shift, got pre_mult {pm!r} "
+            raise EngineFitError(f"{where}: the ASQ prescale needs both pre_mult and pre_shift, got pre_mult {pm!r} "
                              f"and pre_shift {ps!r}")
         if layer.final or layer.adapter is None:
-            raise ValueError(f"{where}: pre_mult/pre_shift prescale the input of an ASQ quantizer, but the layer "
+            raise EngineFitError(f"{where}: pre_mult/pre_shift prescale the input of an ASQ quantizer, but the layer "
                              f"has {'no quantizer (final)' if layer.final else 'no adapter'}; drop them")
         if not (isinstance(pm, (int, np.integer)) and not isinstance(pm, bool) and 1 <= pm < 1 << DESC_BITS):
-            raise ValueError(f"{where}: prescale multiplier pre_mult {pm!r} must be an integer in "
+            raise EngineFitError(f"{where}: prescale multiplier pre_mult {pm!r} must be an integer in "
                              f"1..{(1 << DESC_BITS) - 1}")
         if not (isinstance(ps, (int, np.integer)) and not isinstance(ps, bool) and 1 <= ps <= 63):
-            raise ValueError(f"{where}: prescale shift pre_shift {ps!r} must be an integer in 1..63")
+            raise EngineFitError(f"{where}: prescale shift pre_shift {ps!r} must be an integer in 1..63")
     # --- the rescale, proved to stay inside the engine's registers -----------------
     if layer.per_channel:
         for nm in ("chan_mult", "chan_offset", "chan_shift"):
             a = np.asarray(getattr(layer, nm))
             if a.shape != (fan_out,) or not np.issubdtype(a.dtype, np.integer):
-                raise ValueError(f"{where}: {nm} must be an integer array of shape ({fan_out},), got "
+                raise EngineFitError(f"{where}: {nm} must be an integer array of shape ({fan_out},), got "
                                  f"{a.dtype} {a.shape}")
     else:
         bias = np.asarray(layer.bias)
         if bias.shape != (fan_out,) or not np.issubdtype(bias.dtype, np.integer):
-            raise ValueError(f"{where}: bias must be an integer array of shape ({fan_out},), got "
+            raise EngineFitError(f"{where}: bias must be an integer array of shape ({fan_out},), got "
                              f"{bias.dtype} {bias.shape}")
         if not layer.final:
             ob = layer.out_bits
             if not isinstance(ob, (int, np.integer)) or not (arith.ABITS_RANGE.start <= ob <= p.abits):
                 fix = f"; regenerate with --abits {ob}" if isinstance(ob, (int, np.integer)) and ob > p.abits else ""
-                raise ValueError(f"{where}: out_bits {ob!r} must be an integer in {arith.ABITS_RANGE.start}.."
+                raise EngineFitError(f"{where}: out_bits {ob!r} must be an integer in {arith.ABITS_RANGE.start}.."
                                  f"{p.abits} (the engine's activation width){fix}")
             if not isinstance(layer.mult, (int, np.integer)) or not 0 < int(layer.mult) < 2 ** arith.MULT_BITS:
-                raise ValueError(f"{where}: mult {layer.mult!r} outside 1..{2 ** arith.MULT_BITS - 1} "
+                raise EngineFitError(f"{where}: mult {layer.mult!r} outside 1..{2 ** arith.MULT_BITS - 1} "
                                  f"(the {arith.MULT_BITS}-bit requantisation multiplier)")
             if not isinstance(layer.shift, (int, np.integer)) or int(layer.shift) not in arith.SHIFT_RANGE:
-                raise ValueError(f"{where}: shift {layer.shift!r} outside {arith.SHIFT_RANGE.start}.."
+                raise EngineFitError(f"{where}: shift {layer.shift!r} outside {arith.SHIFT_RANGE.start}.."
                                  f"{arith.SHIFT_RANGE.stop - 1} (the requantisation shifter)")
         # the v1 accumulator check: bias + products within acc_bits
         prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits,
@@ -863,16 +870,16 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         amax, amin = 2 ** (p.acc_bits - 1) - 1, -2 ** (p.acc_bits - 1)
         if hi.max() > amax or lo.min() < amin:
             o = int(np.argmax(hi > amax)) if hi.max() > amax else int(np.argmax(lo < amin))
-            raise ValueError(f"{where}: output {o} (bias {int(bias[o])}) can reach an accumulator value outside "
+            raise EngineFitError(f"{where}: output {o} (bias {int(bias[o])}) can reach an accumulator value outside "
                              f"the engine's {p.acc_bits}-bit range [{amin}, {amax}]; limit the bias to "
                              f"+-fan_in * {arith.max_product_magnitude(p.abits, p.frac_bits)} or regenerate "
                              f"with a larger --max-fan-in")
     mult, offset, shift = layer.rescale_params()
     if np.any(np.abs(mult) >= 2 ** arith.MULT_BITS) or np.any((shift < 1) | (shift >= 2 ** CHAN_SHIFT_BITS)):
-        raise ValueError(f"{where}: rescale multipliers must lie within +-{2 ** arith.MULT_BITS - 1} and shifts "
+        raise EngineFitError(f"{where}: rescale multipliers must lie within +-{2 ** arith.MULT_BITS - 1} and shifts "
                          f"in 1..{2 ** CHAN_SHIFT_BITS - 1}")
     if not _fits_signed(offset, arith.OFFSET_BITS):
-        raise ValueError(f"{where}: a rescale offset does not fit the engine's {arith.OFFSET_BITS}-bit "
+        raise EngineFitError(f"{where}: a rescale offset does not fit the engine's {arith.OFFSET_BITS}-bit "
                          f"signed offsets; the layer's scales are degenerate")
     # bounds of v: acc in [alo, ahi] per channel (no bias: it is in the offset)
     prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits, p.abits,
@@ -882,114 +889,114 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     if layer.input_beta:
         bmax = _beta_max(factor)
         if max(max(abs(int(a)) for a in ahi), max(abs(int(a)) for a in alo)) * bmax >= 1 << 63:
-            raise ValueError(f"{where}: acc * beta can leave 63 bits (the executor's int64 apply_beta); "
+            raise EngineFitError(f"{where}: acc * beta can leave 63 bits (the executor's int64 apply_beta); "
                              f"reduce max_fan_in or the input width")
         ahi = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in ahi], dtype=object)
         alo = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in alo], dtype=object)
     mo = mult.astype(object)
     t_a, t_b = alo * mo + offset.astype(object), ahi * mo + offset.astype(object)
     if not (_fits_signed(t_a, 63) and _fits_signed(t_b, 63)):
-        raise ValueError(f"{where}: acc * mult + offset can leave 63 bits; the layer's scales are degenerate")
+        raise EngineFitError(f"{where}: acc * mult + offset can leave 63 bits; the layer's scales are degenerate")
     sh = shift.astype(object)
     v_lo = np.array([min(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
     v_hi = np.array([max(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
     if not fits_value(v_lo, v_hi):
-        raise ValueError(f"{where}: rescaled values can leave the engine's {p.value_bits}-bit value registers "
+        raise EngineFitError(f"{where}: rescaled values can leave the engine's {p.value_bits}-bit value registers "
                          f"(range [{min(v_lo)}, {max(v_hi)}]){widen()}")
     if layer.relu and not -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1)):
-        raise ValueError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field")
+        raise EngineFitError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field")
     if layer.residual is not None:
         _, rm, rs = layer.residual
         if not (isinstance(rm, (int, np.integer)) and 1 <= rm < 1 << 16 and isinstance(rs, (int, np.integer))
                 and 1 <= rs < 1 << CHAN_SHIFT_BITS):
-            raise ValueError(f"{where}: residual alignment (mult {rm!r}, shift {rs!r}) must have mult in 1..65535 "
+            raise EngineFitError(f"{where}: residual alignment (mult {rm!r}, shift {rs!r}) must have mult in 1..65535 "
                              f"and shift in 1..{(1 << CHAN_SHIFT_BITS) - 1}")
         r = ((int(res_vmax) * int(rm)) >> int(rs)) + 1
         v_lo, v_hi = v_lo - r, v_hi + r
         if not fits_value(v_lo, v_hi):
-            raise ValueError(f"{where}: values plus the residual can leave the engine's {p.value_bits}-bit "
+            raise EngineFitError(f"{where}: values plus the residual can leave the engine's {p.value_bits}-bit "
                              f"value registers{widen()}")
     if layer.relu:
         fl = int(layer.relu_floor)
         v_lo = np.array([max(int(v), fl) for v in v_lo], dtype=object)
         v_hi = np.array([max(int(v), fl) for v in v_hi], dtype=object)
     if layer.pool_mode not in ("max", "sum"):
-        raise ValueError(f"{where}: pool_mode {layer.pool_mode!r} must be 'max' or 'sum'")
+        raise EngineFitError(f"{where}: pool_mode {layer.pool_mode!r} must be 'max' or 'sum'")
     if layer.pool_mode == "sum":
         if layer.pool is None:
-            raise ValueError(f"{where}: pool_mode 'sum' needs a pooling window (pool=(k, stride, pad))")
+            raise EngineFitError(f"{where}: pool_mode 'sum' needs a pooling window (pool=(k, stride, pad))")
         n = layer.pool_kspd[0] ** 2
         v_lo, v_hi = v_lo * n, v_hi * n
         if not fits_value(v_lo, v_hi):
-            raise ValueError(f"{where}: pooling sums can leave the engine's {p.value_bits}-bit value registers{widen()}")
+            raise EngineFitError(f"{where}: pooling sums can leave the engine's {p.value_bits}-bit value registers{widen()}")
     vmax = max(max(abs(int(v)) for v in v_lo), max(abs(int(v)) for v in v_hi))
     if layer.final:
         if not last:
-            raise ValueError(f"{where}: only the last layer may be final (its outputs go to RESULT, "
+            raise EngineFitError(f"{where}: only the last layer may be final (its outputs go to RESULT, "
                              f"which no layer can read)")
         if layer.out_size > p.result_words:
-            raise ValueError(f"{where}: {layer.out_size} outputs exceed result_words {p.result_words}; "
+            raise EngineFitError(f"{where}: {layer.out_size} outputs exceed result_words {p.result_words}; "
                              f"regenerate with --result-words {layer.out_size}")
         return vmax
     lo, hi, vf = layer.quant_params()
     if not (0 <= lo <= hi <= 2 ** p.abits - 1):
-        raise ValueError(f"{where}: output codes {lo}..{hi} do not fit the engine's unsigned {p.abits}-bit "
+        raise EngineFitError(f"{where}: output codes {lo}..{hi} do not fit the engine's unsigned {p.abits}-bit "
                          f"activations; regenerate with a larger --abits")
     if not 0 <= vf <= 63 - arith.ASQ_BETA_FRAC:
-        raise ValueError(f"{where}: value_frac {vf} outside 0..{63 - arith.ASQ_BETA_FRAC}")
+        raise EngineFitError(f"{where}: value_frac {vf} outside 0..{63 - arith.ASQ_BETA_FRAC}")
     qm, qs = layer.quant_mult_shift()
     if layer.adapter is not None and (layer.q_mult is not None or layer.q_shift is not None):
-        raise ValueError(f"{where}: an ASQ quantizer takes its multiplier from the factor table; drop q_mult/q_shift")
+        raise EngineFitError(f"{where}: an ASQ quantizer takes its multiplier from the factor table; drop q_mult/q_shift")
     if not (1 <= qm < 1 << arith.ASQ_TABLE_BITS and 1 <= qs <= 63):
-        raise ValueError(f"{where}: quantizer multiplier {qm} / shift {qs} outside 1..{(1 << arith.ASQ_TABLE_BITS) - 1}"
+        raise EngineFitError(f"{where}: quantizer multiplier {qm} / shift {qs} outside 1..{(1 << arith.ASQ_TABLE_BITS) - 1}"
                          f" / 1..63")
     a = layer.adapter
     if a is None and vmax * qm + (1 << (qs - 1)) >= 1 << 63:
-        raise ValueError(f"{where}: value * quantizer multiplier {qm} can leave 63 bits (int64 round_shift)")
+        raise EngineFitError(f"{where}: value * quantizer multiplier {qm} can leave 63 bits (int64 round_shift)")
     if a is not None:
         if a.factor not in arith.ASQ_FACTORS:
-            raise ValueError(f"{where}: ASQ factor {a.factor!r} has no table; use one of {arith.ASQ_FACTORS}")
+            raise EngineFitError(f"{where}: ASQ factor {a.factor!r} has no table; use one of {arith.ASQ_FACTORS}")
         w1 = np.asarray(a.w1)
         if w1.ndim != 2 or w1.shape[1] != fan_out or np.shape(a.b1) != (w1.shape[0],):
-            raise ValueError(f"{where}: adapter w1 must be [hidden, {fan_out}] with b1 [hidden], got "
+            raise EngineFitError(f"{where}: adapter w1 must be [hidden, {fan_out}] with b1 [hidden], got "
                              f"{w1.shape} and {np.shape(a.b1)}")
         if a.w2 is None and w1.shape[0] != 1:
-            raise ValueError(f"{where}: a one-layer adapter has one output row, got {w1.shape[0]}")
+            raise EngineFitError(f"{where}: a one-layer adapter has one output row, got {w1.shape[0]}")
         if a.w2 is not None and (np.shape(a.w2) != (1, w1.shape[0]) or np.shape(a.b2) != (1,)):
-            raise ValueError(f"{where}: adapter w2 must be [1, {w1.shape[0]}] and b2 [1]")
+            raise EngineFitError(f"{where}: adapter w2 must be [1, {w1.shape[0]}] and b2 [1]")
         ws = [w1] + ([np.asarray(a.w2)] if a.w2 is not None else [])
         if not all(_fits_signed(w, arith.ADAPTER_WEIGHT_BITS) for w in ws):
-            raise ValueError(f"{where}: adapter weights must fit {arith.ADAPTER_WEIGHT_BITS}-bit signed words")
+            raise EngineFitError(f"{where}: adapter weights must fit {arith.ADAPTER_WEIGHT_BITS}-bit signed words")
         if not arith.ASQ_Z_FRAC <= int(a.z_frac) <= arith.ASQ_Z_FRAC + 63:
-            raise ValueError(f"{where}: adapter z_frac {a.z_frac} below the table grid's {arith.ASQ_Z_FRAC} "
+            raise EngineFitError(f"{where}: adapter z_frac {a.z_frac} below the table grid's {arith.ASQ_Z_FRAC} "
                              f"fraction bits; the engine only rounds z down to the grid")
         if fan_out > p.max_channels:
-            raise ValueError(f"{where}: {fan_out} channels exceed max_channels {p.max_channels} (the ASQ "
+            raise EngineFitError(f"{where}: {fan_out} channels exceed max_channels {p.max_channels} (the ASQ "
                              f"channel-sum memory); regenerate with --max-channels {fan_out}")
         qmax = vmax                   # the largest |value| the channel sums and the quantizer see
         if layer.prescaled:           # vq = round_shift(v * pre_mult, pre_shift), monotone in v
             pm, ps = int(layer.pre_mult), int(layer.pre_shift)
             if vmax * pm + (1 << (ps - 1)) >= 1 << 63:
-                raise ValueError(f"{where}: v * pre_mult can leave 63 bits (the executor's int64 round_shift); "
+                raise EngineFitError(f"{where}: v * pre_mult can leave 63 bits (the executor's int64 round_shift); "
                                  f"reduce pre_mult")
             q_lo = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_lo], dtype=object)
             q_hi = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_hi], dtype=object)
             if not fits_value(q_lo, q_hi):
-                raise ValueError(f"{where}: prescaled values round_shift(v * {pm}, {ps}) can leave the engine's "
+                raise EngineFitError(f"{where}: prescaled values round_shift(v * {pm}, {ps}) can leave the engine's "
                                  f"{p.value_bits}-bit value registers (range [{min(q_lo)}, {max(q_hi)}]){widen()}")
             qmax = max(max(abs(int(v)) for v in q_lo), max(abs(int(v)) for v in q_hi))
         inv_max = int(arith.asq_tables(a.factor)[1].max())
         if qmax * inv_max + (1 << (vf + arith.ASQ_BETA_FRAC - 1)) >= 1 << 63:
-            raise ValueError(f"{where}: value * 1/beta can leave 63 bits (the executor's int64 asq_quantize)")
+            raise EngineFitError(f"{where}: value * 1/beta can leave 63 bits (the executor's int64 asq_quantize)")
         _, oh, ow = layer.out_chw
         smax = oh * ow * qmax
         if smax >= 1 << (arith.SUM_BITS - 1):
-            raise ValueError(f"{where}: channel sums can leave the engine's {arith.SUM_BITS}-bit sum registers")
+            raise EngineFitError(f"{where}: channel sums can leave the engine's {arith.SUM_BITS}-bit sum registers")
         hmax = np.abs(w1.astype(object)).sum(axis=1) * smax + np.abs(np.asarray(a.b1).astype(object))
         zmax = (sum(abs(int(v)) for v in np.asarray(a.w2).reshape(-1)) * max(hmax) + abs(int(np.asarray(a.b2)[0]))
                 if a.w2 is not None else max(hmax))
         if max(hmax) >= 1 << 62 or zmax >= 1 << 62:
-            raise ValueError(f"{where}: adapter sums can leave the engine's {arith.ADAPTER_ACC_BITS}-bit accumulators")
+            raise EngineFitError(f"{where}: adapter sums can leave the engine's {arith.ADAPTER_ACC_BITS}-bit accumulators")
     return vmax
 
 
@@ -1008,56 +1015,56 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         Naming the layer and what to change, if anything does not fit.
     """
     if not isinstance(params, EngineParams):
-        raise ValueError(f"params must be an EngineParams, got {type(params).__name__}")
+        raise EngineFitError(f"params must be an EngineParams, got {type(params).__name__}")
     layers = list(layers)
     p = params
     if not layers:
-        raise ValueError("a program needs at least one layer")
+        raise EngineFitError("a program needs at least one layer")
     if len(layers) > p.max_layers:
-        raise ValueError(f"{len(layers)} layers exceed max_layers {p.max_layers} of the engine; "
+        raise EngineFitError(f"{len(layers)} layers exceed max_layers {p.max_layers} of the engine; "
                          f"regenerate with --max-layers {len(layers)}")
     names = [getattr(l, "name", None) for l in layers]
     if len(set(names)) != len(names):
-        raise ValueError(f"layer names must be unique, got {names}")
+        raise EngineFitError(f"layer names must be unique, got {names}")
     factors = sorted({l.adapter.factor for l in layers if isinstance(l, LayerSpec) and l.adapter is not None})
     if len(factors) > 1:
-        raise ValueError(f"ASQ layers use the factors {factors}; the engine holds one factor table")
+        raise EngineFitError(f"ASQ layers use the factors {factors}; the engine holds one factor table")
     factor = factors[0] if factors else None
     # sources: which earlier layer each layer reads, and whose values it adds (one saved map at a time)
     index, sources, vmax, saves = {}, [], [], set()
     need_bits = [0]                       # the value width the proven ranges need
     for l, layer in enumerate(layers):
         if not isinstance(layer, LayerSpec):
-            raise ValueError(f"layer {l} is not a LayerSpec")
+            raise EngineFitError(f"layer {l} is not a LayerSpec")
         frm = layer.input_from
         if frm is None or frm == "input":
             src = l - 1 if frm is None else -1
         elif frm not in index:
-            raise ValueError(f"layer {layer.name}: input_from {frm!r} names no earlier layer (use 'input' for the "
+            raise EngineFitError(f"layer {layer.name}: input_from {frm!r} names no earlier layer (use 'input' for the "
                              f"network input)")
         else:
             src = index[frm]
         if src >= 0 and layers[src].final:
-            raise ValueError(f"layer {layer.name}: reads layer {layers[src].name}, whose values go to RESULT")
+            raise EngineFitError(f"layer {layer.name}: reads layer {layers[src].name}, whose values go to RESULT")
         if l > 0 and src < 0 and layer.in_chw != layers[0].in_chw:
-            raise ValueError(f"layer {layer.name}: reads the network input {layers[0].in_chw}, but its input shape "
+            raise EngineFitError(f"layer {layer.name}: reads the network input {layers[0].in_chw}, but its input shape "
                              f"is {layer.in_chw}")
         res_vmax = None
         if layer.residual is not None:
             rname = layer.residual[0]
             if rname not in index:
-                raise ValueError(f"layer {layer.name}: residual {rname!r} names no earlier layer")
+                raise EngineFitError(f"layer {layer.name}: residual {rname!r} names no earlier layer")
             r = index[rname]
             if layers[r].final or layers[r].out_chw != layer.conv_chw:
-                raise ValueError(f"layer {layer.name}: residual from layer {rname} of shape {layers[r].out_chw} "
+                raise EngineFitError(f"layer {layer.name}: residual from layer {rname} of shape {layers[r].out_chw} "
                                  f"cannot be added to its {layer.conv_chw} values")
             between = [layers[j].name for j in range(r + 1, l) if j in saves]
             if between:
-                raise ValueError(f"layer {layer.name}: residual from layer {rname}, but layer {between[0]} saves "
+                raise EngineFitError(f"layer {layer.name}: residual from layer {rname}, but layer {between[0]} saves "
                                  f"its values in between (the engine keeps one saved map)")
             saves.add(r)
             if layers[r].out_size > p.res_words:
-                raise ValueError(f"layer {layer.name}: residual from layer {rname} needs {layers[r].out_size} "
+                raise EngineFitError(f"layer {layer.name}: residual from layer {rname} needs {layers[r].out_size} "
                                  f"words, more than res_words {p.res_words}; regenerate with --res-words "
                                  f"{layers[r].out_size}")
             res_vmax = vmax[r]
@@ -1071,7 +1078,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     c0, h0, w0 = layers[0].in_chw
     act_next = h0 * w0 * _ceil(c0, R)
     if act_next > p.act_words:
-        raise ValueError(f"the input needs {act_next} words per activation bank, more than act_words "
+        raise EngineFitError(f"the input needs {act_next} words per activation bank, more than act_words "
                          f"{p.act_words}; regenerate with --act-words {act_next}")
     region_bases, kept = _act_regions(layers, sources, p)
     c_next, a_next = 0, 0
@@ -1105,12 +1112,12 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         c_base, a_base = c_next, a_next
         c_next += n_out
         if c_next > p.chan_words:
-            raise ValueError(f"{where}: channel parameters need {c_next} entries in total, more than "
+            raise EngineFitError(f"{where}: channel parameters need {c_next} entries in total, more than "
                              f"chan_words {p.chan_words}; regenerate with --chan-words {c_next}")
         adapter_words = layer.adapter.words() if layer.adapter is not None else []
         a_next += len(adapter_words)
         if a_next > p.adapter_words:
-            raise ValueError(f"{where}: ASQ adapters need {a_next} words in total, more than adapter_words "
+            raise EngineFitError(f"{where}: ASQ adapters need {a_next} words in total, more than adapter_words "
                              f"{p.adapter_words}; regenerate with --adapter-words {a_next}")
         stride, pad = (layer.stride, layer.pad) if layer.is_conv else (1, 0)
         pk, ps, pp = layer.pool_kspd
@@ -1160,7 +1167,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         adapt_writes += [(int(Sel.ADAPT), a_base + i, w & amask) for i, w in enumerate(adapter_words)]
         out_bases.append(out_base)
     if len(slots) > p.max_layers:
-        raise ValueError(f"the layers need {len(slots)} descriptor slots ({len(layers)} layers, the larger ones "
+        raise EngineFitError(f"the layers need {len(slots)} descriptor slots ({len(layers)} layers, the larger ones "
                          f"split by output channels), more than max_layers {p.max_layers}; regenerate with "
                          f"--max-layers {len(slots)}")
     # passes: consecutive slots whose weight tiles fit the weight memory together (one pass: all)
@@ -1180,7 +1187,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         for name, val in zip(DescField, lay.fields()):
             lo_, hi_ = (-(1 << (DESC_BITS - 1)), 1 << (DESC_BITS - 1)) if name in SIGNED_FIELDS else (0, 1 << DESC_BITS)
             if not lo_ <= val < hi_:
-                raise ValueError(f"layer {layers[slot_layer[i]].name}: descriptor field {name.name.lower()} = {val} "
+                raise EngineFitError(f"layer {layers[slot_layer[i]].name}: descriptor field {name.name.lower()} = {val} "
                                  f"does not fit {DESC_BITS} bits; split the layer")
         layouts_all.append(lay)
 
@@ -1194,7 +1201,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         beta_t, inv_t = arith.asq_tables(factor)
         tb = arith.ASQ_TABLE_BITS
         if beta_t.max() >= 1 << tb or inv_t.max() >= 1 << tb:
-            raise ValueError(f"ASQ factor {factor!r}: table entries do not fit {tb} bits")
+            raise EngineFitError(f"ASQ factor {factor!r}: table entries do not fit {tb} bits")
         writes += [(int(Sel.TABLE), i, int(b) | int(v) << tb) for i, (b, v) in enumerate(zip(beta_t, inv_t))]
     for i, lay in enumerate(layouts_all):
         for f, val in zip(DescField, lay.fields()):
@@ -1252,7 +1259,7 @@ def _act_regions(layers: list, sources: list, p: EngineParams) -> tuple[list, li
             base = max(base, e)
         if base + n > p.act_words:
             held = ", ".join(f"{'input' if j < 0 else layers[j].name} {e - b}" for j, (b, e) in sorted(live.items()))
-            raise ValueError(f"layer {layers[l].name}: its {n}-word activation region does not fit act_words "
+            raise EngineFitError(f"layer {layers[l].name}: its {n}-word activation region does not fit act_words "
                              f"{p.act_words} next to the regions still to be read ({held} words); regenerate "
                              f"with --act-words {base + n}")
         for j, (b, e) in spans.items():
@@ -1285,7 +1292,7 @@ def _channel_parts(layer: LayerSpec, saved: bool, pixels: int, n_it: int, p: Eng
            "a later layer adds its values" if saved else
            "it is depthwise" if layer.depthwise else None)
     if why is not None:
-        raise ValueError(f"{where}: {need}, and it cannot run in output-channel parts because {why}; "
+        raise EngineFitError(f"{where}: {need}, and it cannot run in output-channel parts because {why}; "
                          f"regenerate with {fix}")
     unit = R * C // math.gcd(R, C)
     by_values = (p.value_words // pixels) // unit * unit
@@ -1294,7 +1301,7 @@ def _channel_parts(layer: LayerSpec, saved: bool, pixels: int, n_it: int, p: Eng
     if step < unit:
         small = (f"{pixels * unit} values" if by_values < unit else f"{_ceil(unit, C) * n_it} weight tiles")
         fix = (f"--value-words {pixels * unit}" if by_values < unit else f"--weight-words {_ceil(unit, C) * n_it}")
-        raise ValueError(f"{where}: {need}; even its smallest output-channel part ({unit} channels) needs {small}; "
+        raise EngineFitError(f"{where}: {need}; even its smallest output-channel part ({unit} channels) needs {small}; "
                          f"regenerate with {fix}")
     return [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.errors import InputError, ToolMissing
 from hw.build import engine_ports, engine_verilog
 from hw.program import Program, predicted_cycles
 
@@ -37,10 +38,6 @@ DEFAULT_CACHE = REPO_ROOT / "build" / "sim"
 # one process) for ~12 s more build time.
 VERILATOR_ARGS = ["--timing", "-CFLAGS", "-std=c++20 -fcoroutines", "-CFLAGS", "-O2", "-O3",
                   "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-WIDTHTRUNC", "-Wno-WIDTHEXPAND"]
-
-
-class ToolMissing(RuntimeError):
-    """A simulator or tool needed for the run is not installed (message says how to install it)."""
 
 
 class SimulationError(RuntimeError):
@@ -91,7 +88,7 @@ def simulator_env() -> dict:
 def check_backend(backend: str) -> None:
     """Raise :class:`ToolMissing` (with the fix) unless ``backend`` can run here."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown RTL backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise InputError(f"unknown RTL backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "icarus":
         for tool in ("iverilog", "vvp"):
             if shutil.which(tool) is None:

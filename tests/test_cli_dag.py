@@ -116,7 +116,7 @@ def test_simulate_expectations_are_the_integer_graph(graph, program):
     """What `simulate` compares each engine layer with (run_graph's codes of the consumer stage,
     zeros for a residual-only layer, the logits) is what the program's own reference computes, and
     the beta each engine layer's ASQ quantizer chooses is run_graph's beta of that consumer."""
-    from flows.cli import _dag_expected
+    from flows.simulate_cmd import _dag_expected
     from golden.dagplan import copy_plan
     from golden.data import load_digits_split
     from golden.intgraph import run_graph
@@ -170,7 +170,7 @@ def test_perf_of_a_v3_file_is_the_program(resnet8, program, capsys):
 
 
 def test_simulate_text_report_names_stages_and_engine_layers(graph, program):
-    from flows.cli import _model_summary
+    from flows.simulate_cmd import _model_summary
     line = _model_summary("v3", graph, [l.name for l in program.layers])
     assert f"{len(graph.stages)} stages -> {len(program.layers)} engine layers" in line and "~1" in line
 

@@ -1,0 +1,125 @@
+"""What the ``post-accel`` subcommands share: argument types and flags, the result printer, the
+engine-parameter flags and the exported-model loader.
+
+Each subcommand lives in its own ``flows/<name>_cmd.py`` module with ``add_parser(sub)`` and
+``run(args)``; none imports another. Errors a user can fix are :class:`UserError` (a
+:class:`golden.errors.InputError`): ``post-accel`` prints them in one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from golden.errors import InputError
+
+__all__ = ["UserError", "DEFAULT_OUT", "int_at_least", "positive_int", "nonneg_int", "emit", "add_common_flags",
+           "ENGINE_FLAGS", "add_engine_flags", "engine_params", "load_engine_model"]
+
+#: Where commands write when ``--out`` is not given.
+DEFAULT_OUT = Path("out")
+
+
+class UserError(InputError):
+    """An error in the command line or the files it names; reported in one line, no traceback."""
+
+
+def int_at_least(lowest: int):
+    """An argparse ``type`` accepting integers ``>= lowest`` with a one-line error otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {lowest}"
+    return parse
+
+
+positive_int = int_at_least(1)
+nonneg_int = int_at_least(0)
+
+
+def emit(args, result: dict, text: str) -> None:
+    """Print ``result`` as one JSON object with ``--json``, else the human ``text``."""
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(text)
+
+
+def add_common_flags(p) -> None:
+    """``--json`` and ``--quiet``, which every subcommand takes."""
+    p.add_argument("--json", action="store_true", help="print one JSON object of results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+#: Engine parameters that have a flag (``--act-words`` -> ``act_words``); rows/cols are separate.
+ENGINE_FLAGS = ("wbits", "abits", "frac_bits", "max_fan_in", "act_words", "weight_words", "chan_words",
+                "result_words", "max_layers", "value_words", "adapter_words", "max_channels", "res_words",
+                "value_bits")
+
+
+def add_engine_flags(p, with_defaults: bool) -> None:
+    """The engine's size flags (``--rows``, ``--cols``, bit-widths, memory depths)."""
+    p.add_argument("--rows", type=positive_int, default=4, help="array rows = input lanes (default 4)")
+    p.add_argument("--cols", type=positive_int, default=4, help="array columns = output lanes (default 4)")
+    d = (lambda v: v) if with_defaults else (lambda v: None)
+    p.add_argument("--wbits", type=int, default=d(4), help="POST weight code bits, 2..8")
+    p.add_argument("--abits", type=int, default=d(4), help="activation code bits, 2..8")
+    p.add_argument("--frac-bits", type=int, default=None, help="product fraction bits (default 8)")
+    p.add_argument("--max-fan-in", type=positive_int, default=None, help="largest fan-in (accumulator width)")
+    p.add_argument("--act-words", type=positive_int, default=None, help="depth of each activation bank")
+    p.add_argument("--weight-words", type=positive_int, default=None, help="depth of the weight memory")
+    p.add_argument("--chan-words", type=positive_int, default=None,
+                   help="depth of the per-channel rescale parameter memory")
+    p.add_argument("--value-words", type=positive_int, default=None,
+                   help="depth of the value buffer (one layer's pixels x channels before pooling)")
+    p.add_argument("--adapter-words", type=positive_int, default=None, help="depth of the ASQ adapter memory")
+    p.add_argument("--max-channels", type=positive_int, default=None,
+                   help="largest ASQ layer width (channel-sum memory depth)")
+    p.add_argument("--res-words", type=positive_int, default=None,
+                   help="depth of the residual memory (the values one layer keeps for a later residual add)")
+    p.add_argument("--result-words", type=positive_int, default=None, help="depth of the result memory")
+    p.add_argument("--max-layers", type=positive_int, default=None, help="layer descriptor slots")
+    p.add_argument("--value-bits", type=positive_int, default=None,
+                   help="signed width of the pre-quantization values (value buffer, residual and result "
+                        "memories), 16..48 (default: what the model needs, at least 32)")
+
+
+def engine_params(args, model=None):
+    """The engine the flags ask for; with ``model``, sized for it first and then overridden by the flags."""
+    from hw.program import EngineParams
+
+    given = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k, None) is not None}
+    if model is not None:
+        from flows.compile import engine_params_for, engine_params_for_graph
+        from golden.intmodel import IntModel
+        base = (engine_params_for(model, args.rows, args.cols) if isinstance(model, IntModel)
+                else engine_params_for_graph(model, args.rows, args.cols))
+        fields = {k: getattr(base, k) for k in ("rows", "cols") + ENGINE_FLAGS}
+        fields.update(given)
+        return EngineParams(**fields)
+    return EngineParams(rows=args.rows, cols=args.cols, **given)
+
+
+def load_engine_model(path):
+    """An exported model for the engine: ``("v1", IntModel)``, ``("v2", IntGraph)`` (a chain) or
+    ``("v3", IntGraph)`` (a DAG: branches, residual adds)."""
+    from golden.intmodel import ModelFileError, load_intmodel
+
+    try:
+        return "v1", load_intmodel(path)
+    except ModelFileError as v1_error:
+        from golden.graphfile import load_graph
+        try:
+            graph = load_graph(path)
+        except ModelFileError as v2_error:
+            if "is an integer graph" in str(v1_error) or ("format" in str(v1_error)
+                                                          and "format" not in str(v2_error)):
+                raise v2_error from None                 # a graph file (v2/v3) that is damaged
+            raise v1_error from None
+        return ("v3" if getattr(graph, "kind", "chain") == "dag" else "v2"), graph
