@@ -25,6 +25,7 @@ from flows import (
     simulate_cmd,
     synth,
     train_cmd,
+    vectors_cmd,
 )
 from flows.cliutil import UserError
 from golden.errors import InputError
@@ -35,7 +36,7 @@ EXIT_MISMATCH, EXIT_USER, EXIT_TOOL, EXIT_BUG = 1, 2, 3, 70
 
 #: The subcommands in the order ``--help`` lists them.
 COMMANDS = (train_cmd, export_cmd, generate_cmd, simulate_cmd, overhead_cmd, levels_cmd, perf_cmd, synth,
-            ablate_cmd)
+            ablate_cmd, vectors_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -290,7 +290,7 @@ def run_dag_graph(graph: IntGraph, X) -> GraphRun:
     x_in = np.asarray(X, dtype=np.float64).reshape((-1,) + tuple(graph.input_shape))
     if not np.all(np.isfinite(x_in)):
         raise ValueError("input contains NaN or inf")
-    values, codes_l, betas_l = {}, [], []
+    values, codes_l, betas_l, accs_l = {}, [], [], []
     for st in graph.stages:
         q = st.in_quant
         if st.input_from == "input":
@@ -305,6 +305,7 @@ def run_dag_graph(graph: IntGraph, X) -> GraphRun:
         codes_l.append(codes)
         betas_l.append(beta)
         acc = stage_acc(st, codes, q.bits)
+        accs_l.append(acc)
         if st.input_beta:
             acc = arith.apply_beta(acc, np.asarray(beta).reshape((-1,) + (1,) * (acc.ndim - 1)))
         shape = (1, -1) + (1,) * (acc.ndim - 2)
@@ -324,4 +325,5 @@ def run_dag_graph(graph: IntGraph, X) -> GraphRun:
         values[st.name] = v
     out = values[graph.output]
     logits = out.reshape(out.shape[0], -1)
-    return GraphRun(codes_l, betas_l, logits, np.argmax(logits, axis=1))
+    return GraphRun(codes_l, betas_l, logits, np.argmax(logits, axis=1), accs_l,
+                    [values[st.name] for st in graph.stages])

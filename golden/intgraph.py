@@ -43,7 +43,7 @@ from .zoo import DigitsCNN, DigitsMLP, QConv2d, QLinear
 from .errors import InputError
 
 __all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun", "export_graph",
-           "FloatRun", "run_graph", "run_stage", "stage_input_bits", "integer_accuracy", "float_codes", "run_dag", "DagRun",
+           "FloatRun", "run_graph", "run_stage", "stage_value", "stage_input_bits", "integer_accuracy", "float_codes", "run_dag", "DagRun",
            "float_codes_by_name", "trace"]
 
 LOGIT_FRAC = arith.ASQ_VALUE_FRAC
@@ -159,6 +159,9 @@ class GraphRun:
     betas: list                     # betas[i]: per-sample beta (fixed) of stage i's input, or None
     logits: np.ndarray              # [N, classes], units 2**-8 of the last stage's reference
     predictions: np.ndarray
+    accs: list = field(default_factory=list)    # accs[i]: stage i's sums of products [N, O, ...] (before beta, rescale)
+    values: list = field(default_factory=list)  # values[i]: stage i's value after rescale (+ residual), ReLU, pooling,
+    #                                             flatten: the pre-quantization integers its consumers quantize
 
 
 # --- export ----------------------------------------------------------------------
@@ -475,12 +478,10 @@ def _real_codes(q: ActQuant, module, x: np.ndarray):
     return q.quantize_real(x, beta / 2.0 ** arith.ASQ_BETA_FRAC), beta
 
 
-def run_stage(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
-    """One stage on its input codes ``x`` (and per-sample fixed-point ``beta`` if they came from ASQ).
-
-    Returns ``(codes, beta)`` of the next quantizer, or ``(logits, None)`` for the final stage.
-    """
-    acc = _accumulate(st, x, in_bits)
+def stage_value(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
+    """One chain stage up to its output quantizer: ``(acc, v)``, the sums of products (before the ASQ
+    beta and the rescale) and the value after rescale, ReLU, pooling and flatten."""
+    acc = raw = _accumulate(st, x, in_bits)
     if st.input_beta:
         if beta is None:
             raise ValueError(f"{st.name}: input codes came from an ASQ quantizer; pass their beta")
@@ -491,6 +492,19 @@ def run_stage(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
         v = np.maximum(v, st.relu_floor)
     for op in st.post_ops:
         v = arith.pool2d(v, *op[1:]) if op[0] == "maxpool" else v.reshape(v.shape[0], -1)
+    return raw, v
+
+
+def run_stage(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
+    """One stage on its input codes ``x`` (and per-sample fixed-point ``beta`` if they came from ASQ).
+
+    Returns ``(codes, beta)`` of the next quantizer, or ``(logits, None)`` for the final stage.
+    """
+    return _quantize_out(st, stage_value(st, x, beta, in_bits)[1])
+
+
+def _quantize_out(st: Stage, v: np.ndarray):
+    """A chain stage's output quantizer on its value ``v``: ``(codes, beta)``, or ``(v, None)`` if final."""
     if st.out is None:
         return v, None
     if st.out.kind == "asq":
@@ -512,12 +526,15 @@ def run_graph(graph: IntGraph, X) -> GraphRun:
         from .intdag import run_dag_graph
         return run_dag_graph(graph, X)
     x, beta = _input_codes(graph, X)
-    codes, betas = [], []
+    codes, betas, accs, values = [], [], [], []
     for i, st in enumerate(graph.stages):
         codes.append(x)
         betas.append(beta)
-        x, beta = run_stage(st, x, beta, stage_input_bits(graph, i))
-    return GraphRun(codes, betas, x, np.argmax(x, axis=1))
+        acc, v = stage_value(st, x, beta, stage_input_bits(graph, i))
+        accs.append(acc)
+        values.append(v)
+        x, beta = _quantize_out(st, v)
+    return GraphRun(codes, betas, x, np.argmax(x, axis=1), accs, values)
 
 
 def integer_accuracy(model: nn.Module, X, y) -> float:
