@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from flows.cliutil import UserError, add_common_flags, emit
+from sim.vectors import VECTORS_FORMAT, VECTORS_VERSION
 
-__all__ = ["add_parser", "run", "FORMATS", "VECTORS_FORMAT", "VECTORS_VERSION", "build_vectors", "write_vectors"]
+__all__ = ["add_parser", "run", "FORMATS", "build_vectors", "write_vectors", "check_out_dir"]
 
 FORMATS = ("npy", "hex", "json")
-VECTORS_FORMAT = "post-accel-vectors"
-VECTORS_VERSION = 1
 NETWORK = "network"            #: the ``layer`` of the arrays that belong to no single stage
 
 

@@ -26,10 +26,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["VectorError", "Vectors", "Mismatch", "VectorChecker", "load_vectors", "compare"]
+__all__ = ["VECTORS_FORMAT", "VECTORS_VERSION", "VectorError", "Vectors", "Mismatch", "VectorChecker",
+           "load_vectors", "compare"]
 
-VECTORS_FORMAT = "post-accel-vectors"
-VECTORS_VERSION = 1
+VECTORS_FORMAT = "post-accel-vectors"      #: manifest.json "format" (``post-accel vectors`` writes it)
+VECTORS_VERSION = 1                        #: manifest.json "version"
 
 
 class VectorError(ValueError):
