@@ -259,3 +259,37 @@ def test_hand_written_neuron_catches_a_corrupted_vector(neuron_build, neuron_vec
     assert report["first"] == {"layer": layer, "array": "value", "sample": 1, "index": [4], "expected": edited,
                                "got": got}
     assert edited == got - 3
+
+
+def test_acc_and_value_follow_the_arithmetic(tmp_path, digits, trained_cnn_path):
+    """The vectors' sums of products and values, recomputed product by product from golden.arith
+    (independently of the executor's vectorised paths): the first conv and the last linear layer."""
+    from golden import arith
+    vec = _write(trained_cnn_path, tmp_path / "v", "npy", samples=2)
+    first, last = vec.layer(vec.layers[0]), vec.layer(vec.layers[-1])
+    # first layer: a k x k convolution with zero padding, one sample, every output position
+    x, w = vec.array(first["name"], "in_codes")[1], vec.array(first["name"], "weights")
+    o_ch, c_in, k, _ = w.shape
+    p, s = first["padding"], first["stride"]
+    xp = np.pad(x, ((0, 0), (p, p), (p, p)))
+    acc = vec.array(first["name"], "acc")[1]
+    for o in range(o_ch):
+        for i in range(acc.shape[1]):
+            for j in range(acc.shape[2]):
+                patch = xp[:, i * s:i * s + k, j * s:j * s + k]
+                want = arith.post_product(patch, w[o], first["wbits"], first["abits"], first["frac_bits"]).sum()
+                assert acc[o, i, j] == want, (o, i, j)
+    assert not first["input_beta"] and not first["post_ops"]
+    v = arith.rescale(acc, *(vec.array(first["name"], k).reshape(-1, 1, 1) for k in ("mult", "offset", "shift")))
+    v = np.maximum(v, first["relu_floor"]) if first["relu"] else v
+    np.testing.assert_array_equal(vec.array(first["name"], "value")[1], v)
+    # last layer: products, sums, then the per-channel rescale (no ASQ input, no ReLU, no pooling)
+    assert not last["input_beta"] and not last["relu"] and not last["post_ops"]
+    n = last["name"]
+    prods = arith.post_product(vec.array(n, "in_codes")[:, None, :], vec.array(n, "weights")[None, :, :],
+                               last["wbits"], last["abits"], last["frac_bits"])
+    np.testing.assert_array_equal(vec.array(n, "acc"), prods.sum(axis=-1))
+    np.testing.assert_array_equal(vec.array(n, "value"), arith.rescale(vec.array(n, "acc"), vec.array(n, "mult"),
+                                                                       vec.array(n, "offset"), vec.array(n, "shift")))
+    lut = vec.array(n, "lut")
+    assert [int(v) for v in lut] == [arith.sqrt2_lut_entry(x, last["frac_bits"]) for x in range(2 ** last["abits"])]
