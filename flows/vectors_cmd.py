@@ -112,8 +112,8 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
         layers.append(rec)
         n = st.name
         arrays.append((n, "in_codes", run.codes[i], True,
-                       f"input codes of {n}: what its input quantizer ({q.kind}, {q.bits} bits) makes of "
-                       f"{rec['input_from']}'s value, i.e. the expected output codes of that quantizer",
+                       (f"input codes of {n}: what its input quantizer ({q.kind}, {q.bits} bits) makes of "
+                        f"{rec['input_from']}'s value, i.e. the expected output codes of that quantizer"),
                        (int(q.bits) + (q.lo < 0), bool(q.lo < 0))))
         if run.betas[i] is not None:
             arrays.append((n, "in_beta", run.betas[i], True,
@@ -138,8 +138,8 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
         arrays.append((n, "offset", st.offset, False, "per output channel rescale offset (added before the shift)"))
         if st.weight_format == "post":
             arrays.append((n, "lut", np.asarray(arith.sqrt2_lut(in_bits, st.frac_bits), dtype=np.int64), False,
-                           f"sqrt(2) LUT: round_half_up(x * 2**{st.frac_bits} / sqrt 2) for each input code x "
-                           f"(odd POST exponents)", (arith.lut_entry_bits(in_bits, st.frac_bits), False)))
+                           (f"sqrt(2) LUT: round_half_up(x * 2**{st.frac_bits} / sqrt 2) for each input code "
+                            f"x (odd POST exponents)"), (arith.lut_entry_bits(in_bits, st.frac_bits), False)))
         ad = q.adapter
         if q.kind == "asq" and ad is not None and hasattr(ad, "e1"):
             arrays.append((n, "in_adapter_w1", ad.w1, False, f"ASQ adapter layer-1 weights, units 2**-{ad.e1}"))
@@ -260,7 +260,7 @@ def write_vectors(out, graph, x, labels, fmt: str, model_path) -> dict:
     manifest = {"format": VECTORS_FORMAT, "version": VECTORS_VERSION, "vector_format": fmt,
                 "model": {"file": os.path.basename(os.fspath(model_path)), "sha256": digest, "kind": graph.kind,
                           "meta": graph.meta},
-                "samples": int(len(x)), "dataset": "digits test split (golden.data.load_digits_split), first N",
+                "samples": len(x), "dataset": "digits test split (golden.data.load_digits_split), first N",
                 "input_shape": list(graph.input_shape), "input_quant": _quant_dict(graph.input_quant),
                 "output": graph.output if graph.kind == "dag" else graph.stages[-1].name,
                 "layers": layers, "arrays": entries}

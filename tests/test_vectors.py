@@ -269,7 +269,7 @@ def test_acc_and_value_follow_the_arithmetic(tmp_path, digits, trained_cnn_path)
     first, last = vec.layer(vec.layers[0]), vec.layer(vec.layers[-1])
     # first layer: a k x k convolution with zero padding, one sample, every output position
     x, w = vec.array(first["name"], "in_codes")[1], vec.array(first["name"], "weights")
-    o_ch, c_in, k, _ = w.shape
+    o_ch, _, k, _ = w.shape
     p, s = first["padding"], first["stride"]
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
     acc = vec.array(first["name"], "acc")[1]

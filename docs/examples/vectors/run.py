@@ -16,9 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent.parent.parent)]     # post_neuron_tb, and sim.vectors
 
-from cocotb_tools.runner import get_runner  # noqa: E402
+from cocotb_tools.runner import get_runner
 
-from sim.vectors import load_vectors  # noqa: E402
+from sim.vectors import load_vectors
 
 
 def main() -> int:
