@@ -19,7 +19,7 @@ from hw.lut import checked
 from hw.program import ADAPT_TAIL, DESC_BITS, DESC_FIELDS, DESC_STRIDE, SIGNED_FIELDS, WALK_FLUSH, DescField, \
     EngineParams
 
-__all__ = ["Sequencer", "State", "desc_layout", "DESC_FIELD_BITS"]
+__all__ = ["Sequencer", "State", "desc_layout", "desc_const", "DESC_FIELD_BITS"]
 
 #: Bits per descriptor field in :func:`desc_layout` (every field is one 16-bit DESC word).
 DESC_FIELD_BITS = DESC_BITS
@@ -30,6 +30,19 @@ def desc_layout() -> data.StructLayout:
     16 bits each (``SIGNED_FIELDS`` signed); field ``f`` occupies bits ``16*f .. 16*f + 15``."""
     return data.StructLayout({f.name.lower(): signed(DESC_BITS) if f in SIGNED_FIELDS else unsigned(DESC_BITS)
                               for f in DescField})
+
+
+def desc_const(values) -> int:
+    """The :func:`desc_layout` bits of a descriptor given as its field values (``DescField`` order, as
+    ``Program.layouts[i].fields()`` lists them, or a ``{DescField: value}`` mapping; missing
+    fields 0); signed fields as 16-bit two's complement."""
+    if isinstance(values, dict):
+        values = [values.get(f, 0) for f in DescField]
+    values = list(values)
+    if len(values) != DESC_FIELDS:
+        raise ValueError(f"a descriptor has {DESC_FIELDS} fields, got {len(values)}")
+    mask = (1 << DESC_BITS) - 1
+    return sum((int(v) & mask) << (DESC_BITS * f) for f, v in enumerate(values))
 
 
 class State(enum.Enum, shape=4):
