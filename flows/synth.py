@@ -185,6 +185,16 @@ TOP_BLOCK = "top"
 BLOCK_KEYS = ("luts", "ffs", "carry", "dsps", "brams", "spram")
 
 
+def _load_stat(path: Path) -> dict:
+    """yosys ``stat -json`` output; yosys 0.23 leaves a trailing comma before an empty design section
+    when the design has no top attribute (the hierarchical case), which is removed first."""
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return json.loads(re.sub(r",\s*(?=[}\]])", "", text))
+
+
 def _stat_modules(stat: dict) -> dict:
     """Module name (no leading backslash) -> its own cells by type, from yosys ``stat -json``."""
     return {name.lstrip("\\"): {typ.lstrip("\\"): int(n) for typ, n in m.get("num_cells_by_type", {}).items()}
@@ -420,7 +430,7 @@ def synth_verilog(verilog: str, top: str, target: str, *, pnr: bool = True, dsp:
                 script += ["design -load src", f"{synth_cmd} -top {HARNESS_TOP} -json pnr.json"]
         (work / "synth.ys").write_text("\n".join(script) + "\n")
         _run(yosys + ["-q", "-s", "synth.ys"], work, work / "yosys.log", timeout, f"yosys {synth_cmd} of {top}")
-        stat = json.loads((work / "stat.json").read_text())
+        stat = _load_stat(work / "stat.json")
         block_counts = parse_blocks(stat, target, top) if blocks else {}
         if blocks:
             total = {k: sum(b.get(k, 0) for b in block_counts.values()) for k in ("luts", "ffs", "carry", "dsps",
