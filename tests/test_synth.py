@@ -124,12 +124,6 @@ def test_run_jobs_order_serial_and_dask():
 
 from hw.engine import COMPONENTS  # noqa: E402
 
-#: A 2x2 engine with the smallest memories: the CI-sized per-block report.
-SMALL_ENGINE = ["--rows", "2", "--cols", "2", "--act-words", "16", "--weight-words", "16", "--chan-words", "16",
-                "--value-words", "16", "--adapter-words", "16", "--max-channels", "16", "--res-words", "16",
-                "--result-words", "16", "--max-layers", "2"]
-
-
 def test_parse_blocks_rolls_up_submodules():
     """Blocks are the top's submodule instances with everything below them; the top's own cells are "top"."""
     stat = {"modules": {
@@ -152,20 +146,23 @@ def test_parse_blocks_rolls_up_submodules():
 
 
 @needs_yosys
-def test_cli_synth_engine_blocks_ice40(capsys):
-    """A 2x2 engine on the iCE40 (synthesis only): one block per component, adding up to the totals."""
-    from flows.cli import main
-    rc = main(["synth", "--target", "ice40-up5k", "--no-pnr", "--json", *SMALL_ENGINE])
-    out = capsys.readouterr().out
-    assert rc == 0
-    result = json.loads(out)
-    blocks = result["blocks"]
+def test_engine_blocks_ice40():
+    """A 2x2 engine with the smallest memories on the iCE40 (synthesis only; multipliers on DSP blocks,
+    which keeps abc's work CI-sized): one block per component, adding up to the totals."""
+    from hw.build import TOP, engine_verilog
+    from hw.program import EngineParams
+
+    params = EngineParams(rows=2, cols=2, act_words=16, weight_words=16, chan_words=16, value_words=16,
+                          adapter_words=16, max_channels=16, res_words=16, result_words=16, max_layers=2)
+    rep = synth.synth_verilog(engine_verilog(params), TOP, "ice40-up5k", pnr=False, dsp=True, blocks=True)
+    blocks = rep.blocks
     assert set(blocks) == set(COMPONENTS) | {"top"}
     for key in ("luts", "ffs", "carry", "dsps", "brams"):
-        assert sum(b[key] for b in blocks.values()) == result[key], key
-    assert all(blocks[n]["luts"] > 0 for n in COMPONENTS)
-    assert blocks["array"]["carry"] > 0 and blocks["seq"]["ffs"] > 0
-    assert blocks["top"]["brams"] > 0 and blocks["top"]["luts"] < blocks["array"]["luts"] + blocks["rescale"]["luts"]
+        assert sum(b[key] for b in blocks.values()) == getattr(rep, key), key
+    assert all(blocks[n]["luts"] > 0 and blocks[n]["ffs"] > 0 for n in COMPONENTS)
+    assert blocks["array"]["carry"] > 0 and blocks["asq"]["dsps"] > 0 and blocks["rescale"]["dsps"] > 0
+    assert blocks["top"]["brams"] + blocks["top"]["ffs"] > 0                    # the shared memories
+    assert rep.to_dict()["blocks"] == blocks
 
 
 @needs_ice40
