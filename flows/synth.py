@@ -34,6 +34,7 @@ of a logic cell, which usually shares the cell with a LUT). ECP5 ``luts`` = ``LU
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -48,7 +49,8 @@ from flows.cliutil import add_engine_flags, engine_params, positive_int
 from golden.errors import InputError, ToolMissing
 
 __all__ = ["TARGETS", "ToolMissing", "SynthError", "SynthReport", "find_tool", "verilog_ports",
-           "harness_verilog", "synth_verilog", "synth_component", "synth_unit", "add_parser", "run"]
+           "harness_verilog", "synth_verilog", "synth_component", "synth_unit", "parse_blocks", "blocks_table",
+           "add_parser", "run"]
 
 HARNESS_TOP = "synth_harness"
 DEFAULT_SEED = 1
@@ -100,12 +102,13 @@ class _Target:
     bram: tuple
     capacity: dict                  # luts, ffs, brams, dsps available
     dsp_flag: tuple                 # (flag to enable DSPs, flag to disable) for the synth command
+    spram: tuple = ()               # single-port RAM blocks (iCE40 UP5K SPRAM)
 
 
 TARGETS = {
     "ice40-up5k": _Target("ice40-up5k", "synth_ice40", "nextpnr-ice40", ("--up5k", "--package", "sg48"),
                           ("SB_LUT4",), ("SB_CARRY",), ("SB_MAC16",), ("SB_RAM40_4K",),
-                          {"luts": 5280, "ffs": 5280, "brams": 30, "dsps": 8}, ("-dsp", "")),
+                          {"luts": 5280, "ffs": 5280, "brams": 30, "dsps": 8}, ("-dsp", ""), ("SB_SPRAM256KA",)),
     "ecp5-25k": _Target("ecp5-25k", "synth_ecp5", "nextpnr-ecp5", ("--25k", "--package", "CABGA381"),
                         ("LUT4",), ("CCU2C",), ("MULT18X18D", "ALU54B"), ("DP16KD", "PDPW16KD"),
                         {"luts": 24288, "ffs": 24288, "brams": 56, "dsps": 28}, ("", "-nodsp")),
@@ -139,6 +142,7 @@ class SynthReport:
     note: str = ""
     tools: dict = field(default_factory=dict)
     seconds: float = 0.0
+    blocks: dict = field(default_factory=dict)   # per-submodule counts (synth_verilog(blocks=True))
 
     @property
     def lut4_equivalent(self) -> int:
@@ -165,9 +169,98 @@ def parse_stat(stat: dict, target: str) -> dict:
             raise SynthError("yosys stat -json has no design totals and not exactly one module")
         design = modules[0]
     cells = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
+    return _counts(cells, t)
+
+
+def _counts(cells: dict, t: _Target) -> dict:
     count = lambda names: sum(cells.get(n, 0) for n in names)  # noqa: E731
     return {"luts": count(t.lut), "ffs": sum(v for k, v in cells.items() if _is_ff(k)),
             "carry": count(t.carry), "dsps": count(t.dsp), "brams": count(t.bram), "cells": cells}
+
+
+#: Name of the block holding the top module's own cells in :func:`parse_blocks`.
+TOP_BLOCK = "top"
+#: Resource keys of one block (per-block table and JSON).
+BLOCK_KEYS = ("luts", "ffs", "carry", "dsps", "brams", "spram")
+
+
+def _load_stat(path: Path) -> dict:
+    """yosys ``stat -json`` output; yosys 0.23 leaves a trailing comma before an empty design section
+    when the design has no top attribute (the hierarchical case), which is removed first."""
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return json.loads(re.sub(r",\s*(?=[}\]])", "", text))
+
+
+def _stat_modules(stat: dict) -> dict:
+    """Module name (no leading backslash) -> its own cells by type, from yosys ``stat -json``."""
+    return {name.lstrip("\\"): {typ.lstrip("\\"): int(n) for typ, n in m.get("num_cells_by_type", {}).items()}
+            for name, m in stat.get("modules", {}).items()}
+
+
+def _flat_cells(modules: dict, name: str, memo: dict | None = None) -> dict:
+    """Cells by type of module ``name`` with every submodule instance replaced by its cells."""
+    memo = {} if memo is None else memo
+    if name not in memo:
+        cells: dict = {}
+        for typ, n in modules[name].items():
+            sub = _flat_cells(modules, typ, memo) if typ in modules else {typ: 1}
+            for k, v in sub.items():
+                cells[k] = cells.get(k, 0) + n * v
+        memo[name] = cells
+    return memo[name]
+
+
+def _flat_cells_of(stat: dict, top: str) -> dict:
+    modules = _stat_modules(stat)
+    if top not in modules:
+        raise SynthError(f"yosys stat -json has no module {top} (was the design synthesised with -noflatten?)")
+    return _flat_cells(modules, top)
+
+
+def parse_blocks(stat: dict, target: str, top: str) -> dict:
+    """Per-block counts of ``top`` from a *hierarchical* yosys ``stat -json`` (synthesised with
+    ``-noflatten``): one block per submodule instance of ``top`` (named after the instance's module,
+    ``top.`` stripped, everything below it included), and :data:`TOP_BLOCK` for the top module's own
+    cells (memories it owns, glue). Each block: :data:`BLOCK_KEYS`; the blocks add up to the design."""
+    t = _check_target(target)
+    modules = _stat_modules(stat)
+    if top not in modules:
+        raise SynthError(f"yosys stat -json has no module {top} (was the design synthesised with -noflatten?)")
+    memo: dict = {}
+    blocks: dict = {}
+    own: dict = {}
+    for typ, n in modules[top].items():
+        if typ in modules:
+            name = typ[len(top) + 1:] if typ.startswith(top + ".") else typ
+            cells = blocks.setdefault(name, {})
+            for k, v in _flat_cells(modules, typ, memo).items():
+                cells[k] = cells.get(k, 0) + n * v
+        else:
+            own[typ] = own.get(typ, 0) + n
+    blocks[TOP_BLOCK] = own
+    out = {}
+    for name, cells in blocks.items():
+        c = _counts(cells, t)
+        c["spram"] = sum(cells.get(n, 0) for n in t.spram)
+        out[name] = {k: c[k] for k in BLOCK_KEYS}
+    return out
+
+
+def blocks_table(blocks: dict, names: dict | None = None) -> str:
+    """The per-block counts as a text table (a share column of the LUTs), largest LUT count first."""
+    total = {k: sum(b[k] for b in blocks.values()) for k in BLOCK_KEYS}
+    lines = [f"  {'block':<10} {'LUTs':>7} {'share':>6} {'FFs':>6} {'carry':>6} {'DSPs':>5} {'BRAMs':>6} "
+             f"{'SPRAM':>6}  what"]
+    for name, b in sorted(blocks.items(), key=lambda kv: -kv[1]["luts"]):
+        share = f"{100 * b['luts'] / total['luts']:.1f}%" if total["luts"] else "-"
+        lines.append(f"  {name:<10} {b['luts']:>7} {share:>6} {b['ffs']:>6} {b['carry']:>6} {b['dsps']:>5} "
+                     f"{b['brams']:>6} {b['spram']:>6}  {(names or {}).get(name, '')}")
+    lines.append(f"  {'total':<10} {total['luts']:>7} {'':>6} {total['ffs']:>6} {total['carry']:>6} "
+                 f"{total['dsps']:>5} {total['brams']:>6} {total['spram']:>6}")
+    return "\n".join(lines)
 
 
 _FMAX_RE = re.compile(r"Max frequency for clock\s+'([^']+)':\s*([0-9.]+)\s*MHz")
@@ -277,7 +370,7 @@ _NO_FIT_RE = re.compile(r"(Unable to place|too many|not enough|exceeds|Design us
 
 def synth_verilog(verilog: str, top: str, target: str, *, pnr: bool = True, dsp: bool = False,
                   seed: int = DEFAULT_SEED, freq_mhz: float = 12.0, keep_dir: str | Path | None = None,
-                  timeout: int = DEFAULT_TIMEOUT) -> SynthReport:
+                  timeout: int = DEFAULT_TIMEOUT, blocks: bool = False) -> SynthReport:
     """Synthesise ``top`` from ``verilog`` for ``target`` (and place and route it where possible).
 
     Parameters
@@ -293,6 +386,11 @@ def synth_verilog(verilog: str, top: str, target: str, *, pnr: bool = True, dsp:
         nextpnr's target frequency; only steers timing-driven placement (``--timing-allow-fail``).
     keep_dir : path or None
         Write the Verilog, scripts, logs and reports there instead of a temporary directory.
+    blocks : bool
+        Synthesise hierarchically (``-noflatten``) and report every submodule of ``top`` in
+        ``SynthReport.blocks`` (:func:`parse_blocks`); the totals are then those of the hierarchical
+        netlist (no optimisation across module boundaries), and place and route runs on the same
+        netlist, flattened. One yosys run instead of two.
     """
     t = _check_target(target)
     started = time.monotonic()
@@ -311,18 +409,39 @@ def synth_verilog(verilog: str, top: str, target: str, *, pnr: bool = True, dsp:
         script = ["read_verilog design.v"]
         if nextpnr:
             (work / "harness.v").write_text(harness_verilog(top, verilog_ports(verilog, top)))
-            script += ["read_verilog harness.v", "design -save src"]
-        script += [f"{synth_cmd} -top {top}", "tee -q -o stat.json stat -json"]
-        if nextpnr:
-            script += ["design -load src", f"{synth_cmd} -top {HARNESS_TOP} -json pnr.json"]
+            script += ["read_verilog harness.v"]
+        if blocks:
+            # one hierarchical synthesis: count per module, then flatten for place and route
+            synth_cmd = synth_cmd.replace("-flatten", "").replace("  ", " ").strip()
+            if t.pnr_tool:
+                synth_cmd += " -noflatten"
+            # (without a top attribute `stat -json` stays valid JSON: yosys 0.23 prints the hierarchy
+            # as text into it otherwise; the totals are summed from the modules in parse_blocks)
+            script += [f"{synth_cmd} -top {HARNESS_TOP if nextpnr else top}", "setattr -mod -unset top",
+                       "tee -q -o stat.json stat -json"]
+            if nextpnr:
+                script += [f"hierarchy -top {HARNESS_TOP}", "flatten", "opt_clean", "write_json pnr.json"]
+        else:
+            if nextpnr:
+                script += ["design -save src"]
+            script += [f"{synth_cmd} -top {top}", "tee -q -o stat.json stat -json"]
+            if nextpnr:
+                script += ["design -load src", f"{synth_cmd} -top {HARNESS_TOP} -json pnr.json"]
         (work / "synth.ys").write_text("\n".join(script) + "\n")
         _run(yosys + ["-q", "-s", "synth.ys"], work, work / "yosys.log", timeout, f"yosys {synth_cmd} of {top}")
-        stat = json.loads((work / "stat.json").read_text())
-        counts = parse_stat(stat, target)
+        stat = _load_stat(work / "stat.json")
+        block_counts = parse_blocks(stat, target, top) if blocks else {}
+        if blocks:
+            total = {k: sum(b.get(k, 0) for b in block_counts.values()) for k in ("luts", "ffs", "carry", "dsps",
+                                                                                   "brams")}
+            counts = {**total, "cells": _flat_cells_of(stat, top)}
+        else:
+            counts = parse_stat(stat, target)
         creator = stat.get("creator", "")
         if creator:
             tools["yosys_version"] = creator
-        report = SynthReport(target=target, top=top, fmax_mhz=None, fits=True, tools=tools, **counts)
+        report = SynthReport(target=target, top=top, fmax_mhz=None, fits=True, tools=tools, blocks=block_counts,
+                             **counts)
 
         over = [f"{k} {report_value} > {cap}" for k, cap in t.capacity.items()
                 if (report_value := getattr(report, k)) > cap]
@@ -409,6 +528,9 @@ def add_parser(subparsers):
     p.add_argument("--dsp", action="store_true", help="let yosys use DSP blocks for multipliers")
     p.add_argument("--no-pnr", action="store_true", help="synthesis only (no Fmax)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="nextpnr seed (default 1)")
+    p.add_argument("--fmax", type=_positive_float, default=None, metavar="MHZ",
+                   help="required clock frequency: nextpnr targets it, and the command exits 1 when place "
+                        "and route reaches less")
     p.add_argument("--keep", default=None, help="keep the flow's files in this directory")
     add_engine_flags(p, with_defaults=False)
     p.add_argument("--json", action="store_true", help="print one JSON object of results")
@@ -428,9 +550,27 @@ def _engine_advice(params, rep: SynthReport) -> str:
     return "; try " + " or ".join(tips)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of MHz, got {text!r}")
+    return value
+
+
 def run(args) -> int:
-    """``post-accel synth``: print the report (JSON with ``--json``); 2 if the design does not fit."""
+    """``post-accel synth``: print the report (JSON with ``--json``); 2 if the design does not fit,
+    1 if ``--fmax`` is given and place and route reaches less."""
+    fmax_target = getattr(args, "fmax", None)
+    if fmax_target is not None and (args.no_pnr or TARGETS[args.target].pnr_tool is None):
+        print(f"post-accel: error: --fmax needs place and route: drop --no-pnr and use --target "
+              f"{' or '.join(n for n, t in TARGETS.items() if t.pnr_tool)}", file=sys.stderr)
+        return 2
     kw = {"pnr": not args.no_pnr, "dsp": args.dsp, "seed": args.seed, "keep_dir": args.keep}
+    if fmax_target is not None:
+        kw["freq_mhz"] = fmax_target
     if args.pe is not None:
         wbits = 4 if args.wbits is None else args.wbits
         abits = 4 if args.abits is None else args.abits
@@ -444,15 +584,16 @@ def run(args) -> int:
                  f"{per['dsps']} DSPs")
     else:
         from hw.build import TOP, engine_verilog
+        from hw.engine import COMPONENTS
 
         params = engine_params(args)
-        rep = synth_verilog(engine_verilog(params), TOP, args.target, **kw)
+        rep = synth_verilog(engine_verilog(params), TOP, args.target, blocks=True, **kw)
         result = {"unit": "engine", "rows": params.rows, "cols": params.cols, "wbits": params.wbits,
                   "abits": params.abits, "acc_bits": params.acc_bits, **rep.to_dict()}
         if not rep.fits:
             result["note"] += _engine_advice(params, rep)
         what = f"post_engine {params.rows}x{params.cols} W{params.wbits}A{params.abits}"
-        extra = ""
+        extra = "\n  per block (hierarchical synthesis):\n" + blocks_table(rep.blocks, COMPONENTS)
     fmax = "n/a (no place and route)" if result["fmax_mhz"] is None else f"{result['fmax_mhz']} MHz"
     text = (f"post-accel synth: {what} on {args.target}\n"
             f"  LUTs {result['luts']}, FFs {result['ffs']}, carry {result['carry']}, DSPs {result['dsps']}, "
@@ -461,6 +602,9 @@ def run(args) -> int:
             + (f", {result['tools']['nextpnr']}, seed {args.seed})" if "nextpnr" in result["tools"] else ")"))
     if not result["fits"]:
         text += f"\n  {result['note']}"
+    if fmax_target is not None:
+        result["fmax_target_mhz"] = fmax_target
+        result["timing_met"] = result["fmax_mhz"] is not None and result["fmax_mhz"] >= fmax_target
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -468,11 +612,15 @@ def run(args) -> int:
     if not result["fits"]:
         print(f"post-accel: error: {what}: {result['note']}", file=sys.stderr)
         return 2
+    if fmax_target is not None and (result["fmax_mhz"] is None or result["fmax_mhz"] < fmax_target):
+        reached = "no Fmax reported" if result["fmax_mhz"] is None else f"reaches {result['fmax_mhz']} MHz"
+        print(f"post-accel: error: timing not met: {what} on {args.target} {reached}, below --fmax "
+              f"{fmax_target:g} MHz (seed {args.seed})", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":                     # pragma: no cover - convenience
-    import argparse
 
     parser = argparse.ArgumentParser(prog="post-accel")
     add_parser(parser.add_subparsers(dest="command", required=True))

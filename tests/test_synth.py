@@ -118,3 +118,71 @@ def test_run_jobs_order_serial_and_dask():
     assert run_jobs(operator.neg, jobs, serial=True, progress=False) == [3, -1, 2, 0, -5]
     assert run_jobs(operator.neg, jobs, progress=False) == [3, -1, 2, 0, -5]
     assert run_jobs(operator.neg, [], progress=False) == []
+
+
+# --- per-block area of the engine and --fmax (flows/synth.py engine part) ------------------------
+
+from hw.engine import COMPONENTS  # noqa: E402
+
+def test_parse_blocks_rolls_up_submodules():
+    """Blocks are the top's submodule instances with everything below them; the top's own cells are "top"."""
+    stat = {"modules": {
+        "\\eng": {"num_cells_by_type": {"SB_LUT4": 3, "SB_RAM40_4K": 2, "\\eng.a": 1, "\\eng.b": 1}},
+        "\\eng.a": {"num_cells_by_type": {"SB_LUT4": 5, "SB_DFFE": 2, "\\eng.a.pe": 2}},
+        "\\eng.a.pe": {"num_cells_by_type": {"SB_LUT4": 7, "SB_CARRY": 3, "SB_MAC16": 1}},
+        "\\eng.b": {"num_cells_by_type": {"SB_DFF": 4, "SB_SPRAM256KA": 1}},
+        "\\harness": {"num_cells_by_type": {"SB_LUT4": 100, "\\eng": 1}},
+    }}
+    blocks = synth.parse_blocks(stat, "ice40-up5k", "eng")
+    assert blocks == {
+        "a": {"luts": 5 + 14, "ffs": 2, "carry": 6, "dsps": 2, "brams": 0, "spram": 0},
+        "b": {"luts": 0, "ffs": 4, "carry": 0, "dsps": 0, "brams": 0, "spram": 1},
+        "top": {"luts": 3, "ffs": 0, "carry": 0, "dsps": 0, "brams": 2, "spram": 0},
+    }
+    table = synth.blocks_table(blocks, {"a": "the array"})
+    assert "the array" in table and table.splitlines()[-1].split()[:2] == ["total", "22"]
+    with pytest.raises(SynthError, match="no module nope"):
+        synth.parse_blocks(stat, "ice40-up5k", "nope")
+
+
+@needs_yosys
+def test_engine_blocks_ice40():
+    """A 2x2 engine with the smallest memories on the iCE40 (synthesis only; multipliers on DSP blocks,
+    which keeps abc's work CI-sized): one block per component, adding up to the totals."""
+    from hw.build import TOP, engine_verilog
+    from hw.program import EngineParams
+
+    params = EngineParams(rows=2, cols=2, act_words=16, weight_words=16, chan_words=16, value_words=16,
+                          adapter_words=16, max_channels=16, res_words=16, result_words=16, max_layers=2)
+    rep = synth.synth_verilog(engine_verilog(params), TOP, "ice40-up5k", pnr=False, dsp=True, blocks=True)
+    blocks = rep.blocks
+    assert set(blocks) == set(COMPONENTS) | {"top"}
+    for key in ("luts", "ffs", "carry", "dsps", "brams"):
+        assert sum(b[key] for b in blocks.values()) == getattr(rep, key), key
+    assert all(blocks[n]["luts"] > 0 and blocks[n]["ffs"] > 0 for n in COMPONENTS)
+    assert blocks["array"]["carry"] > 0 and blocks["asq"]["dsps"] > 0 and blocks["rescale"]["dsps"] > 0
+    assert blocks["top"]["brams"] + blocks["top"]["ffs"] > 0                    # the shared memories
+    assert rep.to_dict()["blocks"] == blocks
+
+
+@needs_ice40
+def test_cli_synth_fmax_missed_exits_1(capsys):
+    """Place and route that misses --fmax exits 1 with one line naming the target and what was reached."""
+    from flows.cli import main
+    rc = main(["synth", "--pe", "post", "--target", "ice40-up5k", "--fmax", "5000", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    result = json.loads(captured.out)
+    assert result["fmax_target_mhz"] == 5000 and result["timing_met"] is False and result["fmax_mhz"] < 5000
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "timing not met" in err[0] and "--fmax 5000 MHz" in err[0]
+
+
+def test_cli_synth_fmax_needs_pnr(capsys):
+    from flows.cli import main
+    assert main(["synth", "--pe", "post", "--target", "generic", "--fmax", "10"]) == 2
+    assert main(["synth", "--pe", "post", "--no-pnr", "--fmax", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("--fmax needs place and route" in line for line in err)
+    with pytest.raises(SystemExit):
+        main(["synth", "--fmax", "-3"])
