@@ -95,6 +95,9 @@ class Sqrt2Lut(wiring.Component):
         Activation code width (``2**abits`` entries).
     frac_bits : int
         Product fraction bits.
+    split : bool or None
+        Force the split form (``True``) or the single ROM (``False``); ``None`` (default) picks the
+        split from :data:`SPLIT_MIN_ABITS` activation bits up.
 
     Attributes
     ----------
@@ -105,12 +108,14 @@ class Sqrt2Lut(wiring.Component):
         Combinational (latency 0).
     """
 
-    def __init__(self, abits: int, frac_bits: int = arith.DEFAULT_FRAC_BITS):
+    def __init__(self, abits: int, frac_bits: int = arith.DEFAULT_FRAC_BITS, split: bool | None = None):
         self.abits = checked(self, lambda: arith.check_abits(abits))
         self.frac_bits = checked(self, lambda: arith.check_frac_bits(frac_bits))
         self.table = arith.sqrt2_lut(self.abits, self.frac_bits)
         self.lut_bits = arith.lut_entry_bits(self.abits, self.frac_bits)
-        self.split = _split(self.abits, self.frac_bits) if self.abits >= SPLIT_MIN_ABITS else None
+        if split is None:
+            split = self.abits >= SPLIT_MIN_ABITS
+        self.split = _split(self.abits, self.frac_bits) if split else None
         super().__init__({
             "x": In(unsigned(self.abits)),
             "entry": Out(unsigned(self.lut_bits)),

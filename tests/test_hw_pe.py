@@ -233,3 +233,21 @@ def test_split_lut_is_used_from_six_bits():
         rtlil.convert(lut)                       # elaborates (and uses) each one
     assert luts[4].split is None and luts[5].split is None
     assert luts[6].split is not None and luts[8].split[:2] == (4, 3)
+
+
+@pytest.mark.parametrize("abits,split", [(4, True), (5, True), (6, False), (8, False)])
+def test_lut_forced_form_same_contents(abits, split):
+    lut = Sqrt2Lut(abits, split=split)
+    assert (lut.split is not None) == split
+    got = []
+
+    async def tb(ctx):
+        for x in range(2 ** abits):
+            ctx.set(lut.x, x)
+            await ctx.delay(1e-9)
+            got.append(ctx.get(lut.entry))
+
+    sim = Simulator(lut)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == arith.sqrt2_lut(abits, arith.DEFAULT_FRAC_BITS)
