@@ -45,7 +45,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import arith, arith_variants
-from hw.array import _tree_sum
+from hw.array import _tree_sum, _tree_sum_carry
 from hw.lut import Sqrt2Lut, checked
 from hw.pe import IntPE, PostOnesPE, PostPE, PotPE, add_with_carry
 
@@ -206,7 +206,7 @@ class PeArray(wiring.Component):
 
     Pipeline: input registers (``x``, ``w``, ``first``) -> row LUTs (POST) and PEs -> product
     registers -> column adder trees -> accumulators ``acc[c] <= (first ? 0 : acc[c]) +
-    sum_r product(x[r], w[r*C + c])``. Latency: inputs sampled at edge ``t`` are in ``acc`` after
+    sum_r product(x[r], w[r*C + c])`` (forms: ``clear`` and ``sign``). Latency: inputs sampled at edge ``t`` are in ``acc`` after
     edge ``t + 2``.
 
     Parameters
@@ -217,6 +217,10 @@ class PeArray(wiring.Component):
         R input lanes (one LUT each for POST), C output lanes (one accumulator each).
     wbits, abits, frac_bits, fan_in, acc_bits, clear
         As for :class:`MacRow` (``clear`` acts on the column accumulators).
+    sign : str or None
+        POST only: ``"carry"`` (the default for POST, as in :class:`hw.array.PostArray`) registers
+        ``ones`` and ``sign`` and adds the signs as the carry-ins of the column trees and the
+        accumulators; ``"pe"`` registers two's complement products from :class:`hw.pe.PostPE`.
 
     Attributes
     ----------
@@ -232,15 +236,18 @@ class PeArray(wiring.Component):
 
     def __init__(self, kind: str, rows: int, cols: int, wbits: int, abits: int,
                  frac_bits: int = arith.DEFAULT_FRAC_BITS, *, fan_in: int = DEFAULT_FAN_IN,
-                 acc_bits: int | None = None, clear: str = "select"):
+                 acc_bits: int | None = None, clear: str = "select", sign: str | None = None):
+        if sign is None:
+            sign = "carry" if kind == "post" else "pe"
+
         def check():
             for name, v in (("rows", rows), ("cols", cols)):
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                     raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-            _check_styles(kind, clear, "pe")
+            _check_styles(kind, clear, sign)
             return _check_common(kind, wbits, abits, frac_bits, fan_in, acc_bits)
         self.acc_bits = checked(self, check)
-        self.clear = clear
+        self.clear, self.sign = clear, sign
         self.kind, self.rows, self.cols = kind, rows, cols
         self.wbits, self.abits, self.frac_bits, self.fan_in = wbits, abits, frac_bits, fan_in
         super().__init__({
@@ -260,20 +267,26 @@ class PeArray(wiring.Component):
 
         pbits = product_bits(self.kind, self.wbits, self.abits, self.frac_bits)
         prod = [[Signal(signed(pbits), name=f"prod{r}_{c}") for c in range(C)] for r in range(R)]
+        sign = [[Signal(name=f"sign{r}_{c}") for c in range(C)] for r in range(R)]
         for r in range(R):
+            entry = None
             if self.kind == "post":
                 lut = Sqrt2Lut(self.abits, self.frac_bits)
                 m.submodules[f"lut{r}"] = lut
                 m.d.comb += lut.x.eq(x_r[r])
+                entry = lut.entry
             for c in range(C):
-                pe = make_pe(self.kind, self.wbits, self.abits, self.frac_bits)
-                m.submodules[f"pe{r}_{c}"] = pe
-                m.d.comb += [pe.x.eq(x_r[r]), pe.code.eq(w_r[r * C + c])]
-                if self.kind == "post":
-                    m.d.comb += pe.lut.eq(lut.entry)
-                m.d.sync += prod[r][c].eq(pe.product)
+                p = _product(m, f"pe{r}_{c}", self.kind, self.wbits, self.abits, self.frac_bits, self.sign,
+                             x_r[r], entry, w_r[r * C + c])
+                if isinstance(p, tuple):
+                    m.d.sync += [prod[r][c].eq(p[0]), sign[r][c].eq(p[1])]
+                else:
+                    m.d.sync += prod[r][c].eq(p)
 
         for c in range(C):
-            column = _tree_sum(prod[r][c] for r in range(R))
+            if self.sign == "carry":
+                column = _tree_sum_carry((prod[r][c], sign[r][c]) for r in range(R))
+            else:
+                column = _tree_sum(prod[r][c] for r in range(R))
             _accumulate(m, self.acc[c], first_p, column, self.clear)
         return m

@@ -195,14 +195,22 @@ def test_mac_row_accumulates_golden_products(kind):
     assert got[2:] != bad[1:]
 
 
-@pytest.mark.parametrize("kind", ["post", "int"])
-def test_pe_array_column_sums(kind):
+@pytest.mark.parametrize("kind,sign,clear", [("post", None, "select"), ("post", "pe", "select"),
+                                              ("post", "pe", "mask"), ("int", None, "select"), ("int", None, "mask")])
+def test_pe_array_column_sums(kind, sign, clear):
     from hw.mac_cell import PeArray
     R, C, wbits, abits = 3, 2, 4, 4
-    dut = PeArray(kind, R, C, wbits, abits, fan_in=16)
+    dut = PeArray(kind, R, C, wbits, abits, fan_in=16, sign=sign, clear=clear)
+    assert dut.sign == ("carry" if kind == "post" and sign is None else "pe")
     rng = np.random.default_rng(3)
-    steps = [([int(v) for v in rng.integers(0, 16, R)], [int(v) for v in rng.integers(0, 16, R * C)], i == 0)
-             for i in range(5)]
+    steps = [([int(v) for v in rng.integers(0, 16, R)], [int(v) for v in rng.integers(0, 16, R * C)], i % 7 == 0)
+             for i in range(40)]
+    # corners: the largest activation with the largest codes of each sign, zero codes, mixed signs
+    big_neg = 8 + 1 if kind != "int" else 8
+    big_pos = 1 if kind != "int" else 7
+    steps += [([15] * R, [big_neg] * (R * C), True), ([15] * R, [big_neg] * (R * C), False),
+              ([15] * R, [big_pos] * (R * C), True), ([15] * R, [0] * (R * C), False),
+              ([15] * R, [big_pos, big_neg] * (R * C // 2), False)]
     got = []
 
     async def tb(ctx):
@@ -217,12 +225,14 @@ def test_pe_array_column_sums(kind):
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    acc = [0] * C
+    acc, expected = [0] * C, []
     for x, w, first in steps:
         acc = [(0 if first else acc[c]) + sum(_golden(kind, x[r], w[r * C + c], wbits, abits) for r in range(R))
                for c in range(C)]
-    # the last real step is in acc 3 edges after it was presented (input reg, product reg, acc)
-    assert got[len(steps) + 1] == acc
+        expected.append(acc)
+    # step k is in acc 3 edges after it was presented (input reg, product reg, acc): got[k + 2]
+    assert got[2:len(steps) + 2] == expected
+    assert min(min(e) for e in expected) < 0 < max(max(e) for e in expected)
 
 
 # --- every accumulator / sign style, exhaustively through the accumulator ---------
