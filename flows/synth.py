@@ -386,11 +386,11 @@ def cmos_transistors(verilog: str, top: str, timeout: int = DEFAULT_TIMEOUT) -> 
 
 def synth_unit(unit: str, kind: str, wbits: int, abits: int, target: str, *, rows: int = 4, cols: int = 4,
                frac_bits: int | None = None, fan_in: int | None = None, acc_bits: int | None = None,
-               clear: str = "select", sign: str = "pe", cmos: bool = False, **kw) -> dict:
+               clear: str = "select", sign: str | None = None, cmos: bool = False, **kw) -> dict:
     """Synthesise a MAC row (``unit="mac"``, ``cols`` PEs sharing one LUT) or a ``PeArray``
     (``unit="array"``, R x C) of PE ``kind``; a JSON-ready dict with ``per_pe`` figures.
-    ``clear`` and ``sign`` are :class:`hw.mac_cell.MacRow`'s styles (``sign`` for MAC rows only);
-    ``cmos`` adds :func:`cmos_transistors` of the same unit."""
+    ``clear`` and ``sign`` are the styles of :class:`hw.mac_cell.MacRow` / ``PeArray`` (``sign``
+    None: each unit's default); ``cmos`` adds :func:`cmos_transistors` of the same unit."""
     from golden import arith
     from hw.mac_cell import DEFAULT_FAN_IN, MacRow, PeArray
 
@@ -398,21 +398,21 @@ def synth_unit(unit: str, kind: str, wbits: int, abits: int, target: str, *, row
     fan_in = DEFAULT_FAN_IN if fan_in is None else fan_in
     if unit == "mac":
         make = lambda: MacRow(kind, wbits, abits, frac_bits, share=cols, fan_in=fan_in,  # noqa: E731
-                              acc_bits=acc_bits, clear=clear, sign=sign)
+                              acc_bits=acc_bits, clear=clear, sign=sign or "pe")
         pes, name = cols, f"mac_row_{kind}"
-        desc = {"unit": "mac", "share": cols, "clear": clear, "sign": sign}
+        desc = {"unit": "mac", "share": cols}
     elif unit == "array":
         make = lambda: PeArray(kind, rows, cols, wbits, abits, frac_bits, fan_in=fan_in,  # noqa: E731
-                               acc_bits=acc_bits, clear=clear)
+                               acc_bits=acc_bits, clear=clear, sign=sign)
         pes, name = rows * cols, f"pe_array_{kind}"
-        desc = {"unit": "array", "rows": rows, "cols": cols, "clear": clear}
+        desc = {"unit": "array", "rows": rows, "cols": cols}
     else:
         raise ValueError(f"unit must be 'mac' or 'array', got {unit!r}")
     dut = make()
     verilog = _to_verilog(dut, name)
     rep = synth_verilog(verilog, name, target, **kw)
     out = {**desc, "pe": kind, "wbits": wbits, "abits": abits, "frac_bits": frac_bits, "fan_in": fan_in,
-           "acc_bits": dut.acc_bits, **rep.to_dict()}
+           "acc_bits": dut.acc_bits, "clear": dut.clear, "sign": dut.sign, **rep.to_dict()}
     out["per_pe"] = {k: round(getattr(rep, k) / pes, 2) for k in ("luts", "ffs", "carry", "dsps")}
     out["per_pe"]["lut4_equivalent"] = round(rep.lut4_equivalent / pes, 2)
     if cmos:
