@@ -397,12 +397,12 @@ def synth_unit(unit: str, kind: str, wbits: int, abits: int, target: str, *, row
     frac_bits = arith.DEFAULT_FRAC_BITS if frac_bits is None else frac_bits
     fan_in = DEFAULT_FAN_IN if fan_in is None else fan_in
     if unit == "mac":
-        make = lambda: MacRow(kind, wbits, abits, frac_bits, share=cols, fan_in=fan_in,  # noqa: E731
+        make = lambda: MacRow(kind, wbits, abits, frac_bits, share=cols, fan_in=fan_in,
                               acc_bits=acc_bits, clear=clear, sign=sign or "pe")
         pes, name = cols, f"mac_row_{kind}"
         desc = {"unit": "mac", "share": cols}
     elif unit == "array":
-        make = lambda: PeArray(kind, rows, cols, wbits, abits, frac_bits, fan_in=fan_in,  # noqa: E731
+        make = lambda: PeArray(kind, rows, cols, wbits, abits, frac_bits, fan_in=fan_in,
                                acc_bits=acc_bits, clear=clear, sign=sign)
         pes, name = rows * cols, f"pe_array_{kind}"
         desc = {"unit": "array", "rows": rows, "cols": cols}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import wiring
@@ -68,7 +68,7 @@ def split_tables(table: list[int], abits: int, max_extra: int = 16) -> tuple[int
     raise ValueError(f"no split of a {2 ** abits}-entry table with <= {max_extra} extra bits")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _split(abits, frac_bits):
     try:
         return split_tables(arith.sqrt2_lut(abits, frac_bits), abits)
