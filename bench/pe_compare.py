@@ -16,6 +16,13 @@ Writes ``bench/results/pe_compare.json`` and the tables between the markers in
 
     .venv/bin/python bench/pe_compare.py                 # the reduced sweep (fits 2 cores)
     .venv/bin/python bench/pe_compare.py --sweep full    # every width, every array, both FPGAs
+    .venv/bin/python bench/pe_compare.py --levers        # issue 15 goal 6: W4A4/W4A8 MAC levers,
+                                                         # iCE40 + CMOS proxy (keeps the sweep data)
+
+``--levers`` synthesises the W4A4 and W4A8 MAC rows in each accumulator/sign style
+(``hw.mac_cell.MacRow``'s ``clear`` and ``sign``), the INT row on the UP5K's DSPs, and the parts
+of a MAC alone, on the iCE40 and in the CMOS transistor proxy (``flows.synth.cmos_transistors``);
+it stores them under ``"levers"`` in the JSON and renders them above the sweep tables.
 """
 
 from __future__ import annotations
@@ -94,7 +101,7 @@ def run_job(job: dict) -> dict:
     """One synthesis (and place and route): a JSON-ready dict; failures are returned, not raised."""
     from flows.synth import synth_unit
 
-    kw = {k: job[k] for k in ("frac_bits", "acc_bits", "dsp") if k in job}
+    kw = {k: job[k] for k in ("frac_bits", "acc_bits", "dsp", "clear", "sign", "cmos", "pnr") if k in job}
     started = time.monotonic()
     try:
         rep = synth_unit(job["unit"], job["pe"], job["wbits"], job["abits"], job["target"],
@@ -105,6 +112,152 @@ def run_job(job: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - one failed job must not lose the sweep
         return {**job, "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
                 "seconds": round(time.monotonic() - started, 2)}
+
+
+# --- issue 15 goal 6: the levers, at W4A4 and W4A8 ---------------------------
+
+LEVER_WIDTHS = ((4, 4), (4, 8))
+#: (label, kind, clear, sign, dsp) of each lever row
+LEVER_ROWS = (
+    ("INT, masked clear (the MacRow of 2026-11-25)", "int", "mask", "pe", False),
+    ("INT, clear after the adder (best plain `*`)", "int", "select", "pe", False),
+    ("INT, clear after the adder, `synth_ice40 -dsp`", "int", "select", "pe", True),
+    ("POST, masked clear, sign adder in the PE (the MacRow of 2026-11-25; sqrt(2) table as of today)", "post", "mask", "pe", False),
+    ("POST, sign on the accumulator's carry-in (masked clear)", "post", "mask", "carry", False),
+    ("POST, clear after the adder, sign adder in the PE", "post", "select", "pe", False),
+    ("POT, clear after the adder", "pot", "select", "pe", False),
+)
+
+
+#: (label, kind, sign, dsp) of the 4x4 array rows (synthesis only: no place and route)
+LEVER_ARRAYS = (
+    ("INT 4x4 array (best plain `*`)", "int", "pe", False),
+    ("INT 4x4 array, `synth_ice40 -dsp`", "int", "pe", True),
+    ("POST 4x4 array, signs on the tree carry-ins (as hw.array.PostArray)", "post", "carry", False),
+    ("POST 4x4 array, sign adder in each PE (PostArray before 2026-12-02)", "post", "pe", False),
+)
+
+
+def lever_jobs(share: int) -> list[dict]:
+    from golden import arith
+    jobs = [{"group": "lever", "target": "ice40-up5k", "unit": "mac", "pe": kind, "wbits": w, "abits": a,
+             "rows": 4, "cols": share, "clear": clear, "sign": sign, "dsp": dsp, "cmos": True, "label": label}
+            for w, a in LEVER_WIDTHS for label, kind, clear, sign, dsp in LEVER_ROWS]
+    # fewer fraction bits: a different POST format (less precise sqrt(2) products), same accumulator
+    for w, a in LEVER_WIDTHS:
+        acc = arith.accumulator_bits(64, a, arith.DEFAULT_FRAC_BITS)
+        for clear, sign, what in (("select", "pe", "clear after the adder, sign adder in the PE"),
+                                  ("mask", "carry", "sign on the carry-in")):
+            jobs.append({"group": "lever", "target": "ice40-up5k", "unit": "mac", "pe": "post", "wbits": w,
+                         "abits": a, "rows": 4, "cols": share, "clear": clear, "sign": sign, "dsp": False,
+                         "cmos": True, "frac_bits": 4, "acc_bits": acc,
+                         "label": f"POST frac_bits 4 (another format), {what}, {acc}-bit accumulator"})
+    for w, a in LEVER_WIDTHS:
+        for label, kind, sign, dsp in LEVER_ARRAYS:
+            jobs.append({"group": "lever", "target": "ice40-up5k", "unit": "array", "pe": kind, "wbits": w,
+                         "abits": a, "rows": 4, "cols": 4, "clear": "select", "sign": sign, "dsp": dsp,
+                         "cmos": True, "pnr": False, "label": label})
+    return jobs
+
+
+def lever_parts(share: int = 4, fan_in: int = 64) -> list[dict]:
+    """The parts of a MAC, each synthesised alone (synth_ice40, no place and route) and in the
+    CMOS proxy, at W4A4 and W4A8: the numbers behind the lower bounds in docs/hardware.md."""
+    from functools import partial
+
+    from amaranth.hdl import Module, Mux, signed
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from flows.synth import _to_verilog, cmos_transistors, synth_verilog
+    from golden import arith
+    from golden import arith_variants as av
+    from hw.lut import Sqrt2Lut
+    from hw.pe import IntPE, PostOnesPE, PostPE
+
+    fb = arith.DEFAULT_FRAC_BITS
+
+    class Accumulator(wiring.Component):
+        """A registered accumulator alone: ``acc <= first ? p : acc + p`` (select) or ``(first ? 0 :
+        acc) + p`` (mask); ``p`` arrives from a register so nothing merges into its source."""
+        def __init__(self, in_bits, acc_bits, clear):
+            self.in_bits, self.clear = in_bits, clear
+            super().__init__({"p": In(signed(in_bits)), "first": In(1), "acc": Out(signed(acc_bits))})
+
+        def elaborate(self, platform):
+            from amaranth.hdl import Signal
+            m = Module()
+            p_r, f_r = Signal(signed(self.in_bits)), Signal()
+            m.d.sync += [p_r.eq(self.p), f_r.eq(self.first)]
+            if self.clear == "select":
+                m.d.sync += self.acc.eq(Mux(f_r, p_r, self.acc + p_r))
+            else:
+                m.d.sync += self.acc.eq(Mux(f_r, 0, self.acc) + p_r)
+            return m
+
+    out = []
+    for w, a in LEVER_WIDTHS:
+        acc = arith.accumulator_bits(fan_in, a, fb)
+        pbits = arith.product_magnitude_bits(a, fb) + 1
+        parts = [
+            ("sqrt(2) table, one ROM", partial(Sqrt2Lut, a, fb, split=False), f"per row; /{share} per PE"),
+            ("sqrt(2) table, split (2 ROMs + adder)", partial(Sqrt2Lut, a, fb, split=True),
+             f"per row; /{share} per PE"),
+            ("POST PE with its sign adder", partial(PostPE, w, a, fb), "hw.pe.PostPE"),
+            ("POST PE, ones' complement out", partial(PostOnesPE, w, a, fb), "hw.pe.PostOnesPE"),
+            ("INT PE (`*`)", partial(IntPE, w, a), "hw.pe.IntPE"),
+            (f"accumulator {acc} b, clear after the adder, POST product in",
+             partial(Accumulator, pbits, acc, "select"), "input registered; FFs include it"),
+            (f"accumulator {acc} b, masked clear, POST product in",
+             partial(Accumulator, pbits, acc, "mask"), "input registered; FFs include it"),
+            (f"accumulator {acc} b, clear after the adder, INT product in",
+             partial(Accumulator, av.int_product_bits(w, a), acc, "select"), "input registered; FFs include it"),
+        ]
+        for name, make, detail in parts:
+            verilog = _to_verilog(make(), "part")
+            rep = synth_verilog(verilog, "part", "ice40-up5k", pnr=False)
+            out.append({"wbits": w, "abits": a, "part": name, "detail": detail, "luts": rep.luts,
+                        "carry": rep.carry, "ffs": rep.ffs, "cmos_transistors": cmos_transistors(verilog, "part")})
+    return out
+
+
+def lever_markdown(lev: dict) -> list[str]:
+    meta, results, parts = lev["meta"], lev["results"], lev["parts"]
+    lines = [f"### Goal 6 levers (MAC row of {meta['share']}, iCE40 UP5K and CMOS proxy)", "",
+             f"Measured {meta['date']} with `{meta['command']}` ({meta['jobs']} jobs, {meta['seconds']:.0f} s; "
+             f"{meta['yosys']}, nextpnr-ice40 seed 1). Per PE = row / {meta['share']}. CMOS = transistors of the "
+             "combinational logic after `synth -flatten; abc -g cmos2; stat -tech cmos` (flip-flops not counted).",
+             ""]
+    for (w, a), unit in [(wa, u) for u in ("mac", "array") for wa in LEVER_WIDTHS]:
+        rows = [r for r in results if (r["wbits"], r["abits"]) == (w, a) and r["unit"] == unit]
+        if not rows:
+            continue
+        ok = [r for r in rows if "error" not in r]
+        best_int = min((r for r in ok if r["pe"] == "int" and not r["dsp"]), key=lambda r: r["luts"], default=None)
+        what = (f"MAC row of {meta['share']}, per PE" if unit == "mac"
+                else "4x4 array (hw.mac_cell.PeArray), per PE = array / 16, synthesis only")
+        lines += [f"#### W{w}A{a}: {what} ({rows[0].get('acc_bits', '–')}-bit accumulators)", "",
+                  "| variant | LUTs per PE | carry | FFs | DSPs | CMOS per PE | LUTs / best INT | CMOS / best INT | Fmax (MHz) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| {r['label']} | error: {r['error']} | | | | | | | |")
+                continue
+            pp = r["per_pe"]
+            rl = f"{r['luts'] / best_int['luts']:.2f}" if best_int else "–"
+            rc = f"{r['cmos_transistors'] / best_int['cmos_transistors']:.2f}" if best_int else "–"
+            fmax = "–" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.0f}"
+            lines.append(f"| {r['label']} | {pp['luts']:g} | {pp['carry']:g} | {pp['ffs']:g} | {pp['dsps']:g} | "
+                         f"{pp['cmos_transistors']:g} | {rl} | {rc} | {fmax} |")
+        lines.append("")
+    if parts:
+        lines += ["#### The parts alone (synth_ice40, no place and route; CMOS proxy)", "",
+                  "| W | A | part | detail | SB_LUT4 | SB_CARRY | FFs | CMOS |", "|---|---|---|---|---|---|---|---|"]
+        for b in parts:
+            lines.append(f"| {b['wbits']} | {b['abits']} | {b['part']} | {b['detail']} | {b['luts']} | {b['carry']} | "
+                         f"{b['ffs']} | {b['cmos_transistors']} |")
+        lines.append("")
+    return lines
 
 
 # --- where the area goes: sub-blocks synthesised alone (iCE40, synthesis only) --
@@ -314,7 +467,11 @@ def _cell(r, key="luts", per_pe=False):
 def markdown(data: dict) -> str:
     results, meta = data["results"], data["meta"]
     idx = _index(results)
-    lines = [f"Measured {meta['date']} with `{meta['command']}` ({meta['sweep']} sweep, "
+    lines = lever_markdown(data["levers"]) if data.get("levers") else []
+    lines += ["### The sweep", "",
+              "MAC rows and arrays below use the accumulator and sign forms of their date (before "
+              "2026-12-02: masked clear, sign adder in the PE, one-ROM sqrt(2) table).", "",
+              f"Measured {meta['date']} with `{meta['command']}` ({meta['sweep']} sweep, "
              f"{meta['jobs']} jobs, {meta['seconds']:.0f} s on {meta['workers']} Dask workers; "
              f"{meta['yosys']}, nextpnr seed {meta['seed']}). Raw data: `bench/results/pe_compare.json`.", ""]
 
@@ -421,10 +578,28 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown-only", action="store_true", help="re-render docs/hardware.md from --out")
     ap.add_argument("--breakdown-only", action="store_true",
                     help="recompute only the breakdown and sign alternatives into --out, then re-render")
+    ap.add_argument("--levers", action="store_true",
+                    help="run only the goal-6 levers (W4A4, W4A8; iCE40 + CMOS proxy) into --out's \"levers\"")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
-    if args.markdown_only or args.breakdown_only:
+    if args.levers:
+        data = json.loads(out.read_text())
+        jobs = lever_jobs(args.share)
+        started = time.monotonic()
+        results = run_jobs(run_job, jobs, scheduler=args.scheduler, progress=not args.no_progress,
+                           serial=args.serial, workers=args.workers, desc="pe_compare (levers)")
+        parts = lever_parts(share=args.share)
+        from flows.synth import find_tool
+        import subprocess
+        yosys_version = subprocess.run(find_tool("yosys") + ["-V"], capture_output=True, text=True,
+                                       check=False).stdout.strip()
+        data["levers"] = {"meta": {"date": dt.date.today().isoformat(), "command": "python bench/pe_compare.py --levers",
+                                   "share": args.share, "jobs": len(jobs),
+                                   "seconds": round(time.monotonic() - started, 1), "yosys": yosys_version},
+                          "results": results, "parts": parts}
+        out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    elif args.markdown_only or args.breakdown_only:
         data = json.loads(out.read_text())
         if args.breakdown_only:
             data["breakdown"] = breakdown(share=args.share)

@@ -49,8 +49,8 @@ from flows.cliutil import add_engine_flags, engine_params, positive_int
 from golden.errors import InputError, ToolMissing
 
 __all__ = ["TARGETS", "ToolMissing", "SynthError", "SynthReport", "find_tool", "verilog_ports",
-           "harness_verilog", "synth_verilog", "synth_component", "synth_unit", "parse_blocks", "blocks_table",
-           "add_parser", "run"]
+           "harness_verilog", "synth_verilog", "synth_component", "cmos_transistors", "synth_unit", "parse_blocks",
+           "blocks_table", "add_parser", "run"]
 
 HARNESS_TOP = "synth_harness"
 DEFAULT_SEED = 1
@@ -481,31 +481,60 @@ def synth_component(component, name: str, target: str, **kw) -> SynthReport:
     return synth_verilog(_to_verilog(component, name), name, target, **kw)
 
 
+_CMOS_RE = re.compile(r"Estimated number of transistors:\s*(\d+)")
+
+
+def cmos_transistors(verilog: str, top: str, timeout: int = DEFAULT_TIMEOUT) -> int:
+    """Technology-independent area proxy: transistors of the combinational logic after yosys
+    ``synth -flatten; abc -g cmos2; stat -tech cmos`` (NAND/NOR/NOT gates; flip-flops are not
+    counted, yosys prints the total with a ``+``)."""
+    yosys = find_tool("yosys")
+    with tempfile.TemporaryDirectory(prefix="post-cmos-") as tmp:
+        work = Path(tmp)
+        (work / "design.v").write_text(verilog)
+        (work / "cmos.ys").write_text(f"read_verilog design.v\nsynth -flatten -top {top}\nabc -g cmos2\n"
+                                      "opt_clean\nstat -tech cmos\n")
+        log = _run(yosys + ["-s", "cmos.ys"], work, work / "yosys.log", timeout, f"yosys cmos proxy of {top}")
+    found = _CMOS_RE.findall(log)
+    if not found:
+        raise SynthError(f"yosys stat -tech cmos printed no transistor count for {top}")
+    return int(found[-1])
+
+
 def synth_unit(unit: str, kind: str, wbits: int, abits: int, target: str, *, rows: int = 4, cols: int = 4,
                frac_bits: int | None = None, fan_in: int | None = None, acc_bits: int | None = None,
-               **kw) -> dict:
+               clear: str = "select", sign: str | None = None, cmos: bool = False, **kw) -> dict:
     """Synthesise a MAC row (``unit="mac"``, ``cols`` PEs sharing one LUT) or a ``PeArray``
-    (``unit="array"``, R x C) of PE ``kind``; a JSON-ready dict with ``per_pe`` figures."""
+    (``unit="array"``, R x C) of PE ``kind``; a JSON-ready dict with ``per_pe`` figures.
+    ``clear`` and ``sign`` are the styles of :class:`hw.mac_cell.MacRow` / ``PeArray`` (``sign``
+    None: each unit's default); ``cmos`` adds :func:`cmos_transistors` of the same unit."""
     from golden import arith
     from hw.mac_cell import DEFAULT_FAN_IN, MacRow, PeArray
 
     frac_bits = arith.DEFAULT_FRAC_BITS if frac_bits is None else frac_bits
     fan_in = DEFAULT_FAN_IN if fan_in is None else fan_in
     if unit == "mac":
-        dut = MacRow(kind, wbits, abits, frac_bits, share=cols, fan_in=fan_in, acc_bits=acc_bits)
+        make = lambda: MacRow(kind, wbits, abits, frac_bits, share=cols, fan_in=fan_in,
+                              acc_bits=acc_bits, clear=clear, sign=sign or "pe")
         pes, name = cols, f"mac_row_{kind}"
         desc = {"unit": "mac", "share": cols}
     elif unit == "array":
-        dut = PeArray(kind, rows, cols, wbits, abits, frac_bits, fan_in=fan_in, acc_bits=acc_bits)
+        make = lambda: PeArray(kind, rows, cols, wbits, abits, frac_bits, fan_in=fan_in,
+                               acc_bits=acc_bits, clear=clear, sign=sign)
         pes, name = rows * cols, f"pe_array_{kind}"
         desc = {"unit": "array", "rows": rows, "cols": cols}
     else:
         raise InputError(f"unit must be 'mac' or 'array', got {unit!r}")
-    rep = synth_component(dut, name, target, **kw)
+    dut = make()
+    verilog = _to_verilog(dut, name)
+    rep = synth_verilog(verilog, name, target, **kw)
     out = {**desc, "pe": kind, "wbits": wbits, "abits": abits, "frac_bits": frac_bits, "fan_in": fan_in,
-           "acc_bits": dut.acc_bits, **rep.to_dict()}
+           "acc_bits": dut.acc_bits, "clear": dut.clear, "sign": dut.sign, **rep.to_dict()}
     out["per_pe"] = {k: round(getattr(rep, k) / pes, 2) for k in ("luts", "ffs", "carry", "dsps")}
     out["per_pe"]["lut4_equivalent"] = round(rep.lut4_equivalent / pes, 2)
+    if cmos:
+        out["cmos_transistors"] = cmos_transistors(verilog, name)
+        out["per_pe"]["cmos_transistors"] = round(out["cmos_transistors"] / pes, 2)
     return out
 
 

@@ -4,6 +4,10 @@
 LUT, no multiplier). :class:`PotPE` (power-of-two weights, shifter only) and :class:`IntPE`
 (uniform two's-complement weights, a real multiplier) exist for the area comparison in
 ``bench/pe_compare.py``; their arithmetic is :mod:`golden.arith_variants`.
+
+:class:`PostOnesPE` is :class:`PostPE` without its sign adder: it hands the consumer the ones'
+complement ``|p| ^ -s`` and the sign ``s`` separately (``product = ones + sign``), so the ``+ s``
+rides on the carry-in of an adder the consumer has anyway (an accumulator or an adder tree).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from golden import arith, arith_variants
 from hw.lut import checked
 
-__all__ = ["PostPE", "PotPE", "IntPE"]
+__all__ = ["PostPE", "PostOnesPE", "PotPE", "IntPE", "post_magnitude", "add_with_carry"]
 
 
 class PostPE(wiring.Component):
@@ -63,19 +67,83 @@ class PostPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        w = self.wbits
-        mag_code = self.code[:w - 1]
-        sign = self.code[w - 1]
-        k = mag_code - 1
-        j = k[1:w - 1]                     # barrel-shift amount, 0 .. kmax >> 1
-        odd = k[0]
-        even_base = self.x << self.frac_bits            # abits + frac_bits wide
-        base = Mux(mag_code == 0, 0, Mux(odd, self.lut, even_base))
-        mag = (base >> j)[:self.mag_bits]
+        sign = self.code[self.wbits - 1]
+        mag = post_magnitude(self.code, self.x, self.lut, self.wbits, self.frac_bits, self.mag_bits)
         # one adder applies the sign: -v == ~v + 1 in (mag_bits + 1)-bit two's complement
         negate = sign.replicate(self.mag_bits + 1)
         m.d.comb += self.product.eq((Cat(mag, 0) ^ negate) + sign)
         return m
+
+
+def post_magnitude(code, x, lut, wbits: int, frac_bits: int, mag_bits: int):
+    """``|p|`` of :func:`golden.arith.post_product` as an Amaranth expression.
+
+    With ``m = code[:wbits-1]`` and ``k = m - 1``: the base is ``lut`` for odd ``k``, ``x <<
+    frac_bits`` for even ``k`` and 0 for ``m == 0``; a right barrel shifter by ``j = k >> 1``
+    (``0 .. kmax >> 1``) truncates it to ``|p|``.
+    """
+    mag_code = code[:wbits - 1]
+    k = mag_code - 1
+    base = Mux(mag_code == 0, 0, Mux(k[0], lut, x << frac_bits))     # abits + frac_bits wide
+    return (base >> k[1:wbits - 1])[:mag_bits]
+
+
+class PostOnesPE(wiring.Component):
+    """:class:`PostPE` with the sign left to the consumer's adder: ``product = ones + sign``.
+
+    ``ones = |p| ^ -sign`` (``|p|`` as in :class:`PostPE`, complemented when the weight is
+    negative) and ``sign`` is the code's sign bit, so ``ones + sign`` is exactly
+    :func:`golden.arith.post_product`. Whoever sums products adds ``sign`` as the carry-in of its
+    adder (:func:`add_with_carry`), which removes the PE's own ``mag_bits + 1``-bit adder:
+    one adder per product instead of two.
+
+    Combinational: latency 0.
+
+    Parameters
+    ----------
+    wbits, abits, frac_bits : int
+        Weight code, activation code and product fraction widths (checked by :mod:`golden.arith`).
+
+    Attributes
+    ----------
+    x : In(unsigned(abits))
+        Activation code.
+    lut : In(unsigned(lut_bits))
+        ``arith.sqrt2_lut(abits, frac_bits)[x]`` from the row's LUT.
+    code : In(unsigned(wbits))
+        POST weight code.
+    ones : Out(signed(abits + frac_bits + 1))
+        ``|p|`` with every bit inverted when ``sign`` is set.
+    sign : Out(1)
+        The code's sign bit (``product = ones + sign``).
+    """
+
+    def __init__(self, wbits: int, abits: int, frac_bits: int = arith.DEFAULT_FRAC_BITS):
+        self.fmt = checked(self, lambda: arith.PostFormat(wbits, abits, frac_bits))
+        self.wbits, self.abits, self.frac_bits = self.fmt.wbits, self.fmt.abits, self.fmt.frac_bits
+        self.mag_bits = arith.product_magnitude_bits(self.abits, self.frac_bits)
+        super().__init__({
+            "x": In(unsigned(self.abits)),
+            "lut": In(unsigned(self.fmt.lut_bits)),
+            "code": In(unsigned(self.wbits)),
+            "ones": Out(signed(self.fmt.product_bits)),
+            "sign": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        sign = self.code[self.wbits - 1]
+        mag = post_magnitude(self.code, self.x, self.lut, self.wbits, self.frac_bits, self.mag_bits)
+        m.d.comb += [self.ones.eq(Cat(mag, 0) ^ sign.replicate(self.mag_bits + 1)), self.sign.eq(sign)]
+        return m
+
+
+def add_with_carry(a, b, carry):
+    """``a + b + carry`` (signed ``a``, ``b``; one-bit ``carry``) as one adder: the carry enters
+    below the LSB, ``(2a + c) + (2b + c) = 2(a + b + c)``, so synthesis maps it to a single carry
+    chain whose carry-in is ``carry``."""
+    total = Cat(carry, a).as_signed() + Cat(carry, b).as_signed()
+    return total[1:].as_signed()
 
 
 class PotPE(wiring.Component):

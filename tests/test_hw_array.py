@@ -145,3 +145,23 @@ def test_array_latency_and_ready():
     sim.run()
     unit = 1 << arith.DEFAULT_FRAC_BITS
     assert seen["value"] == [10 + 4 * unit, -10 - 4 * unit]
+
+
+@pytest.mark.parametrize("wbits,abits", [(4, 4), (3, 8)])
+def test_array_every_pair(wbits, abits):
+    """Every (activation, code) pair as a one-step tile at row 0 / column 0 (row 1 and column 1
+    carry other pairs, including the opposite sign): the signs riding on the carry-ins of the
+    column trees and the accumulators add up for every product of the format."""
+    rows, cols = 2, 2
+    acc_bits = arith.accumulator_bits(rows, abits)
+    rng = np.random.default_rng(wbits * 10 + abits)
+    half = 1 << (wbits - 1)
+    tiles = []
+    for x in range(2 ** abits):
+        for code in range(2 ** wbits):
+            xs = [x, int(rng.integers(0, 2 ** abits))]
+            w = [code, code ^ half, int(rng.integers(0, 2 ** wbits)), code]
+            tiles.append(([int(rng.integers(-9, 10)), 0], [(xs, w)]))
+    got = rtl_tiles(tiles, rows, cols, wbits, abits, acc_bits)
+    expected = ref_tiles(tiles, rows, cols, wbits, abits)
+    assert [list(g) for g in got] == [list(e) for e in expected]

@@ -12,8 +12,8 @@ from amaranth.sim import Simulator
 
 from golden import arith
 from hw.build import pe_verilog
-from hw.lut import Sqrt2Lut
-from hw.pe import PostPE
+from hw.lut import Sqrt2Lut, split_tables
+from hw.pe import PostOnesPE, PostPE, add_with_carry
 
 
 def rtl_products(wbits, abits, pairs, frac_bits=arith.DEFAULT_FRAC_BITS):
@@ -135,3 +135,119 @@ def test_pe_verilog_has_no_multiplier():
     assert " * " not in text          # shifts, muxes and one adder only
     with pytest.raises(arith.ArithError):
         PostPE(1, 4)
+
+
+# --- PostOnesPE: the sign left to the consumer's carry-in ----------------------
+
+def ones_products(wbits, abits, pairs, frac_bits=arith.DEFAULT_FRAC_BITS):
+    """``(ones, sign)`` of Sqrt2Lut -> PostOnesPE for ``pairs`` of (x, code), in one simulation."""
+    lut = Sqrt2Lut(abits, frac_bits)
+    pe = PostOnesPE(wbits, abits, frac_bits)
+    m = Module()
+    m.submodules.lut, m.submodules.pe = lut, pe
+    m.d.comb += [pe.x.eq(lut.x), pe.lut.eq(lut.entry)]
+    out = []
+
+    async def tb(ctx):
+        for x, code in pairs:
+            ctx.set(lut.x, int(x))
+            ctx.set(pe.code, int(code))
+            await ctx.delay(1e-9)
+            out.append((ctx.get(pe.ones), ctx.get(pe.sign)))
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    return np.array(out, dtype=np.int64)
+
+
+@pytest.mark.parametrize("wbits,abits,frac_bits", [(4, 4, 8), (4, 8, 8), (2, 2, 8), (3, 8, 8), (8, 4, 8),
+                                                   (4, 4, 0), (4, 4, 16)])
+def test_ones_pe_exhaustive(wbits, abits, frac_bits):
+    """ones + sign == post_product for every (activation, code) pair; ones is |p| ^ -sign."""
+    pairs = all_pairs(wbits, abits)
+    got = ones_products(wbits, abits, pairs, frac_bits)
+    expected = reference_products(pairs, wbits, abits, frac_bits)
+    assert mismatches(pairs, got[:, 0] + got[:, 1], expected) == []
+    codes = np.array(pairs)[:, 1]
+    assert np.array_equal(got[:, 1], (codes >> (wbits - 1)) & 1)
+    assert np.array_equal(np.where(got[:, 1] == 1, ~got[:, 0], got[:, 0]), np.abs(expected))
+    top = arith.max_product_magnitude(abits, frac_bits)
+    assert (got[:, 0] + got[:, 1]).min() == -top
+
+
+def test_ones_pe_wrong_reference_is_caught():
+    pairs = all_pairs(4, 4)
+    got = ones_products(4, 4, pairs)
+    expected = reference_products(pairs, 4, 4).copy()
+    expected[100] += 1
+    assert mismatches(pairs, got[:, 0] + got[:, 1], expected) == [
+        (pairs[100][0], pairs[100][1], int(got[100].sum()), int(expected[100]))]
+
+
+def test_add_with_carry_exhaustive():
+    """add_with_carry(a, b, c) == a + b + c for every 4-bit signed a, b and c in {0, 1}."""
+    from amaranth.hdl import Signal, signed
+    a, b, c = Signal(signed(4)), Signal(signed(4)), Signal()
+    y = Signal(signed(6))
+    m = Module()
+    m.d.comb += y.eq(add_with_carry(a, b, c))
+    cases = [(i, j, k) for i in range(-8, 8) for j in range(-8, 8) for k in (0, 1)]
+    got = []
+
+    async def tb(ctx):
+        for i, j, k in cases:
+            ctx.set(a, i)
+            ctx.set(b, j)
+            ctx.set(c, k)
+            await ctx.delay(1e-9)
+            got.append(ctx.get(y))
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == [i + j + k for i, j, k in cases]
+
+
+# --- the split sqrt(2) table (two small ROMs and an adder) ---------------------
+
+@pytest.mark.parametrize("abits", [6, 7, 8])
+def test_split_tables_every_frac_bits(abits):
+    for frac_bits in arith.FRAC_BITS_RANGE:
+        table = arith.sqrt2_lut(abits, frac_bits)
+        q, e, hi, lo = split_tables(table, abits)
+        assert q == abits // 2 and 0 <= e <= 16 and min(hi) >= 0 and min(lo) >= 0
+        assert [(hi[x >> q] + lo[x & (2 ** q - 1)]) >> e for x in range(2 ** abits)] == table
+
+
+def test_split_tables_reports_impossible():
+    # a table no sum of two 2-entry tables can give (x = 0..3: 0, 0, 0, 5 is not additive)
+    with pytest.raises(ValueError, match="no split"):
+        split_tables([0, 0, 0, 5], 2, max_extra=2)
+
+
+def test_split_lut_is_used_from_six_bits():
+    from amaranth.back import rtlil
+    luts = {a: Sqrt2Lut(a) for a in (4, 5, 6, 8)}
+    for lut in luts.values():
+        rtlil.convert(lut)                       # elaborates (and uses) each one
+    assert luts[4].split is None and luts[5].split is None
+    assert luts[6].split is not None and luts[8].split[:2] == (4, 3)
+
+
+@pytest.mark.parametrize("abits,split", [(4, True), (5, True), (6, False), (8, False)])
+def test_lut_forced_form_same_contents(abits, split):
+    lut = Sqrt2Lut(abits, split=split)
+    assert (lut.split is not None) == split
+    got = []
+
+    async def tb(ctx):
+        for x in range(2 ** abits):
+            ctx.set(lut.x, x)
+            await ctx.delay(1e-9)
+            got.append(ctx.get(lut.entry))
+
+    sim = Simulator(lut)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == arith.sqrt2_lut(abits, arith.DEFAULT_FRAC_BITS)

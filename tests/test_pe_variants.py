@@ -195,14 +195,22 @@ def test_mac_row_accumulates_golden_products(kind):
     assert got[2:] != bad[1:]
 
 
-@pytest.mark.parametrize("kind", ["post", "int"])
-def test_pe_array_column_sums(kind):
+@pytest.mark.parametrize("kind,sign,clear", [("post", None, "select"), ("post", "pe", "select"),
+                                              ("post", "pe", "mask"), ("int", None, "select"), ("int", None, "mask")])
+def test_pe_array_column_sums(kind, sign, clear):
     from hw.mac_cell import PeArray
     R, C, wbits, abits = 3, 2, 4, 4
-    dut = PeArray(kind, R, C, wbits, abits, fan_in=16)
+    dut = PeArray(kind, R, C, wbits, abits, fan_in=16, sign=sign, clear=clear)
+    assert dut.sign == ("carry" if kind == "post" and sign is None else "pe")
     rng = np.random.default_rng(3)
-    steps = [([int(v) for v in rng.integers(0, 16, R)], [int(v) for v in rng.integers(0, 16, R * C)], i == 0)
-             for i in range(5)]
+    steps = [([int(v) for v in rng.integers(0, 16, R)], [int(v) for v in rng.integers(0, 16, R * C)], i % 7 == 0)
+             for i in range(40)]
+    # corners: the largest activation with the largest codes of each sign, zero codes, mixed signs
+    big_neg = 8 + 1 if kind != "int" else 8
+    big_pos = 1 if kind != "int" else 7
+    steps += [([15] * R, [big_neg] * (R * C), True), ([15] * R, [big_neg] * (R * C), False),
+              ([15] * R, [big_pos] * (R * C), True), ([15] * R, [0] * (R * C), False),
+              ([15] * R, [big_pos, big_neg] * (R * C // 2), False)]
     got = []
 
     async def tb(ctx):
@@ -217,9 +225,80 @@ def test_pe_array_column_sums(kind):
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    acc = [0] * C
+    acc, expected = [0] * C, []
     for x, w, first in steps:
         acc = [(0 if first else acc[c]) + sum(_golden(kind, x[r], w[r * C + c], wbits, abits) for r in range(R))
                for c in range(C)]
-    # the last real step is in acc 3 edges after it was presented (input reg, product reg, acc)
-    assert got[len(steps) + 1] == acc
+        expected.append(acc)
+    # step k is in acc 3 edges after it was presented (input reg, product reg, acc): got[k + 2]
+    assert got[2:len(steps) + 2] == expected
+    assert min(min(e) for e in expected) < 0 < max(max(e) for e in expected)
+
+
+# --- every accumulator / sign style, exhaustively through the accumulator ---------
+
+def _run_row(dut, steps, share):
+    """Feed (x, codes, first) steps; the accumulators after each step (2 edges later)."""
+    got = []
+
+    async def tb(ctx):
+        for x, codes, first in steps + [(0, [0] * share, False)] * 2:
+            ctx.set(dut.x, x)
+            ctx.set(dut.codes, codes)
+            ctx.set(dut.first, int(first))
+            await ctx.tick()
+            got.append([ctx.get(dut.acc[c]) for c in range(share)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return got[1:len(steps) + 1]
+
+
+STYLES = [("post", "select", "pe"), ("post", "mask", "pe"), ("post", "mask", "carry"),
+          ("post", "select", "carry"), ("int", "select", "pe"), ("int", "mask", "pe"), ("pot", "select", "pe")]
+
+
+@pytest.mark.parametrize("kind,clear,sign", STYLES)
+@pytest.mark.parametrize("wbits,abits", [(4, 4), (3, 8)])
+def test_mac_row_styles_exhaustive(kind, clear, sign, wbits, abits):
+    """Every (activation, code) pair enters an accumulator, as a first product and added to a
+    running sum that reaches both ends of the accumulator's range (largest codes, both signs)."""
+    from hw.mac_cell import MacRow
+    share = 4
+    dut = MacRow(kind, wbits, abits, share=share, fan_in=2 ** wbits, clear=clear, sign=sign)
+    ref = {"post": lambda x, c: int(arith.post_product(x, c, wbits, abits)),
+           "pot": lambda x, c: int(av.pot_product(x, c, wbits, abits)),
+           "int": lambda x, c: int(av.int_product(x, c, wbits, abits))}[kind]
+    codes = list(range(2 ** wbits))
+    steps = []
+    for x in range(2 ** abits):
+        # column c walks the codes in a rotated order; a new sum starts every 2**wbits steps
+        for i in range(2 ** wbits):
+            steps.append((x, [codes[(i + 3 * c) % len(codes)] for c in range(share)], i == 0 and x % 2 == 0))
+    steps[0] = (steps[0][0], steps[0][1], True)
+    got = _run_row(dut, steps, share)
+    acc, expected = [0] * share, []
+    for x, cs, first in steps:
+        acc = [(0 if first else a) + ref(x, c) for a, c in zip(acc, cs)]
+        expected.append(list(acc))
+    assert got == expected
+    lim = 2 ** (dut.acc_bits - 1)
+    assert all(-lim <= v < lim for row in expected for v in row)
+    # the sums reach large magnitudes of both signs (the top activation times the largest codes)
+    flat = [v for row in expected for v in row]
+    top = max(abs(ref(2 ** abits - 1, c)) for c in codes)
+    assert max(flat) >= top and min(flat) <= -top
+
+
+def test_mac_row_style_errors():
+    from hw.mac_cell import MacRow, PeArray
+    with pytest.raises(ValueError, match="clear must be one of"):
+        MacRow("post", 4, 4, clear="reset")
+    with pytest.raises(ValueError, match="sign must be one of"):
+        MacRow("post", 4, 4, sign="late")
+    with pytest.raises(ValueError, match="POST PEs only"):
+        MacRow("int", 4, 4, sign="carry")
+    with pytest.raises(ValueError, match="clear must be one of"):
+        PeArray("int", 2, 2, 4, 4, clear="x")

@@ -186,3 +186,16 @@ def test_cli_synth_fmax_needs_pnr(capsys):
     assert len(err) == 2 and all("--fmax needs place and route" in line for line in err)
     with pytest.raises(SystemExit):
         main(["synth", "--fmax", "-3"])
+
+
+@needs_yosys
+def test_mac_row_styles_and_cmos_proxy():
+    """synth_unit passes MacRow's styles through and adds the CMOS transistor proxy on request."""
+    mask = synth.synth_unit("mac", "post", 4, 4, "generic", cols=2, clear="mask", sign="carry", cmos=True)
+    sel = synth.synth_unit("mac", "int", 4, 4, "generic", cols=2, cmos=True)
+    assert mask["clear"] == "mask" and mask["sign"] == "carry" and sel["clear"] == "select"
+    for r in (mask, sel):
+        assert 500 < r["cmos_transistors"] < 20000
+        assert r["per_pe"]["cmos_transistors"] == pytest.approx(r["cmos_transistors"] / 2)
+    with pytest.raises(ValueError, match="POST PEs only"):
+        synth.synth_unit("mac", "int", 4, 4, "generic", sign="carry")
