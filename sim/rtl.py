@@ -28,7 +28,7 @@ from hw.build import engine_ports, engine_verilog
 from hw.program import EngineParams, Program, predicted_cycles
 from sim.native import build_native, run_native, run_native_chunks
 from sim.toolchain import (BACKENDS, RtlRun, SimulationError, ToolMissing, cached_build, check_backend,
-                           default_cache_dir, run_folder, simulator_env)
+                           default_cache_dir, make_dir, run_folder, simulator_env)
 
 __all__ = ["BACKENDS", "DRIVERS", "ToolMissing", "SimulationError", "RtlRun", "check_backend", "run_rtl",
            "run_rtl_chunks", "ensure_built", "engine_verilog_cached", "testbench_wrapper", "simulator_env",
@@ -64,7 +64,7 @@ def engine_verilog_cached(params: EngineParams, cache_dir: Path | None = None) -
     if path.exists():
         return path.read_text()
     text = engine_verilog(params)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)                        # atomic: a parallel reader sees all of it or nothing

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["BACKENDS", "ToolMissing", "SimulationError", "RtlRun", "check_backend", "simulator_env",
-           "verilator_root", "default_cache_dir", "cached_build", "run_folder"]
+           "verilator_root", "default_cache_dir", "make_dir", "cached_build", "run_folder"]
 
 BACKENDS = ("icarus", "verilator")
 
@@ -106,6 +106,16 @@ def default_cache_dir() -> Path:
     return root / "post-accel" / "sim"
 
 
+def make_dir(path: Path) -> Path:
+    """``mkdir -p path``, or :class:`SimulationError` naming the directory and the fix."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SimulationError(f"cannot create the simulator directory {path} ({exc.strerror}); "
+                              f"pass a writable --build-dir or set XDG_CACHE_HOME") from None
+    return path
+
+
 def cached_build(cache_dir: Path | None, name: str, build: Callable[[Path], None]) -> tuple[Path, float]:
     """The build folder ``cache_dir/name`` (``name`` carries the hash of the inputs), made by
     ``build(folder)`` unless a previous build finished there. Returns ``(folder, seconds spent
@@ -116,11 +126,7 @@ def cached_build(cache_dir: Path | None, name: str, build: Callable[[Path], None
     marker = folder / "BUILT"
     if marker.exists():
         return folder, 0.0
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SimulationError(f"cannot create the simulator build directory {cache_dir} ({exc.strerror}); "
-                              f"pass a writable --build-dir or set XDG_CACHE_HOME") from None
+    make_dir(cache_dir)
     with open(cache_dir / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists():
@@ -142,8 +148,8 @@ def run_folder(cache_dir: Path | None):
     ends however it ends: normally, by an exception, by Ctrl-C (KeyboardInterrupt) or by SIGTERM
     (turned into KeyboardInterrupt while the block runs in the main thread)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = cache_dir / "runs" / f"run-{os.getpid()}-{time.monotonic_ns()}"
-    folder.mkdir(parents=True)
+    folder = make_dir(cache_dir / "runs") / f"run-{os.getpid()}-{time.monotonic_ns()}"
+    folder.mkdir()
     installed = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if installed else None
     try:

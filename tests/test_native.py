@@ -231,3 +231,14 @@ def test_simulate_builds_outside_the_source_tree(how, trained_cnn_path, native_e
     if how == "build-dir":
         assert not (tmp_path / "xdg" / "post-accel").exists()
     assert set(REPO.glob("build/*")) == before and not (REPO / "build" / "sim").exists()
+
+
+def test_unwritable_build_dir_is_a_clean_error(trained_cnn_path, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "simulate", str(trained_cnn_path), "--samples", "1",
+                           "--build-dir", str(blocker / "sim")], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert str(blocker / "sim") in lines[0] and "--build-dir" in lines[0]
