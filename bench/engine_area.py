@@ -23,7 +23,7 @@ import platform
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,8 @@ def table(result: dict) -> str:
     fmax = "n/a" if result["fmax_mhz"] is None else f"{result['fmax_mhz']} MHz"
     lines = [f"**{result['target']}**: {result['luts']} LUTs, {result['ffs']} FFs, {result['carry']} carry, "
              f"{result['brams']} BRAMs, {result['dsps']} DSPs; Fmax {fmax}; fits: {result['fits']}"
-             + (f" ({result['note']})" if result.get("note") else "") + f". `{result['command']}`",
+             + (f" ({result['note']})" if result.get("note") else "") + f". `{result['command']}`"
+             + (f"; {result['source']}" if result.get("source") else ""),
              "", "| block | what | LUTs | share | FFs | carry | BRAMs | SPRAM | DSPs |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, b in sorted(blocks.items(), key=lambda kv: -kv[1]["luts"]):
@@ -132,15 +133,16 @@ def main() -> int:
             except ToolMissing as exc:
                 print(f"skipping {target}: {exc}", file=sys.stderr)
         with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:    # one flow per target, in parallel
-            runs = list(pool.map(lambda t: synth(t, ["--dsp"] if t in args.dsp else []), targets))
-        for r in runs:
-            r["date"] = dt.date.today().isoformat()
-            results.append(r)
-            print(f"{r['target']}: {r['luts']} LUTs, Fmax {r['fmax_mhz']} MHz ({r['wall_seconds']} s)",
-                  file=sys.stderr)
-        results.sort(key=lambda r: list(TARGETS).index(r["target"]))
-        RESULTS.write_text(json.dumps({"host": platform.node(), "results": results}, indent=1, sort_keys=True)
-                           + "\n")
+            futures = [pool.submit(synth, t, ["--dsp"] if t in args.dsp else []) for t in targets]
+            for done in as_completed(futures):                                # each target saved when done
+                r = done.result()
+                r["date"] = dt.date.today().isoformat()
+                results.append(r)
+                results.sort(key=lambda r: list(TARGETS).index(r["target"]))
+                RESULTS.write_text(json.dumps({"host": platform.node(), "results": results}, indent=1,
+                                              sort_keys=True) + "\n")
+                print(f"{r['target']}: {r['luts']} LUTs, Fmax {r['fmax_mhz']} MHz ({r['wall_seconds']} s)",
+                      file=sys.stderr)
     write_doc(results)
     picture(results)
     return 0
