@@ -96,9 +96,10 @@ def load_dataset(name: str = DEFAULT_DATASET, *, train_samples: int | None = Non
         from .idx import load_fashion_mnist
         f = load_fashion_mnist(root)
         n_in = int(np.prod(DATASET_INPUT_SHAPES[name]))
-        X_train = f.X_train.reshape(-1, n_in).astype(np.float32)
-        X_test = f.X_test.reshape(-1, n_in).astype(np.float32)
-        y_train, y_test = f.y_train.astype(np.int64), f.y_test.astype(np.int64)
+        # subset first, then convert: a quick run does not pay for 60,000 float images
+        X_train = f.X_train[:train_samples].reshape(-1, n_in).astype(np.float32)
+        X_test = f.X_test[:test_samples].reshape(-1, n_in).astype(np.float32)
+        y_train, y_test = f.y_train[:train_samples].astype(np.int64), f.y_test[:test_samples].astype(np.int64)
     if train_samples is not None:
         X_train, y_train = X_train[:train_samples], y_train[:train_samples]
     if test_samples is not None:
