@@ -24,7 +24,8 @@ all: demo
 deps: deps-system deps-python
 
 # System tools from Debian: Icarus Verilog (simulation), Yosys and nextpnr-ice40 (synthesis, place and
-# route), a C++ compiler (Verilator), liblz4 (Verilator's FST waveforms).
+# route), a C++ compiler (Verilator), liblz4 (Verilator's FST waveforms), Fashion-MNIST (the four IDX
+# files, `--data fashion-mnist`).
 deps-system:
 	@missing=""; \
 	command -v iverilog >/dev/null || missing="$$missing iverilog"; \
@@ -33,6 +34,7 @@ deps-system:
 	command -v g++      >/dev/null || missing="$$missing g++"; \
 	command -v make     >/dev/null || missing="$$missing make"; \
 	test -f /usr/include/lz4.h || missing="$$missing liblz4-dev"; \
+	test -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz || missing="$$missing dataset-fashion-mnist"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \

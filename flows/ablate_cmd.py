@@ -1,4 +1,5 @@
-"""``post-accel ablate``: the quantizer ablation (the ASQ paper's Table 5, widened) on the digits CNN.
+"""``post-accel ablate``: the quantizer ablation (the ASQ paper's Table 5, widened) on the digits CNN
+(default) or the Fashion-MNIST CNN (``--data fashion-mnist``).
 
 Every (method, bit-width, seed) is one independent training job (:func:`golden.train_zoo.train_spec`)
 run through :func:`flows.jobs.run_jobs`: a Dask ``LocalCluster`` by default, ``--scheduler ADDRESS``
@@ -71,6 +72,8 @@ METHOD_ORDER = tuple(METHODS)
 #: Settings of the full ablation (docs/results.md) and of ``--quick``.
 FULL = {"bits": (2, 3, 4), "seeds": 3, "epochs": 20, "fp_epochs": 10}
 QUICK = {"bits": (4,), "seeds": 1, "epochs": 5, "fp_epochs": 3}
+#: What ``--quick`` also sets per data set unless given (Fashion-MNIST: a tiny subset, so CI stays cheap).
+QUICK_LIMITS = {"digits": {}, "fashion-mnist": {"train_limit": 256, "test_limit": 500}}
 #: Training hyper-parameters shared by every job unless overridden on the command line.
 TRAIN_DEFAULTS = {"model": "cnn", "lr": 0.02, "batch_size": 64, "momentum": 0.9, "weight_decay": 1e-4}
 
@@ -209,7 +212,8 @@ def command_line(methods, bits, seeds: int, train: dict, epochs: int, fp_epochs:
 def ablate(methods=None, bits=FULL["bits"], seeds: int = FULL["seeds"], *, epochs: int = FULL["epochs"],
            fp_epochs: int = FULL["fp_epochs"], model: str = TRAIN_DEFAULTS["model"], lr: float = TRAIN_DEFAULTS["lr"],
            batch_size: int = TRAIN_DEFAULTS["batch_size"], weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
-           train_limit: int | None = None, scheduler: str | None = None, serial: bool = False,
+           train_limit: int | None = None, test_limit: int | None = None, data: str = "digits",
+           scheduler: str | None = None, serial: bool = False,
            workers: int | None = None, progress: bool = True) -> dict:
     """Run the ablation and return one JSON-serialisable dict (settings, runs, rows, unsupported, timing)."""
     from flows.jobs import DEFAULT_WORKERS, run_jobs
@@ -220,10 +224,12 @@ def ablate(methods=None, bits=FULL["bits"], seeds: int = FULL["seeds"], *, epoch
         raise UserError("--bits needs at least one bit-width")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise UserError(f"--seeds must be a positive integer, got {seeds!r}")
-    train = {"model": model, "lr": float(lr), "batch_size": int(batch_size), "momentum": TRAIN_DEFAULTS["momentum"],
+    train = {"model": model, "data": data, "lr": float(lr), "batch_size": int(batch_size), "momentum": TRAIN_DEFAULTS["momentum"],
              "weight_decay": float(weight_decay), "epochs": int(epochs), "fp_epochs": int(fp_epochs)}
     if train_limit is not None:
         train["train_limit"] = int(train_limit)
+    if test_limit is not None:
+        train["test_limit"] = int(test_limit)
     jobs, unsupported = plan_jobs(methods, bits, list(range(seeds)), train)
     t0 = time.perf_counter()
     runs = run_jobs(run_job, jobs, scheduler=scheduler, progress=progress, serial=serial,
@@ -233,7 +239,9 @@ def ablate(methods=None, bits=FULL["bits"], seeds: int = FULL["seeds"], *, epoch
 
     return {
         "command": command_line(methods, bits, seeds, train, epochs, fp_epochs)
-        + (f" --train-limit {train_limit}" if train_limit is not None else ""),
+        + (f" --data {data}" if data != "digits" else "")
+        + (f" --train-limit {train_limit}" if train_limit is not None else "")
+        + (f" --test-limit {test_limit}" if test_limit is not None else ""),
         "settings": {"methods": methods, "bits": bits, "seeds": list(range(seeds)), **train,
                      "edge": "8-bit uniform weights + 8-bit LSQ activations on the first and last layer",
                      "runner": "serial" if serial else (scheduler or f"LocalCluster({workers or DEFAULT_WORKERS})")},
@@ -264,8 +272,10 @@ def format_markdown(result: dict) -> str:
     methods = result["settings"]["methods"]
     cell = {(r["method"], r["bits"]): r for r in rows}
     n_seeds = len(result["settings"]["seeds"])
+    data = result["settings"].get("data", "digits")
+    n_test = result["settings"].get("test_limit") or {"digits": 360, "fashion-mnist": 10000}[data]
     lines = [f"Float test accuracy (%) of the fake-quantized model, mean ± std over {n_seeds} seed(s); "
-             f"digits test set ({360} samples: one sample = 0.28 points).", "",
+             f"{data} test set ({n_test} samples: one sample = {100 / n_test:.2g} points).", "",
              "| Method | " + " | ".join(f"W{b}A{b}" for b in bits) + " |",
              "|---|" + "---|" * len(bits)]
     for m in methods:
@@ -314,15 +324,22 @@ def add_parser(subparsers):
     p.add_argument("--epochs", type=_positive_int, default=None, help=f"QAT epochs (default {FULL['epochs']})")
     p.add_argument("--fp-epochs", type=_nonneg_int, default=None,
                    help=f"float pre-training epochs (default {FULL['fp_epochs']})")
-    p.add_argument("--model", choices=("cnn", "mlp"), default=TRAIN_DEFAULTS["model"], help="digits model")
+    p.add_argument("--data", choices=("digits", "fashion-mnist"), default="digits",
+                   help="data set (default digits; fashion-mnist needs apt-get install dataset-fashion-mnist)")
+    p.add_argument("--model", choices=("cnn", "mlp"), default=TRAIN_DEFAULTS["model"], help="model")
     p.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"], help="initial SGD learning rate")
     p.add_argument("--batch-size", type=_positive_int, default=TRAIN_DEFAULTS["batch_size"])
     p.add_argument("--weight-decay", type=float, default=TRAIN_DEFAULTS["weight_decay"])
     p.add_argument("--train-limit", type=_positive_int, default=None,
-                   help="train on the first N training samples only (smoke tests; default all 1437)")
+                   help="train on the first N training samples only (smoke tests; default all; --quick on "
+                        f"fashion-mnist: {QUICK_LIMITS['fashion-mnist']['train_limit']})")
+    p.add_argument("--test-limit", type=_positive_int, default=None,
+                   help="evaluate on the first N test samples only (default all; --quick on fashion-mnist: "
+                        f"{QUICK_LIMITS['fashion-mnist']['test_limit']})")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK['seeds']} seed, bits {' '.join(map(str, QUICK['bits']))}, "
-                        f"{QUICK['fp_epochs']}+{QUICK['epochs']} epochs (explicit flags still win)")
+                        f"{QUICK['fp_epochs']}+{QUICK['epochs']} epochs, a subset of fashion-mnist "
+                        f"(explicit flags still win)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of a running Dask scheduler (default: start a LocalCluster)")
     p.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster worker processes (default 2)")
@@ -340,10 +357,13 @@ def run(args) -> int:
     pick = lambda given, key: base[key] if given is None else given  # noqa: E731
     if args.scheduler is not None and args.serial:
         raise UserError("--scheduler and --serial exclude each other")
+    limits = QUICK_LIMITS[args.data] if args.quick else {}
+    train_limit = limits.get("train_limit") if args.train_limit is None else args.train_limit
+    test_limit = limits.get("test_limit") if args.test_limit is None else args.test_limit
     result = ablate(resolve_methods(args.methods), pick(args.bits, "bits"), pick(args.seeds, "seeds"),
                     epochs=pick(args.epochs, "epochs"), fp_epochs=pick(args.fp_epochs, "fp_epochs"),
                     model=args.model, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-                    train_limit=args.train_limit, scheduler=args.scheduler, serial=args.serial, workers=args.workers,
+                    train_limit=train_limit, test_limit=test_limit, data=args.data, scheduler=args.scheduler, serial=args.serial, workers=args.workers,
                     progress=not (args.json or args.quiet))
     if args.out:
         out = Path(args.out)

@@ -17,6 +17,7 @@ import traceback
 
 from flows import (
     ablate_cmd,
+    betas_cmd,
     export_cmd,
     generate_cmd,
     levels_cmd,
@@ -36,7 +37,7 @@ EXIT_MISMATCH, EXIT_USER, EXIT_TOOL, EXIT_BUG = 1, 2, 3, 70
 
 #: The subcommands in the order ``--help`` lists them.
 COMMANDS = (train_cmd, export_cmd, generate_cmd, simulate_cmd, overhead_cmd, levels_cmd, perf_cmd, synth,
-            ablate_cmd, vectors_cmd)
+            ablate_cmd, vectors_cmd, betas_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

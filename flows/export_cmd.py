@@ -65,7 +65,7 @@ def _export_zoo(args) -> int:
     """A zoo checkpoint (``train --model cnn/resnet8``, any quantizers) -> integer graph file: chains (the
     MLP and CNN) as export v2 (:func:`golden.intgraph.export_graph`), models with branches and residual
     adds (resnet8) as export v3 (:func:`golden.intdag.export_dag`)."""
-    from golden.data import load_digits_split
+    from golden.data import load_dataset
     from golden.graphfile import DAG_VERSION, GRAPH_FORMAT, GRAPH_VERSION, save_graph
     from golden.intgraph import ExportError, export_graph, run_graph
     from golden.train_zoo import ZooCheckpointError, load_checkpoint
@@ -88,16 +88,17 @@ def _export_zoo(args) -> int:
     version = GRAPH_VERSION if chain else DAG_VERSION
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_graph(graph, out, provenance={"spec": spec.to_dict(), "metrics": metrics})
-    _, _, x_test, y_test = load_digits_split()
+    save_graph(graph, out, provenance={"spec": spec.to_dict(), "metrics": metrics, "data": spec.data})
+    _, _, x_test, y_test = load_dataset(spec.data).split()
     int_acc = float((run_graph(graph, x_test).predictions == y_test).mean())
     float_acc = metrics.get("float_test_accuracy")
     result = {"model": str(out), "format": GRAPH_FORMAT, "version": version,
               "layers": [st.name for st in graph.stages], "test_samples": int(len(y_test)),
-              "float_test_accuracy": float_acc, "integer_test_accuracy": int_acc}
+              "float_test_accuracy": float_acc, "integer_test_accuracy": int_acc, "data": spec.data}
     if not chain:
         result["output"] = graph.output
     kind = f"integer graph v{version}" + ("" if chain else f", a DAG with output {graph.output}")
     emit(args, result, f"exported {len(graph.stages)} stages ({kind}) -> {out}\n"
-          f"test accuracy: float QAT {float_acc:.4f}, integer executor {int_acc:.4f} ({len(y_test)} samples)")
+          f"test accuracy: float QAT {float_acc:.4f}, integer executor {int_acc:.4f} ({len(y_test)} {spec.data} "
+          f"samples)")
     return 0

@@ -1,5 +1,5 @@
-"""``post-accel simulate``: the digits test set through the generated RTL, compared with the golden model
-layer by layer (exit status 1 on any mismatch)."""
+"""``post-accel simulate``: a test set (digits, or Fashion-MNIST with ``--data``) through the generated RTL,
+compared with the golden model layer by layer (exit status 1 on any mismatch)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("simulate", help="run the digits test set through the RTL and compare with golden")
+    p = sub.add_parser("simulate", help="run a test set through the RTL and compare with golden")
     p.add_argument("model", help="integer model written by `post-accel export` (v1, v2 or v3)")
+    p.add_argument("--data", default=None, choices=("digits", "fashion-mnist"),
+                   help="test set to run (default: the one the model was trained on; another is refused)")
     p.add_argument("--backend", choices=("amaranth", "icarus", "verilator"), default="verilator")
     add_engine_flags(p, with_defaults=False)
     p.add_argument("--samples", type=positive_int, default=None, help="first N test samples (default: all)")
@@ -73,15 +75,17 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from flows.compile import compile_graph, compile_model, expected_outputs
-    from golden.data import load_digits_split
+    from golden.data import check_model_dataset, load_dataset, model_dataset
     from sim.compare import compare_outputs
 
     version, model = load_engine_model(args.model)
+    shape = (model.layers[0].fan_in,) if version == "v1" else model.input_shape
+    data = check_model_dataset(model_dataset(model.provenance, shape), args.data, args.model)
     params = engine_params(args, model)
-    _, _, x_test, y_test = load_digits_split()
+    _, _, x_test, y_test = load_dataset(data).split()
     n = len(y_test) if args.samples is None else args.samples
     if not 1 <= n <= len(y_test):
-        raise UserError(f"--samples must be in 1..{len(y_test)} (the digits test set), got {n}")
+        raise UserError(f"--samples must be in 1..{len(y_test)} (the {data} test set), got {n}")
     labels = y_test[:n]
     if version == "v1":
         from golden import executor
@@ -159,7 +163,7 @@ def run(args) -> int:
     cmp = compare_outputs(expected, outputs, names)
     rtl_pred = np.array([int(np.argmax(o[-1])) for o in outputs])
     result = {
-        "backend": args.backend, "samples": n, "mismatches": cmp.mismatches,
+        "backend": args.backend, "data": data, "samples": n, "mismatches": cmp.mismatches,
         "prediction_mismatches": cmp.prediction_mismatches, "per_layer_mismatches": cmp.per_layer,
         "layers_not_read": cmp.not_read, "passes": len(getattr(program, "passes", None) or [None]),
         "rtl_accuracy": float((rtl_pred == labels).mean()),
@@ -177,7 +181,7 @@ def run(args) -> int:
                 f"{cmp.values} values compared; not read back, their activation regions reused: "
                 f"{', '.join(cmp.not_read)}")
     passes = len(getattr(program, "passes", None) or [None])
-    text = (f"post-accel simulate: {n} digits test samples on {args.backend}, "
+    text = (f"post-accel simulate: {n} {data} test samples on {args.backend}, "
             f"{params.rows}x{params.cols} POST array W{params.wbits}A{params.abits}\n"
             f"  model                    {_model_summary(version, model, names)}\n"
             f"  golden integer accuracy  {result['golden_accuracy']:.4f}\n"

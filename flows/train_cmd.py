@@ -1,4 +1,4 @@
-"""``post-accel train``: quantization-aware training of a digits model; writes a checkpoint."""
+"""``post-accel train``: quantization-aware training of a digits or Fashion-MNIST model; writes a checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="QAT on the digits (MLP, CNN or ResNet-8, any weight/activation quantizer)")
+    p = sub.add_parser("train", help="QAT on the digits or Fashion-MNIST (MLP, CNN or ResNet-8, any "
+                                     "weight/activation quantizer)")
+    p.add_argument("--data", default="digits", choices=("digits", "fashion-mnist"),
+                   help="data set: digits (default, 8x8) or fashion-mnist (28x28; apt-get install "
+                        "dataset-fashion-mnist)")
+    p.add_argument("--train-samples", type=positive_int, default=None,
+                   help="train on the first N training samples only (quick runs; default all)")
+    p.add_argument("--test-samples", type=positive_int, default=None,
+                   help="evaluate on the first N test samples only (quick runs; default all)")
     p.add_argument("--model", default="mlp",
                    help="digits model: mlp (default), cnn, or resnet8 (a ResNet-8 with residual adds; "
                         "`export` writes it as a v3 DAG integer graph)")
@@ -37,7 +45,8 @@ def add_parser(sub) -> None:
 
 def _legacy_mlp(args) -> bool:
     """The engine-runnable path: the digits MLP with POST weights and LSQ activations (export v1)."""
-    return args.model == "mlp" and args.weight_quant == "post" and args.act_quant == "lsq"
+    return (args.model == "mlp" and args.weight_quant == "post" and args.act_quant == "lsq"
+            and args.data == "digits" and args.train_samples is None and args.test_samples is None)
 
 
 def run(args) -> int:
@@ -68,7 +77,7 @@ def _train_zoo(args) -> int:
     from golden.train_zoo import TrainSpec, save_checkpoint, train_spec
 
     if args.model not in DIGITS_MODELS:
-        raise UserError(f"train runs on the digits data set, so --model must be one of {', '.join(DIGITS_MODELS)} "
+        raise UserError(f"train runs on the digits or Fashion-MNIST, so --model must be one of {', '.join(DIGITS_MODELS)} "
                         f"(got {args.model!r}; the ImageNet/CIFAR models are for perf and overhead)")
     kw = {"epochs": args.epochs} if args.epochs is not None else {}
     if args.fp_epochs is not None:
@@ -78,7 +87,8 @@ def _train_zoo(args) -> int:
     if args.edge_act_quant is not None:
         kw["edge_act_quant"] = args.edge_act_quant
     spec = TrainSpec(model=args.model, wbits=args.wbits, abits=args.abits, weight_quant=args.weight_quant,
-                     act_quant=args.act_quant, seed=args.seed, **kw)
+                     act_quant=args.act_quant, seed=args.seed, data=args.data,
+                     train_limit=args.train_samples, test_limit=args.test_samples, **kw)
     started = time.perf_counter()
     model, metrics = train_spec(spec, progress=not (args.json or args.quiet), integer=False)
     seconds = time.perf_counter() - started
@@ -88,7 +98,8 @@ def _train_zoo(args) -> int:
     acc = metrics.get("float_test_accuracy")
     result = {"checkpoint": str(out), "seconds": round(seconds, 2), "model": args.model, "wbits": args.wbits,
               "abits": args.abits, "weight_quant": args.weight_quant, "act_quant": args.act_quant,
-              "seed": args.seed, "epochs": spec.epochs, "float_test_accuracy": acc}
-    emit(args, result, f"trained {args.model} W{args.wbits}A{args.abits} ({args.weight_quant} weights, "
+              "seed": args.seed, "epochs": spec.epochs, "float_test_accuracy": acc, "data": spec.data,
+              "n_train": metrics.get("n_train"), "n_test": metrics.get("n_test")}
+    emit(args, result, f"trained {args.data} {args.model} W{args.wbits}A{args.abits} ({args.weight_quant} weights, "
           f"{args.act_quant} activations) in {seconds:.1f} s: float QAT test accuracy {acc:.4f} -> {out}")
     return 0

@@ -192,6 +192,9 @@ def load_graph(path) -> IntGraph:
     shape = h["input_shape"]
     if not isinstance(shape, list) or not shape or not all(isinstance(v, int) and v > 0 for v in shape):
         c.fail(f"input_shape must be a list of positive integers, got {shape!r}")
+    if not isinstance(h["provenance"], dict):
+        c.fail(f"provenance must be a JSON object, got {type(h['provenance']).__name__}")
+    prov = h["provenance"]
     in_q = _load_act(h["input"], "input", tensors, c)
     if not isinstance(h["stages"], list) or not h["stages"]:
         c.fail("stages must be a non-empty list")
@@ -250,10 +253,11 @@ def load_graph(path) -> IntGraph:
         if sum(st.input_from == "input" for st in stages) != 1:
             c.fail("exactly one stage must read the network input")
         return IntGraph(input_quant=in_q, input_shape=tuple(shape), stages=stages, meta=h["meta"], kind="dag",
+                        provenance=prov,
                         output=h["output"])
     if stages[-1].out is not None:
         c.fail("the last stage must be final (it outputs the logits)")
-    return IntGraph(input_quant=in_q, input_shape=tuple(shape), stages=stages, meta=h["meta"])
+    return IntGraph(input_quant=in_q, input_shape=tuple(shape), stages=stages, meta=h["meta"], provenance=prov)
 
 
 def _load_dag_stage(st: Stage, sh: dict, w: str, earlier: list, in_q: ActQuant, tensors, c: _Checker) -> None:

@@ -144,6 +144,7 @@ class IntGraph:
     meta: dict
     kind: str = "chain"             #: "chain" (export_graph) or "dag" (golden.intdag.export_dag)
     output: str | None = None       #: DAG: the stage whose value is the logits
+    provenance: dict = field(default_factory=dict)  #: from the model file (training spec, data set), if any
 
 
 @dataclass

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import zoo
-from .data import N_CLASSES, load_digits_split
+from .data import DATASET_INPUT_SHAPES, DATASETS, N_CLASSES, load_dataset
 from .quant.registry import ACT_QUANTIZERS, WEIGHT_QUANTIZERS
 from .errors import InputError
 
@@ -116,7 +116,17 @@ class TrainSpec:
         Quantizers of the edge layers; None = ``uniform`` / ``lsq`` (``fp`` for a float body).
     train_limit : int or None
         Train on the first ``train_limit`` samples of the training split only (tests, smoke
-        runs); None = all 1437. The test split is always complete.
+        runs); None = all (1437 digits, 60,000 Fashion-MNIST).
+    data : str
+        The data set (:data:`golden.data.DATASETS`): ``"digits"`` (default, 8x8) or
+        ``"fashion-mnist"`` (28x28); it fixes the model's input shape.
+    test_limit : int or None
+        Evaluate on the first ``test_limit`` test samples only (quick runs); None = all.
+    adapter_lr_scale : float
+        Learning rate of the ASQ adapters' parameters relative to ``lr`` (default 10). An adapter
+        must move ``z`` by more than the ``2**-ASQ_Z_FRAC`` grid step between samples before two
+        samples get different betas; at ``lr`` alone the trained adapters stayed within one grid
+        step (docs/quantizers.md, "Why the adapters collapsed").
     """
 
     model: str = "cnn"
@@ -135,8 +145,13 @@ class TrainSpec:
     edge_weight_quant: str | None = None
     edge_act_quant: str | None = None
     train_limit: int | None = None
+    data: str = "digits"
+    test_limit: int | None = None
+    adapter_lr_scale: float = 10.0
 
     def __post_init__(self):
+        if self.data not in DATASETS:
+            raise ValueError(f"unknown data set {self.data!r}; valid: {', '.join(DATASETS)}")
         if self.model not in DIGITS_MODELS:
             valid = ", ".join(DIGITS_MODELS)
             other = " (the other zoo models are not digits models)" if self.model in zoo.MODEL_NAMES else ""
@@ -150,15 +165,17 @@ class TrainSpec:
             raise ValueError(f"TrainSpec needs epochs >= 1, fp_epochs >= 0, batch_size >= 1, seed >= 0; got "
                              f"epochs={self.epochs}, fp_epochs={self.fp_epochs}, batch_size={self.batch_size}, "
                              f"seed={self.seed}")
-        for name in ("lr", "momentum", "weight_decay"):
+        for name in ("lr", "momentum", "weight_decay", "adapter_lr_scale"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"TrainSpec.{name} must be a finite number >= 0, got {v!r}")
             setattr(self, name, float(v))
-        if self.train_limit is not None:
-            if not _is_int(self.train_limit) or self.train_limit < 1:
-                raise ValueError(f"TrainSpec.train_limit must be a positive integer or None, got {self.train_limit!r}")
-            self.train_limit = int(self.train_limit)
+        for name in ("train_limit", "test_limit"):
+            v = getattr(self, name)
+            if v is not None:
+                if not _is_int(v) or v < 1:
+                    raise ValueError(f"TrainSpec.{name} must be a positive integer or None, got {v!r}")
+                setattr(self, name, int(v))
         if self.lr <= 0:
             raise ValueError(f"TrainSpec.lr must be > 0, got {self.lr}")
         check_spec_bits(self)
@@ -212,25 +229,40 @@ def check_spec_bits(spec: TrainSpec) -> None:
 
 def build_spec_model(spec: TrainSpec, *, float_model: bool = False) -> nn.Module:
     """The (untrained) model of ``spec``; ``float_model=True`` gives its full-precision twin."""
+    shape = _spec_input_shape(spec)
     if float_model:
         return zoo.build_model(spec.model, spec.wbits, spec.abits, "fp", "fp", N_CLASSES,
-                               edge_bits=spec.edge_bits, edge_weight_quant="fp", edge_act_quant="fp")
+                               edge_bits=spec.edge_bits, edge_weight_quant="fp", edge_act_quant="fp",
+                               input_shape=shape)
     return zoo.build_model(spec.model, spec.wbits, spec.abits, spec.weight_quant, spec.act_quant, N_CLASSES,
                            edge_bits=spec.edge_bits, edge_weight_quant=spec.edge_weight,
-                           edge_act_quant=spec.edge_act)
+                           edge_act_quant=spec.edge_act, input_shape=shape)
+
+
+def _spec_input_shape(spec: TrainSpec) -> tuple:
+    """The model input shape of ``spec``'s data set: ``(features,)`` for the MLP, ``(1, H, W)`` otherwise."""
+    shape = DATASET_INPUT_SHAPES[spec.data]
+    return (int(np.prod(shape)),) if spec.model == "mlp" else shape
 
 
 def _is_quantizer_param(name: str) -> bool:
     return ".weight_quant." in name or ".act_quant." in name
 
 
-def _param_groups(model: nn.Module, weight_decay: float):
-    decay, no_decay = [], []
+def _param_groups(model: nn.Module, weight_decay: float, lr: float, adapter_lr_scale: float = 1.0):
+    """SGD groups: weights (decayed), quantizer parameters (not decayed), ASQ adapters (not decayed,
+    ``lr * adapter_lr_scale``)."""
+    decay, no_decay, adapters = [], [], []
     for name, p in model.named_parameters():
-        (no_decay if _is_quantizer_param(name) else decay).append(p)
+        if ".act_quant.adapter." in name:
+            adapters.append(p)
+        else:
+            (no_decay if _is_quantizer_param(name) else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    if adapters:
+        groups.append({"params": adapters, "weight_decay": 0.0, "lr": lr * adapter_lr_scale})
     return groups
 
 
@@ -266,7 +298,8 @@ def _run_phase(model, X, y, spec: TrainSpec, epochs: int, gen: torch.Generator, 
     """``epochs`` epochs of SGD with a per-iteration cosine LR; returns the last epoch's mean loss."""
     n = X.shape[0]
     n_batches = math.ceil(n / spec.batch_size)
-    opt = torch.optim.SGD(_param_groups(model, spec.weight_decay), lr=spec.lr, momentum=spec.momentum)
+    opt = torch.optim.SGD(_param_groups(model, spec.weight_decay, spec.lr, spec.adapter_lr_scale), lr=spec.lr,
+                          momentum=spec.momentum)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches)
     loss_mean = float("nan")
     model.train()
@@ -314,7 +347,7 @@ def integer_accuracy_or_none(model: nn.Module, X_test, y_test) -> tuple[float | 
 
 
 def train_spec(spec: TrainSpec, progress: bool = False, *, integer: bool = True):
-    """Train the model of ``spec`` on the digits split (see the module docstring for the schedule).
+    """Train the model of ``spec`` on its data set's split (see the module docstring for the schedule).
 
     Parameters
     ----------
@@ -338,9 +371,8 @@ def train_spec(spec: TrainSpec, progress: bool = False, *, integer: bool = True)
     if not isinstance(spec, TrainSpec):
         raise TypeError(f"train_spec needs a TrainSpec, got {type(spec).__name__}")
     t0 = time.perf_counter()
-    X_train, y_train, X_test, y_test = load_digits_split()
-    if spec.train_limit is not None:
-        X_train, y_train = X_train[:spec.train_limit], y_train[:spec.train_limit]
+    X_train, y_train, X_test, y_test = load_dataset(spec.data, train_samples=spec.train_limit,
+                                                     test_samples=spec.test_limit).split()
     X = torch.from_numpy(X_train)
     y = torch.from_numpy(y_train)
     prev_det = torch.are_deterministic_algorithms_enabled()

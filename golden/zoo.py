@@ -39,7 +39,7 @@ __all__ = [
     "QConv2d", "QLinear", "QUANT_LAYERS", "make_weight_quantizer", "make_act_quantizer",
     "set_quantization", "quant_layers",
     "DigitsMLP", "DigitsCNN", "ResNet", "ResNetCIFAR", "MobileNetV2",
-    "MODEL_NAMES", "MODEL_INPUT_SHAPES", "EDGE_BITS", "build_model",
+    "MODEL_NAMES", "MODEL_INPUT_SHAPES", "RESHAPEABLE_MODELS", "EDGE_BITS", "build_model",
     "LayerShape", "layer_shapes",
 ]
 
@@ -256,15 +256,19 @@ class DigitsMLP(nn.Module):
 
 
 class DigitsCNN(nn.Module):
-    """Small CNN for the 8x8 digits: ``[N, 1, 8, 8]`` (raw pixels 0..16, or ``[N, 64]``) -> logits.
+    """Small CNN for one-channel square images: the 8x8 digits (default) or 28x28 Fashion-MNIST.
 
-    ``conv3x3(1->w) BN ReLU, conv3x3(w->2w) BN ReLU, maxpool2 (4x4), conv3x3(2w->4w) BN ReLU,
-    maxpool2 (2x2), flatten, FC(16w -> classes)``; ``w = width`` (16: ~25k weights).
+    ``[N, 1, H, H]`` (or flattened ``[N, H*H]``) -> logits: ``conv3x3(1->w) BN ReLU, conv3x3(w->2w) BN
+    ReLU, maxpool2, conv3x3(2w->4w) BN ReLU, maxpool2, flatten, FC(4w * (H/4)**2 -> classes)``;
+    ``w = width`` (16: ~25k weights at H = 8, ~54k at H = 28). ``in_hw`` = H, a multiple of 4.
     """
 
-    def __init__(self, f: _Factory, width=16, classes=10, signed_input=False):
+    def __init__(self, f: _Factory, width=16, classes=10, signed_input=False, in_hw=8):
         super().__init__()
-        w = int(width)
+        w, hw = int(width), int(in_hw)
+        if hw < 4 or hw % 4:
+            raise ValueError(f"DigitsCNN needs a square input whose side is a multiple of 4, got {in_hw!r}")
+        self.in_shape = (1, hw, hw)
         self.features = nn.Sequential(
             f.conv(1, w, 3, edge=True, signed_input=signed_input), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
             f.conv(w, 2 * w, 3), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
@@ -272,11 +276,11 @@ class DigitsCNN(nn.Module):
             f.conv(2 * w, 4 * w, 3), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
-        self.fc = f.linear(4 * w * 2 * 2, classes, edge=True)
+        self.fc = f.linear(4 * w * (hw // 4) ** 2, classes, edge=True)
         _init_weights(self)
 
     def forward(self, x):
-        x = x.reshape(-1, 1, 8, 8)          # [N, 64] or [N, 1, 8, 8]; traceable (no shape branch)
+        x = x.reshape((-1,) + self.in_shape)  # [N, H*H] or [N, 1, H, H]; traceable (no shape branch)
         return self.fc(torch.flatten(self.features(x), 1))
 
 
@@ -451,10 +455,32 @@ _DEFAULT_CLASSES = {"mlp": 10, "cnn": 10, "resnet18": 1000, "resnet34": 1000, "r
                     "mobilenetv2": 1000, "resnet8": 10}
 
 
+#: Models whose input shape :func:`build_model` can change (``input_shape=``).
+RESHAPEABLE_MODELS = ("mlp", "cnn", "resnet8")
+
+
+def _input_shape(name: str, input_shape) -> tuple:
+    """The checked input shape of model ``name`` (its default when ``input_shape`` is None)."""
+    if input_shape is None:
+        return MODEL_INPUT_SHAPES[name]
+    shape = tuple(input_shape)
+    if name not in RESHAPEABLE_MODELS:
+        raise ValueError(f"model {name!r} has the fixed input shape {MODEL_INPUT_SHAPES[name]}; input_shape= "
+                         f"applies to {', '.join(RESHAPEABLE_MODELS)}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise ValueError(f"input_shape must hold positive integers, got {input_shape!r}")
+    if name == "mlp":
+        if len(shape) != 1:
+            raise ValueError(f"mlp takes (features,) inputs, got input_shape {input_shape!r}")
+    elif len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2] or shape[1] % 4:
+        raise ValueError(f"{name} takes (1, H, H) inputs with H a multiple of 4, got input_shape {input_shape!r}")
+    return shape
+
+
 def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", act_quant: str = "lsq",
                 num_classes: int | None = None, *, edge_bits: int = EDGE_BITS,
                 edge_weight_quant: str | None = None, edge_act_quant: str | None = None,
-                signed_input: bool = False) -> nn.Module:
+                signed_input: bool = False, input_shape: tuple | None = None) -> nn.Module:
     """A fresh quantizable model.
 
     Parameters
@@ -479,6 +505,10 @@ def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", a
         The model's input can be negative (e.g. mean/std-normalised images); the first layer's
         activation quantizer is then signed. Default False: feed pixels in ``[0, 1]`` (or raw
         0..16 digits) and let the first conv/BN learn the normalisation.
+    input_shape : tuple or None
+        Input shape of one sample for the models of :data:`RESHAPEABLE_MODELS`: ``(1, H, H)`` for
+        ``cnn`` and ``resnet8`` (H a multiple of 4, e.g. ``(1, 28, 28)`` for Fashion-MNIST),
+        ``(F,)`` for ``mlp``. None = :data:`MODEL_INPUT_SHAPES` (the 8x8 digits).
 
     The returned model has ``model_name``, ``wbits``, ``abits``, ``edge_bits``, ``input_shape``.
     Raises ``ValueError`` for unknown names or invalid widths.
@@ -491,11 +521,12 @@ def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", a
     classes = _DEFAULT_CLASSES[name] if num_classes is None else num_classes
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    shape = _input_shape(name, input_shape)
     f = _Factory(wbits, abits, weight_quant, act_quant, edge_bits, edge_weight_quant, edge_act_quant)
     if name == "mlp":
-        model = DigitsMLP(f, classes=classes)
+        model = DigitsMLP(f, features=shape[0], classes=classes)
     elif name == "cnn":
-        model = DigitsCNN(f, classes=classes, signed_input=signed_input)
+        model = DigitsCNN(f, classes=classes, signed_input=signed_input, in_hw=shape[1])
     elif name == "resnet18":
         model = ResNet(f, (2, 2, 2, 2), classes, signed_input=signed_input)
     elif name == "resnet34":
@@ -503,10 +534,10 @@ def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", a
     elif name == "resnet20":
         model = ResNetCIFAR(f, 3, classes, signed_input=signed_input)
     elif name == "resnet8":
-        model = ResNetCIFAR(f, 1, classes, signed_input=signed_input, in_shape=MODEL_INPUT_SHAPES[name])
+        model = ResNetCIFAR(f, 1, classes, signed_input=signed_input, in_shape=shape)
     else:
         model = MobileNetV2(f, classes, signed_input=signed_input)
-    model.model_name, model.input_shape = name, MODEL_INPUT_SHAPES[name]
+    model.model_name, model.input_shape = name, shape
     model.wbits, model.abits, model.edge_bits = int(wbits), int(abits), int(edge_bits)
     model.weight_quant_name, model.act_quant_name = weight_quant, act_quant
     model.edge_weight_quant_name, model.edge_act_quant_name = f.edge_weight_quant, f.edge_act_quant

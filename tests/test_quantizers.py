@@ -337,6 +337,34 @@ def test_asq_adapter_shapes():
         ASQAdapter(64, factor="tanh")
 
 
+@pytest.mark.parametrize("channels", [16, 32, 64])
+def test_asq_adapter_data_dependent_init(channels):
+    """The first batch standardises every hidden unit (alive on about half the samples, O(1) spread), so
+    no unit starts dead; beta stays exactly 1 (the last layer is zero) and 1-layer adapters are untouched."""
+    torch.manual_seed(3)
+    # post-ReLU activations: all positive, nearly the same mean in every sample (as in a trained CNN)
+    x = torch.relu(torch.randn(64, channels, 4, 4) * 0.3 + 0.5)
+    for seed in range(8):                             # several default inits, some of them dead before
+        torch.manual_seed(seed)
+        q = ASQActQuantizer(4, channels=channels)
+        y = q(x)                                      # first forward pass: initialise step and adapter
+        pre = q.adapter.hidden(q.adapter.pool(x))
+        assert torch.allclose(pre.mean(0), torch.zeros(pre.shape[1]), atol=1e-4)
+        assert torch.allclose(pre.std(0), torch.ones(pre.shape[1]), atol=1e-4)
+        alive = (pre > 0).float().mean(0)
+        assert bool(((alive > 0.2) & (alive < 0.8)).all()), alive
+        assert torch.equal(q.adapter(x), torch.ones(64))
+        assert torch.equal(y, LSQActQuantizer(4)(x))
+    one = ASQActQuantizer(4, channels=channels, layers=1)
+    w = one.adapter.out.weight.clone()
+    one(x)
+    assert torch.equal(one.adapter.out.weight, w)
+    q = ASQActQuantizer(4, channels=channels)
+    w = q.adapter.hidden.weight.clone()
+    q(x[:1])                                          # a single sample has no spread: left as it is
+    assert torch.equal(q.adapter.hidden.weight, w)
+
+
 def test_asq_per_sample_step_forward():
     q = ready(ASQActQuantizer(2, channels=2, layers=1, factor="relu", z_grid=False), step=0.5)
     set_param(q.adapter.out.bias, 2.0)               # beta = relu(0 + 2) = 2 -> s' = 1

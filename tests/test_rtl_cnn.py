@@ -46,8 +46,10 @@ def test_trained_cnn_bit_exact(backend, trained_cnn):
     assert (rtl_pred == golden.predictions).all()
     if backend == "verilator":
         assert (rtl_pred == labels).mean() > 0.8                          # a trained model, not noise
-    # (this model's adapters give one beta for every digit — their z varies by less than the 2**-6
-    # grid; tests/test_hw_asq.py drives the ASQ unit with per-sample betas that differ)
+        # the trained adapters adapt: every ASQ quantizer picks several betas over these samples, so the
+        # RTL's per-sample beta path is checked against a trained model (docs/quantizers.md)
+        asq = [b for b in golden.betas if b is not None]
+        assert len(asq) == 2 and all(len(np.unique(b)) >= 3 for b in asq), [np.unique(b) for b in asq]
 
 
 def test_trained_cnn_corrupted_adapter_is_caught(trained_cnn):

@@ -97,6 +97,29 @@ class ASQAdapter(nn.Module):
         return f"channels={self.channels}, hidden={self.hidden_units if self.layers == 2 else None}, " \
                f"factor={self.factor!r}"
 
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Data-dependent start of the hidden layer from a batch ``x`` (called once, with the step's init).
+
+        The pooled activations of a ReLU network are all positive and nearly equal across samples
+        (e.g. mean 0.4, spread 0.05), so with PyTorch's default init a hidden unit is either dead on
+        every sample (it never learns: its output and the gradient through it are 0) or almost
+        constant (the last layer then moves ``z`` by far less than the ``2**-ASQ_Z_FRAC`` grid and
+        every sample gets the same ``beta``). Rescale each hidden unit so that its pre-activation has
+        mean 0 and standard deviation 1 over the batch: it is active on about half the samples and
+        varies by O(1) between them. The last layer stays zero, so ``beta == 1`` still holds at init.
+        No-op for 1-layer adapters and for batches of fewer than 2 samples.
+        """
+        if self.hidden is None or x.shape[0] < 2:
+            return
+        pre = self.hidden(self.pool(x.detach()))
+        mean, std = pre.mean(dim=0), pre.std(dim=0)
+        ok = torch.isfinite(std) & (std > 1e-6)
+        scale = torch.where(ok, 1.0 / std.clamp(min=1e-6), torch.ones_like(std))
+        shift = torch.where(ok, mean, torch.zeros_like(mean))
+        self.hidden.weight.mul_(scale[:, None])
+        self.hidden.bias.sub_(shift).mul_(scale)
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pool over every dim after the channel dim: ``[B, C, ...] -> [B, C]``."""
         if x.dim() < 2 or x.shape[1] != self.channels:
@@ -160,6 +183,12 @@ class ASQActQuantizer(LSQActQuantizer):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, channels={self.channels}"
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """LSQ's step from ``x`` and the adapter's data-dependent start (:meth:`ASQAdapter.initialize`)."""
+        super().initialize(x)
+        self.adapter.initialize(x)
 
     def sample_view(self, beta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``beta`` of shape ``[B]`` viewed as ``[B, 1, ...]`` to broadcast against ``x``."""
