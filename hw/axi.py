@@ -266,13 +266,15 @@ class AxiPostEngine(wiring.Component):
                     m.d.sync += reg.eq(wr.payload.data[:32])
 
         # --- interrupts -----------------------------------------------------------------
-        ier, isr = Signal(2), Signal(2)
+        ier = Signal(2, name="ier")
+        isr = Signal(2, name="isr")
         done_prev = Signal()
         m.d.sync += done_prev.eq(eng.done)
-        isr_set = Signal(2)
+        load_error = Signal()            # the loader found a malformed frame (this cycle)
         isr_clear = Signal(2)
-        m.d.comb += isr_set[0].eq(eng.done & ~done_prev)
-        m.d.sync += isr.eq((isr & ~isr_clear) | isr_set)
+        # (whole signals, not bits of one assigned in two places: Icarus would not evaluate a
+        # one-bit `always @*` whose input never changes from time 0)
+        m.d.sync += isr.eq((isr & ~isr_clear) | Cat(eng.done & ~done_prev, load_error))
         m.d.comb += self.irq.eq((isr & ier) != 0)
 
         # --- result streamer state (used by the register file) ---------------------------
@@ -476,7 +478,6 @@ class AxiPostEngine(wiring.Component):
         m.d.comb += axs.tready.eq(ld_free & ~((ld_state == 2) & start_pend))
         beat = axs.tvalid & axs.tready
         tdata, tlast = axs.tdata, axs.tlast
-        load_error = isr_set[1]
         with m.If(ld_taken):
             m.d.sync += [ld_valid.eq(0), ld_addr.eq(ld_addr + 1), load_words.eq(load_words + 1)]
         with m.If(beat):

@@ -172,6 +172,9 @@ def test_register_file(seed):
         assert await bus.write(0x3C, 1) == SLVERR                          # unmapped
         assert (await bus.read(0x40))[0] == SLVERR
         assert (await bus.read(0x1000))[0] == SLVERR
+        assert amap.pieces == 3 and amap.piece_bits == 2                   # piece 3 does not exist
+        assert await bus.write(amap.mem_address(Sel.ACT, 0) | 3 << 2, 1) == SLVERR
+        assert (await bus.read(amap.mem_address(Sel.ACT, 0) | 3 << 2))[0] == SLVERR
         # a 71-bit CHAN word through the window: pieces 2, 1, then 0 commits
         word = (0x55 << 64) | 0x0123456789ABCDEF
         assert await bus.write(amap.mem_address(Sel.CHAN, 3, 2), word >> 64) == OKAY
