@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink,
                            AxiStreamSource)
 
@@ -134,13 +134,19 @@ class AxiEngineHost:
         for _, addr, value in ctrl:
             await self.write_reg(_CTRL_REGS[int(addr)], value)
 
-    async def run(self, timeout_cycles: int | None = None) -> int:
-        """Start a run, wait for ``irq`` (IRQ_ENABLE.DONE), clear it; returns the CYCLES register."""
+    async def run(self, timeout_cycles: int = 10_000_000, poll_cycles: int = 64) -> int:
+        """Start a run, wait for ``irq`` (IRQ_ENABLE.DONE; sampled every ``poll_cycles``), clear it;
+        returns the CYCLES register."""
         await self.write_reg(Reg.IRQ_ENABLE, Irq.DONE)
         self._set_pauses(False)             # no Python per cycle while the engine computes
         await self.write_reg(Reg.CONTROL, 1)
-        if not int(self.dut.irq.value):
-            await RisingEdge(self.dut.irq)
+        waited = 0
+        while not int(self.dut.irq.value):
+            if waited > timeout_cycles:
+                status = await self.read_reg(Reg.STATUS)
+                raise AxiResponseError(f"no irq within {timeout_cycles} cycles of START (STATUS {status:#x})")
+            await ClockCycles(self.dut.aclk, poll_cycles)
+            waited += poll_cycles
         self._set_pauses(True)
         status = await self.read_reg(Reg.IRQ_STATUS)
         if status != Irq.DONE:

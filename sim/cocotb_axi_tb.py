@@ -16,7 +16,6 @@ import time
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import with_timeout
 
 from hw.program import EngineParams
 from sim.axi_host import AxiEngineHost
@@ -34,7 +33,6 @@ async def run_job(dut):
 
     wall = time.perf_counter()
     t0 = get_sim_time("ns")
-    timeout_ns = 10 * int(job["max_cycles"])
     await host.write(job["config_writes"])
     results = []
     for i, sample in enumerate(job["samples"]):
@@ -42,7 +40,7 @@ async def run_job(dut):
         cycles = 0
         for pass_writes in job["passes"]:
             await host.write(pass_writes)
-            cycles += await with_timeout(host.run(), timeout_ns, "ns")
+            cycles += await host.run(timeout_cycles=int(job["max_cycles"]))
         reads = await host.read(job["output_reads"])
         entry = {"cycles": cycles, "reads": reads}
         if i == 0:

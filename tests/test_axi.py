@@ -275,3 +275,100 @@ def test_axi_map_round_trip():
     assert amap.words_from_beats(Sel.ADAPT, amap.word_beats(Sel.ADAPT, -5)) == [(1 << 64) - 5]
     with pytest.raises(ValueError, match="1..65536"):
         amap.header(Sel.ACT, 0, 0)
+
+
+# --- the generated Verilog --------------------------------------------------------------
+
+def test_generate_bus_axi(tmp_path, capsys):
+    """`generate --bus axi` writes post_engine_axi.v with AXI port names and the map in the manifest."""
+    import json
+
+    from flows.cli import main
+    out = tmp_path / "rtl"
+    assert main(["generate", "--bus", "axi", "--rows", "4", "--cols", "4", "--wbits", "8", "--abits", "8",
+                 "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["top"] == "post_engine_axi" and result["verilog"].endswith("post_engine_axi.v")
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = {p["name"] for p in manifest["ports"]}
+    assert {"aclk", "aresetn", "s_axil_awaddr", "s_axil_bresp", "s_axil_rdata", "s_axis_tdata", "s_axis_tlast",
+            "m_axis_tvalid", "m_axis_tready", "irq"} <= names
+    assert manifest["axi"]["mem_base"] == 0x800000 and manifest["axi"]["registers"]["out_count"] == Reg.OUT_COUNT
+    assert "module post_engine_axi" in (out / "post_engine_axi.v").read_text()
+
+
+def test_axi_verilator_lint_wall(tmp_path):
+    """`verilator --lint-only -Wall` on the wrapped Verilog with exactly the README's waivers."""
+    from sim.rtl import simulator_env
+    path = tmp_path / "post_engine_axi.v"
+    path.write_text(axi_verilog(EngineParams(rows=4, cols=4, wbits=8, abits=8)))
+    proc = subprocess.run(["verilator", "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module", "post_engine_axi",
+                           str(path)], capture_output=True, text=True, env=simulator_env())
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "%Warning" not in proc.stderr and "%Error" not in proc.stderr, proc.stderr[-4000:]
+
+
+# --- the trained demo CNN through cocotbext-axi ------------------------------------------------
+
+SAMPLES = {"icarus": 1, "verilator": 3}
+
+
+@pytest.fixture(scope="module")
+def cnn_job(trained_cnn):
+    """The demo CNN's program and the golden integer executor's run of the first digits test samples."""
+    from flows.compile import compile_graph, expected_outputs
+    from golden.data import load_digits_split
+    from golden.intgraph import run_graph
+
+    n = max(SAMPLES.values())
+    program = compile_graph(trained_cnn)
+    _, _, x_test, _ = load_digits_split()
+    golden = run_graph(trained_cnn, x_test[:n])
+    return program, golden.codes[0].reshape(n, -1), golden.betas[0], expected_outputs(trained_cnn, program, golden)
+
+
+@pytest.fixture(scope="module")
+def axi_runs(cnn_job):
+    """One run per simulator (built once: the build cache of sim/axi_rtl.py), random backpressure."""
+    from sim.axi_rtl import run_axi_rtl
+    program, codes, betas, _ = cnn_job
+    runs = {}
+
+    def get(backend):
+        if backend not in runs:
+            n = SAMPLES[backend]
+            runs[backend] = run_axi_rtl(program, codes[:n], backend=backend, betas=betas[:n], backpressure=0.3,
+                                        seed=len(backend))
+        return runs[backend]
+    return get
+
+
+@pytest.mark.parametrize("backend", ["icarus", "verilator"])
+def test_trained_cnn_through_axi(backend, cnn_job, axi_runs):
+    """Every output of every layer equals the golden model; cycles equal the schedule; the AXI4-Lite
+    window reads the same final-layer words the result stream sent."""
+    from hw.program import predicted_cycles
+    from sim.compare import compare_outputs
+    program, _, _, expected = cnn_job
+    run = axi_runs(backend)
+    n = SAMPLES[backend]
+    cmp = compare_outputs([e[:n] for e in expected], run.outputs, [layer.name for layer in program.layers])
+    assert cmp.ok, cmp.summary()
+    assert cmp.mismatches == 0 and cmp.values == n * sum(layer.out_size for layer in program.layers)
+    assert run.cycles == [predicted_cycles(program.params, program)] * n
+    assert run.window == run.window_stream and len(run.window) == 4
+    assert run.stream_words > len(program.config_writes)          # configuration and inputs were streamed
+
+
+def test_corrupted_expected_value_fails_the_axi_comparison(cnn_job, axi_runs):
+    """The comparison is not vacuous: one expected value off by one is reported where it is."""
+    from sim.compare import compare_outputs
+    program, _, _, expected = cnn_job
+    run = axi_runs("verilator")
+    names = [layer.name for layer in program.layers]
+    n = SAMPLES["verilator"]
+    bad = [e[:n].copy() for e in expected]
+    bad[1][n - 1, 7] += 1
+    cmp = compare_outputs(bad, run.outputs, names)
+    assert not cmp.ok and cmp.mismatches == 1
+    assert (cmp.first[0].layer, cmp.first[0].sample, cmp.first[0].index) == (names[1], n - 1, 7)
