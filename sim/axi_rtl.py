@@ -1,7 +1,7 @@
 """Run a program on the AXI-wrapped Verilog (``post_engine_axi``) with cocotb and cocotbext-axi.
 
-The Verilog comes from :func:`hw.axi.axi_verilog`; a small ``tb_top`` runs ``aclk`` in HDL (100 MHz)
-and instantiates it, and :mod:`sim.cocotb_axi_tb` drives it through
+The Verilog comes from :func:`hw.axi.axi_verilog`; a small ``tb_top`` instantiates it (``aclk`` at
+100 MHz: in HDL on Icarus, a cocotb ``Clock`` on Verilator), and :mod:`sim.cocotb_axi_tb` drives it through
 :class:`sim.axi_host.AxiEngineHost`. Simulator builds are cached like :mod:`sim.rtl`'s (by a hash of
 the Verilog, the wrapper and the flags), so tests and runs share one Verilator build.
 """
@@ -46,9 +46,12 @@ class AxiRtlRun:
     lite_accesses: int
 
 
-def axi_testbench_wrapper(ports: list[dict]) -> str:
-    """Verilog of ``tb_top``: ``aclk`` at 100 MHz, ``aresetn`` low at time 0, regs for the other inputs."""
-    lines = ["`timescale 1ns/1ps", "module tb_top;", "  reg aclk = 1'b0;", "  always #5 aclk = ~aclk;"]
+def axi_testbench_wrapper(ports: list[dict], hdl_clock: bool = True) -> str:
+    """Verilog of ``tb_top``: ``aclk`` (100 MHz in HDL with ``hdl_clock``; else the testbench starts a
+    cocotb ``Clock``), ``aresetn`` low at time 0, regs for the other inputs."""
+    lines = ["`timescale 1ns/1ps", "module tb_top;", "  reg aclk = 1'b0;"]
+    if hdl_clock:
+        lines.append("  always #5 aclk = ~aclk;")
     conns = [".aclk(aclk)"]
     for port in ports:
         name, width = port["name"], int(port["width"])
@@ -65,8 +68,14 @@ def axi_testbench_wrapper(ports: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _hdl_clock(backend: str) -> bool:
+    # Verilator: cocotbext-axi samples handshakes at the rising edge of a clock cocotb drives (with
+    # the clock in HDL it saw no run end on Verilator 5.048); Icarus runs the clock in HDL
+    return backend != "verilator"
+
+
 def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path) -> tuple[Path, float]:
-    wrapper = axi_testbench_wrapper(ports)
+    wrapper = axi_testbench_wrapper(ports, _hdl_clock(backend))
     key = hashlib.sha256((backend + "\0" + verilog + "\0" + wrapper + "\0" + " ".join(VERILATOR_ARGS)).encode()
                          ).hexdigest()[:16]
     build_dir = cache_dir / f"axi-{backend}-{key}"
@@ -132,7 +141,7 @@ def run_axi_rtl(program: Program, samples: np.ndarray, backend: str = "verilator
     window = [r for r in reads if r[0] == Sel.RESULT][:window_reads]
     job = {
         "params": dataclasses.asdict(params),
-        "backpressure": backpressure, "seed": seed,
+        "backpressure": backpressure, "seed": seed, "cocotb_clock": not _hdl_clock(backend),
         "max_cycles": 4 * predicted_cycles(params, program) + 1000,
         "config_writes": [list(map(int, w)) for w in program.config_writes],
         "samples": [{"input_writes": [list(map(int, w)) for w in

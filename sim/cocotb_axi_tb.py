@@ -15,6 +15,7 @@ import os
 import time
 
 import cocotb
+from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 
 from hw.program import EngineParams
@@ -27,6 +28,8 @@ async def run_job(dut):
     with open(os.environ["POST_ACCEL_JOB"]) as f:
         job = json.load(f)
     params = EngineParams(**job["params"])
+    if job["cocotb_clock"]:
+        Clock(dut.aclk, 10, unit="ns").start()
     host = AxiEngineHost(dut, params)
     host.backpressure(float(job["backpressure"]), int(job["seed"]))
     await host.reset()
