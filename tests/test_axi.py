@@ -337,7 +337,8 @@ def axi_runs(cnn_job):
     def get(backend):
         if backend not in runs:
             n = SAMPLES[backend]
-            runs[backend] = run_axi_rtl(program, codes[:n], backend=backend, betas=betas[:n], backpressure=0.3,
+            runs[backend] = run_axi_rtl(program, codes[:n], backend=backend,
+                                        betas=None if betas is None else betas[:n], backpressure=0.3,
                                         seed=len(backend))
         return runs[backend]
     return get
