@@ -14,22 +14,40 @@ from pathlib import Path
 
 from flows.cliutil import UserError
 from golden import arith
-from hw.build import engine_ports, engine_verilog
-from hw.program import CHAN_BITS, DESC_BITS, DESC_STRIDE, DescField, EngineParams
+from hw.axi import AXI_TOP, HEADER_MAGIC, ID_VALUE, AxiMap, Irq, Reg, Status, axi_ports, axi_verilog
+from hw.build import TOP, engine_ports, engine_verilog
+from hw.program import CHAN_BITS, DESC_BITS, DESC_STRIDE, DescField, EngineParams, Sel
 
-__all__ = ["generate", "manifest_for", "memories"]
+__all__ = ["generate", "manifest_for", "memories", "axi_manifest", "BUSES"]
+
+#: Host interfaces of the generated top: the engine's own ports, or the AXI wrapper (``hw/axi.py``).
+BUSES = ("native", "axi")
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def manifest_for(params: EngineParams, verilog: str) -> dict:
+def axi_manifest(params: EngineParams) -> dict:
+    """The AXI wrapper's register map and stream formats (``docs/engine.md``, "AXI wrapper")."""
+    amap = AxiMap(params)
+    return {"addr_width": amap.addr_width, "data_bits": 32, "registers": {r.name.lower(): int(r) for r in Reg},
+            "status_bits": {b.name.lower(): int(b) for b in Status}, "irq_bits": {b.name.lower(): int(b) for b in Irq},
+            "id": ID_VALUE, "mem_base": amap.mem_base, "pieces": amap.pieces, "piece_bits": amap.piece_bits,
+            "mem_address": f"mem_base | sel << {params.addr_bits + amap.piece_bits + 2} | addr << "
+                           f"{amap.piece_bits + 2} | piece << 2",
+            "stream_beats": {s.name.lower(): amap.beats[s] for s in Sel},
+            "header": {"word0": "addr[15:0] | sel[18:16] | magic[31:24]", "magic": HEADER_MAGIC,
+                       "word1": "count (memory words, 1..65536)"}}
+
+
+def manifest_for(params: EngineParams, verilog: str, bus: str = "native") -> dict:
     """Everything a user of the Verilog needs to know about it, as plain JSON data."""
     lut_entries = 2 ** params.abits
     lut_bits = arith.lut_entry_bits(params.abits, params.frac_bits)
-    return {
-        "top": "post_engine",
+    manifest = {
+        "top": TOP if bus == "native" else AXI_TOP,
+        "bus": bus,
         "generator": {"post-accel": version("post-accel") if _installed() else "source",
                       "amaranth": version("amaranth")},
         "params": dataclasses.asdict(params),
@@ -46,9 +64,12 @@ def manifest_for(params: EngineParams, verilog: str) -> dict:
                 "value_bits": params.value_bits, "sum_bits": arith.SUM_BITS,
                 "adapter_bits": arith.ADAPTER_ACC_BITS},
         "descriptor": {"fields": [f.name.lower() for f in DescField], "stride": DESC_STRIDE, "bits": DESC_BITS},
-        "ports": engine_ports(params),
+        "ports": engine_ports(params) if bus == "native" else axi_ports(params),
         "sha256": _sha256(verilog.encode()),
     }
+    if bus == "axi":
+        manifest["axi"] = axi_manifest(params)
+    return manifest
 
 
 def memories(params: EngineParams) -> list[dict]:
@@ -78,17 +99,20 @@ def _installed() -> bool:
         return False
 
 
-def generate(params: EngineParams, out_dir: Path, model_path: str | None = None) -> dict:
-    """Write ``out_dir/post_engine.v`` and ``out_dir/manifest.json``; return the manifest."""
+def generate(params: EngineParams, out_dir: Path, model_path: str | None = None, bus: str = "native") -> dict:
+    """Write ``out_dir/post_engine.v`` (``bus="axi"``: ``out_dir/post_engine_axi.v``, the engine behind
+    AXI4-Lite and AXI4-Stream) and ``out_dir/manifest.json``; return the manifest."""
+    if bus not in BUSES:
+        raise ValueError(f"unknown bus {bus!r}; choose one of {', '.join(BUSES)}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} exists and is not a directory; choose a directory path")
     out_dir.mkdir(parents=True, exist_ok=True)
-    verilog = engine_verilog(params)
-    manifest = manifest_for(params, verilog)
+    verilog = engine_verilog(params) if bus == "native" else axi_verilog(params)
+    manifest = manifest_for(params, verilog, bus)
     if model_path is not None:
         manifest["model"] = {"file": Path(model_path).name, "sha256": _sha256(Path(model_path).read_bytes())}
-    vpath, mpath = out_dir / "post_engine.v", out_dir / "manifest.json"
+    vpath, mpath = out_dir / f"{manifest['top']}.v", out_dir / "manifest.json"
     vpath.write_text(verilog)
     mpath.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     manifest = dict(manifest, verilog=str(vpath), manifest=str(mpath))

@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="size the engine for this exported model")
     add_engine_flags(p, with_defaults=False)
     p.add_argument("--out", default=str(DEFAULT_OUT / "rtl"), help="output directory")
+    p.add_argument("--bus", choices=("native", "axi"), default="native",
+                   help="host interface: native (the engine's ports, post_engine.v) or axi (AXI4-Lite control "
+                        "and memories, AXI4-Stream loads and results, irq: post_engine_axi.v; docs/engine.md)")
     add_common_flags(p)
     p.set_defaults(func=run)
 
@@ -29,8 +32,8 @@ def run(args) -> int:
         from flows.compile import compile_graph, compile_model
         from golden.intmodel import IntModel
         (compile_model if isinstance(model, IntModel) else compile_graph)(model, params)
-    manifest = generate(params, Path(args.out), model_path=args.model)
-    result = {"verilog": manifest["verilog"], "manifest": manifest["manifest"], "rows": params.rows,
+    manifest = generate(params, Path(args.out), model_path=args.model, bus=args.bus)
+    result = {"verilog": manifest["verilog"], "top": manifest["top"], "manifest": manifest["manifest"], "rows": params.rows,
               "cols": params.cols, "wbits": params.wbits, "abits": params.abits,
               "acc_bits": params.acc_bits, "lut": manifest["lut"], "sha256": manifest["sha256"]}
     emit(args, result, f"wrote {manifest['verilog']} ({params.rows}x{params.cols} POST array, "
