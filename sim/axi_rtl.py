@@ -9,13 +9,10 @@ the Verilog, the wrapper and the flags), so tests and runs share one Verilator b
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +20,14 @@ import numpy as np
 
 from hw.axi import AXI_TOP, axi_ports, axi_verilog
 from hw.program import Program, Sel, predicted_cycles
-from sim.rtl import DEFAULT_CACHE, REPO_ROOT, VERILATOR_ARGS, SimulationError, check_backend, simulator_env
+from sim.rtl import (
+    REPO_ROOT,
+    VERILATOR_ARGS,
+    SimulationError,
+    check_backend,
+    simulator_env,
+)
+from sim.toolchain import cached_build, run_folder
 
 __all__ = ["AxiRtlRun", "run_axi_rtl", "axi_testbench_wrapper", "ensure_axi_built"]
 
@@ -74,24 +78,18 @@ def _hdl_clock(backend: str) -> bool:
     return backend != "verilator"
 
 
-def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path) -> tuple[Path, float]:
+def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path | None) -> tuple[Path, float]:
+    """The wrapper's simulator, built once per (backend, Verilog, wrapper, flags) in the shared cache
+    (:func:`sim.toolchain.cached_build`: user cache dir or ``cache_dir``, locked, marker on success)."""
     wrapper = axi_testbench_wrapper(ports, _hdl_clock(backend))
     key = hashlib.sha256((backend + "\0" + verilog + "\0" + wrapper + "\0" + " ".join(VERILATOR_ARGS)).encode()
                          ).hexdigest()[:16]
-    build_dir = cache_dir / f"axi-{backend}-{key}"
-    marker = build_dir / "BUILT"
-    if marker.exists():
-        return build_dir, 0.0
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f"axi-{backend}-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)          # parallel callers build once
-        if marker.exists():
-            return build_dir, 0.0
+
+    def build(build_dir: Path) -> None:
         from cocotb_tools.runner import get_runner
 
         (build_dir / f"{AXI_TOP}.v").write_text(verilog)
         (build_dir / "tb_top.v").write_text(wrapper)
-        started = time.perf_counter()
         saved = dict(os.environ)
         os.environ.update(simulator_env())
         try:
@@ -107,14 +105,14 @@ def _build(backend: str, verilog: str, ports: list[dict], cache_dir: Path) -> tu
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        marker.write_text("ok\n")
-        return build_dir, time.perf_counter() - started
+
+    return cached_build(cache_dir, f"axi-{backend}-{key}", build)
 
 
 def ensure_axi_built(params, backend: str = "verilator", cache_dir: Path | None = None) -> float:
     """Build (or find cached) the simulator of the wrapper for ``params``; returns the build seconds."""
     check_backend(backend)
-    return _build(backend, axi_verilog(params), axi_ports(params), Path(cache_dir or DEFAULT_CACHE))[1]
+    return _build(backend, axi_verilog(params), axi_ports(params), cache_dir)[1]
 
 
 def run_axi_rtl(program: Program, samples: np.ndarray, backend: str = "verilator", betas=None,
@@ -135,7 +133,6 @@ def run_axi_rtl(program: Program, samples: np.ndarray, backend: str = "verilator
     if not 0 <= backpressure < 1:
         raise ValueError(f"backpressure must be a probability in [0, 1), got {backpressure}")
     params = program.params
-    cache_dir = Path(cache_dir or DEFAULT_CACHE)
     build_dir, build_seconds = _build(backend, axi_verilog(params), axi_ports(params), cache_dir)
     reads = program.output_reads()
     window = [r for r in reads if r[0] == Sel.RESULT][:window_reads]
@@ -151,33 +148,32 @@ def run_axi_rtl(program: Program, samples: np.ndarray, backend: str = "verilator
         "passes": [[list(map(int, w)) for w in ps.writes] for ps in program.passes] or [[]],
         "window_reads": [list(map(int, r)) for r in window],
     }
-    run_dir = build_dir / f"run-{os.getpid()}-{time.monotonic_ns()}"
-    run_dir.mkdir()
-    job_path, result_path = run_dir / "job.json", run_dir / "result.json"
-    job_path.write_text(json.dumps(job))
-    from cocotb_tools.runner import get_runner
+    with run_folder(cache_dir) as run_dir:
+        job_path, result_path = run_dir / "job.json", run_dir / "result.json"
+        job_path.write_text(json.dumps(job))
+        from cocotb_tools.runner import get_runner
 
-    env = simulator_env()
-    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        get_runner(backend).test(test_module="sim.cocotb_axi_tb", hdl_toplevel="tb_top", hdl_toplevel_lang="verilog",
-                                 build_dir=build_dir, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
-                                 timescale=("1ns", "1ps"),
-                                 extra_env={"POST_ACCEL_JOB": str(job_path), "POST_ACCEL_RESULT": str(result_path),
-                                            "PYTHONPATH": pythonpath, "COCOTB_REDUCED_LOG_FMT": "1"},
-                                 log_file=run_dir / "sim.log")
-    except (SystemExit, subprocess.CalledProcessError) as exc:
-        raise SimulationError(f"{backend} simulation failed to run ({exc}); see {run_dir / 'sim.log'}") from None
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    if not result_path.exists():
-        log = (run_dir / "sim.log").read_text(errors="replace")[-3000:] if (run_dir / "sim.log").exists() else ""
-        raise SimulationError(f"{backend} AXI testbench failed; log tail:\n{log}")
-    result = json.loads(result_path.read_text())
-    shutil.rmtree(run_dir, ignore_errors=True)
+        env = simulator_env()
+        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            get_runner(backend).test(test_module="sim.cocotb_axi_tb", hdl_toplevel="tb_top", hdl_toplevel_lang="verilog",
+                                     build_dir=build_dir, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
+                                     timescale=("1ns", "1ps"),
+                                     extra_env={"POST_ACCEL_JOB": str(job_path), "POST_ACCEL_RESULT": str(result_path),
+                                                "PYTHONPATH": pythonpath, "COCOTB_REDUCED_LOG_FMT": "1"},
+                                     log_file=run_dir / "sim.log")
+        except (SystemExit, subprocess.CalledProcessError) as exc:
+            log = (run_dir / "sim.log").read_text(errors="replace")[-3000:] if (run_dir / "sim.log").exists() else ""
+            raise SimulationError(f"{backend} simulation failed to run ({exc}); log tail:\n{log}") from None
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        if not result_path.exists():
+            log = (run_dir / "sim.log").read_text(errors="replace")[-3000:] if (run_dir / "sim.log").exists() else ""
+            raise SimulationError(f"{backend} AXI testbench failed; log tail:\n{log}")
+        result = json.loads(result_path.read_text())
     first = result["samples"][0]
     by_read = dict(zip(map(tuple, job["output_reads"]), first["reads"]))
     return AxiRtlRun(backend=backend, outputs=[program.decode_outputs(s["reads"]) for s in result["samples"]],
