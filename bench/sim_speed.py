@@ -74,7 +74,8 @@ def main() -> int:
             outputs, cycles, seconds, sim_cycles, build = (run.outputs, run.cycles, run.seconds,
                                                            run.sim_cycles, run.build_seconds)
         cmp = compare_outputs(expected, outputs, names)
-        row = {"backend": backend, "samples": n, "engine_cycles_per_sample": cycles[0],
+        row = {"backend": backend, "driver": "amaranth testbench" if backend == "amaranth" else run.driver,
+               "samples": n, "engine_cycles_per_sample": cycles[0],
                "engine_cycles": sum(cycles), "simulated_cycles": sim_cycles, "seconds": round(seconds, 3),
                "cycles_per_second": round(sim_cycles / seconds), "build_seconds": round(build, 2),
                "bit_exact": cmp.ok}
