@@ -15,7 +15,8 @@ from pathlib import Path
 from golden.errors import InputError
 
 __all__ = ["UserError", "DEFAULT_OUT", "int_at_least", "positive_int", "nonneg_int", "emit", "add_common_flags",
-           "ENGINE_FLAGS", "add_engine_flags", "engine_params", "load_engine_model"]
+           "ENGINE_FLAGS", "add_engine_flags", "engine_params", "load_engine_model", "MAX_LANES", "MAX_PES",
+           "check_buildable", "metadata_keys"]
 
 #: Where commands write when ``--out`` is not given.
 DEFAULT_OUT = Path("out")
@@ -23,6 +24,37 @@ DEFAULT_OUT = Path("out")
 
 class UserError(InputError):
     """An error in the command line or the files it names; reported in one line, no traceback."""
+
+
+#: Largest array the generator builds (``generate``, ``synth``, ``simulate``): at most MAX_LANES rows and
+#: columns and MAX_PES PEs. Elaborating it takes minutes (measured on this project's 2-core machine:
+#: 16x16 47 s, 64x4 67 s, 32x32 more than 120 s); ``--cols 1000000`` would grow memory until killed.
+MAX_LANES = 64
+MAX_PES = 1024
+
+
+def check_buildable(rows: int, cols: int) -> None:
+    """Refuse an array the generator cannot build in reasonable time, before anything is built."""
+    if rows > MAX_LANES or cols > MAX_LANES or rows * cols > MAX_PES:
+        raise UserError(f"--rows {rows} --cols {cols}: the generator builds arrays of 1..{MAX_LANES} rows and "
+                        f"1..{MAX_LANES} columns with at most {MAX_PES} PEs (e.g. 32x32 or 64x16); choose a "
+                        f"smaller array (`post-accel perf` models larger ones without building them)")
+
+
+def metadata_keys(path) -> set:
+    """The safetensors metadata keys of ``path``; empty if it is not a readable safetensors file (the
+    loaders then report why)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return set(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - unreadable: the loader gives the one-line reason
+        return set()
+
+
+#: Metadata keys of training checkpoints (zoo and MLP), which `export` turns into model files.
+CHECKPOINT_KEYS = ("post_accel_zoo_checkpoint", "post_accel_checkpoint")
 
 
 def int_at_least(lowest: int):
@@ -111,6 +143,9 @@ def load_engine_model(path):
     ``("v3", IntGraph)`` (a DAG: branches, residual adds)."""
     from golden.intmodel import ModelFileError, load_intmodel
 
+    if any(k in metadata_keys(path) for k in CHECKPOINT_KEYS):
+        raise UserError(f"{path}: this is a training checkpoint, not a model file: export it first with "
+                        f"`post-accel export {path} --out model.safetensors`")
     try:
         return "v1", load_intmodel(path)
     except ModelFileError as v1_error:

@@ -44,8 +44,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flows.cliutil import add_engine_flags, engine_params, positive_int
+from flows.cliutil import add_engine_flags, check_buildable, engine_params, positive_int
 from golden.errors import InputError, ToolMissing
+from golden.safeio import check_output_dir
 
 __all__ = ["TARGETS", "ToolMissing", "SynthError", "SynthReport", "find_tool", "verilog_ports",
            "harness_verilog", "synth_verilog", "synth_component", "synth_unit", "add_parser", "run"]
@@ -431,6 +432,13 @@ def _engine_advice(params, rep: SynthReport) -> str:
 def run(args) -> int:
     """``post-accel synth``: print the report (JSON with ``--json``); 2 if the design does not fit."""
     kw = {"pnr": not args.no_pnr, "dsp": args.dsp, "seed": args.seed, "keep_dir": args.keep}
+    check_buildable(args.rows, args.cols)                # limits and tools before any Verilog is built
+    t = _check_target(args.target)
+    find_tool("yosys")
+    if not args.no_pnr and t.pnr_tool:
+        find_tool(t.pnr_tool)
+    if args.keep:
+        check_output_dir(args.keep, "--keep")
     if args.pe is not None:
         wbits = 4 if args.wbits is None else args.wbits
         abits = 4 if args.abits is None else args.abits
