@@ -148,13 +148,15 @@ def load_engine_model(path):
                         f"`post-accel export {path} --out model.safetensors`")
     try:
         return "v1", load_intmodel(path)
-    except ModelFileError as v1_error:
-        from golden.graphfile import load_graph
+    except (ModelFileError, RecursionError) as v1_error:   # RecursionError: a deeply nested header
+        from golden.graphfile import MAX_HEADER_CHARS, MAX_HEADER_DEPTH, load_graph
         try:
             graph = load_graph(path)
         except ModelFileError as v2_error:
-            if "is an integer graph" in str(v1_error) or ("format" in str(v1_error)
-                                                          and "format" not in str(v2_error)):
+            if (isinstance(v1_error, RecursionError) or "is an integer graph" in str(v1_error)
+                    or ("format" in str(v1_error) and "format" not in str(v2_error))
+                    or f"deeper than {MAX_HEADER_DEPTH}" in str(v2_error)
+                    or f"the {MAX_HEADER_CHARS} a model header" in str(v2_error)):
                 raise v2_error from None                 # a graph file (v2/v3) that is damaged
             raise v1_error from None
         return ("v3" if getattr(graph, "kind", "chain") == "dag" else "v2"), graph

@@ -363,8 +363,13 @@ def load_intmodel(path) -> IntModel:
         hint = ("it is a training checkpoint; export it first (`post-accel export`)"
                 if "post_accel_checkpoint" in meta else "this is not a post-accel integer model")
         c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry", hint)
+    if len(meta[METADATA_KEY]) > 1 << 22:                 # the limits of golden.graphfile.load_graph
+        c.fail(f"{METADATA_KEY!r} metadata is {len(meta[METADATA_KEY])} characters, more than the {1 << 22} a "
+               f"model header may have")
     try:
         header = json.loads(meta[METADATA_KEY], parse_constant=_reject_constant)
+    except RecursionError:
+        c.fail(f"{METADATA_KEY!r} metadata is nested deeper than 32 levels")
     except ValueError as exc:
         c.fail(f"{METADATA_KEY!r} metadata is not valid JSON ({str(exc).splitlines()[0]})")
     hdr = _check_header(header, c)
