@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 from pathlib import Path
 
 from golden.errors import InputError
+from golden.safeio import check_input_file
 
 __all__ = ["UserError", "DEFAULT_OUT", "int_at_least", "positive_int", "nonneg_int", "emit", "add_common_flags",
            "ENGINE_FLAGS", "add_engine_flags", "engine_params", "load_engine_model", "MAX_LANES", "MAX_PES",
@@ -47,6 +50,8 @@ def metadata_keys(path) -> set:
     from safetensors import safe_open
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):      # a FIFO would block: the loader says why
+            return set()
         with safe_open(str(path), framework="numpy") as f:
             return set(f.metadata() or {})
     except Exception:  # noqa: BLE001 - unreadable: the loader gives the one-line reason
@@ -143,6 +148,7 @@ def load_engine_model(path):
     ``("v3", IntGraph)`` (a DAG: branches, residual adds)."""
     from golden.intmodel import ModelFileError, load_intmodel
 
+    check_input_file(path, "model")
     if any(k in metadata_keys(path) for k in CHECKPOINT_KEYS):
         raise UserError(f"{path}: this is a training checkpoint, not a model file: export it first with "
                         f"`post-accel export {path} --out model.safetensors`")

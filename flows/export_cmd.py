@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.cliutil import DEFAULT_OUT, UserError, add_common_flags, emit, metadata_keys
-from golden.safeio import atomic_output, check_output_path
+from golden.safeio import atomic_output, check_input_file, check_output_path
 
 __all__ = ["add_parser", "run"]
 
@@ -33,7 +33,12 @@ def run(args) -> int:
     from golden.train_zoo import CHECKPOINT_KEY as ZOO_KEY
 
     out = check_output_path(args.out, "--out")           # before any loading or exporting
-    if ZOO_KEY in metadata_keys(args.checkpoint):       # a zoo checkpoint: its loader's reason, never v1's
+    check_input_file(args.checkpoint, "checkpoint")
+    keys = metadata_keys(args.checkpoint)
+    if "post_accel" in keys:
+        raise UserError(f"{args.checkpoint}: this is an exported model file, not a training checkpoint; "
+                        f"simulate it with `post-accel simulate {args.checkpoint}`")
+    if ZOO_KEY in keys:       # a zoo checkpoint: its loader's reason, never v1's
         return _export_zoo(args)
     from golden.export import export_model
     from golden.intmodel import save_intmodel

@@ -59,7 +59,7 @@ def _dag_expected(graph, program, golden, n: int):
 def _check_waves(args):
     """Check ``--waves`` before simulating: its suffix, and a writable regular-file target. Returns the
     target's ``(mtime_ns, size)`` if it exists (to tell a fresh dump from a stale file), else None."""
-    if not args.waves:
+    if args.waves is None:
         return None
     if args.backend == "amaranth" and not args.waves.endswith(".vcd"):
         raise UserError(f"--waves {args.waves}: Amaranth's simulator writes VCD only; name the file *.vcd")
@@ -181,7 +181,7 @@ def run(args) -> int:
             sim_cycles += run.sim_cycles
             build_seconds += run.build_seconds
 
-    if args.waves:                                      # one sample with every signal dumped
+    if args.waves is not None:                          # one sample with every signal dumped
         runner(x_codes[:1], None if betas is None else betas[:1], waves=args.waves)
         _check_waves_written(args.waves, waves_before)
     cmp = compare_outputs(expected, outputs, names)

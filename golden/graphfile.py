@@ -204,6 +204,8 @@ def _load_act(h, prefix, tensors, c: _Checker, channels=None) -> ActQuant:
 
 def load_graph(path) -> IntGraph:
     """Read and check a version-2 file written by :func:`save_graph`."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):   # a FIFO would block
+        _Checker(os.fspath(path)).fail("is not a regular file (a FIFO or device?)", "pass the model file itself")
     c, meta, tensors = read_model_file(path)
     if METADATA_KEY not in meta:
         c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry", "this is not a post-accel model")

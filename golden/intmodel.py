@@ -342,6 +342,8 @@ def read_model_file(path) -> tuple[_Checker, dict, dict]:
         c.fail("no such file", "check the path, or export a model first (`post-accel export`)")
     if os.path.isdir(p):
         c.fail("is a directory, not a model file", "pass the exported .safetensors file inside it")
+    if not os.path.isfile(p):                              # a FIFO would block the read forever
+        c.fail("is not a regular file (a FIFO or device?)", "pass the model file itself")
     try:
         with safe_open(p, framework="numpy") as f:
             meta = f.metadata() or {}

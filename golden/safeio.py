@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["OutputPathError", "check_output_path", "check_output_dir", "atomic_output", "write_text_atomic",
+__all__ = ["OutputPathError", "check_input_file", "check_output_path", "check_output_dir", "atomic_output", "write_text_atomic",
            "write_bytes_atomic", "locked_dir", "LOCK_NAME"]
 
 #: The lock file :func:`locked_dir` keeps inside an output directory.
@@ -75,6 +75,22 @@ def _check_new_name(p: Path, what: str) -> None:
                               f"created under it; choose a path in a directory")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise OutputPathError(f"{what} {p}: directory {anc} is not writable; choose a writable directory")
+
+
+def check_input_file(path, what: str) -> Path:
+    """Check that input ``path`` is an existing regular file (or a symlink to one) before opening it:
+    reading a FIFO would block forever and a device has no end. Raises :class:`golden.errors.InputError`."""
+    p = Path(os.fspath(path))
+    if os.fspath(path) == "":
+        raise InputError(f"{what} is empty; give the path of a file")
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        raise InputError(f"{p}: {exc.strerror.lower() if exc.strerror else 'cannot open'}; check the {what} "
+                         f"path") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{p} is {_kind(st.st_mode)}, not a regular file; pass the {what} file itself")
+    return p
 
 
 def check_output_path(path, what: str) -> Path:

@@ -441,8 +441,10 @@ def load_checkpoint(path):
     from safetensors import safe_open
 
     p = os.fspath(path)
-    if not os.path.isfile(p):
+    if not os.path.exists(p):
         raise ZooCheckpointError(f"{p}: no such file")
+    if not os.path.isfile(p):                              # a directory, FIFO or device (reading could block)
+        raise ZooCheckpointError(f"{p}: not a regular file; pass the checkpoint file itself")
     try:
         with safe_open(p, framework="pt") as f:
             meta = f.metadata() or {}

@@ -248,6 +248,28 @@ def test_checkpoint_given_to_simulate_says_export_it_first(capsys, cnn_ckpt):
     _one_line(_main(capsys, "generate", "--model", cnn_ckpt, "--out", "/nonexistent-never-created"), "export it first")
 
 
+def test_fifo_inputs_are_refused_not_read(tmp_path, capsys):
+    """Reading a FIFO would block forever: every command that reads a file refuses it first."""
+    fifo = tmp_path / "in.safetensors"
+    os.mkfifo(fifo)
+    for args in (("export", fifo, "--out", tmp_path / "m.safetensors"), ("simulate", fifo),
+                 ("generate", "--model", fifo, "--out", tmp_path / "rtl"), ("perf", "--model", fifo)):
+        _one_line(_main(capsys, *args), "in.safetensors", "regular file")
+    assert _listing(tmp_path) == ["in.safetensors"]
+
+
+def test_empty_waves_and_model_file_given_to_export(tmp_path, capsys, cnn_model):
+    _one_line(_main(capsys, "simulate", cnn_model, "--backend", "icarus", "--waves", ""), "--waves")
+    _one_line(_main(capsys, "export", cnn_model, "--out", tmp_path / "m.safetensors"), "exported model file",
+              "post-accel simulate")
+    assert _listing(tmp_path) == []
+
+
+def test_perf_rows_beyond_the_address_space_names_the_limit(capsys, cnn_model):
+    line = _one_line(_main(capsys, "perf", "--model", cnn_model, "--rows", "70000"), "rows 70000", "32768")
+    assert "use at most 0" not in line
+
+
 # --- crafted checkpoints --------------------------------------------------------------------------------
 
 def _edit_checkpoint(src, dst, tensors=None, meta=None):
