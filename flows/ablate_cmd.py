@@ -32,16 +32,15 @@ Unknown method names raise ``ValueError`` listing the valid ones (one error line
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from flows.cliutil import UserError
 from flows.cliutil import nonneg_int as _nonneg_int
 from flows.cliutil import positive_int as _positive_int
+from golden.safeio import check_output_path, write_text_atomic
 
 __all__ = ["METHODS", "METHOD_ORDER", "FULL", "QUICK", "add_parser", "run", "resolve_methods", "plan_jobs",
            "run_job", "aggregate", "ablate", "format_markdown", "command_line"]
@@ -360,15 +359,15 @@ def run(args) -> int:
     limits = QUICK_LIMITS[args.data] if args.quick else {}
     train_limit = limits.get("train_limit") if args.train_limit is None else args.train_limit
     test_limit = limits.get("test_limit") if args.test_limit is None else args.test_limit
+    if args.out is not None:
+        check_output_path(args.out, "--out")             # before the (long) training runs
     result = ablate(resolve_methods(args.methods), pick(args.bits, "bits"), pick(args.seeds, "seeds"),
                     epochs=pick(args.epochs, "epochs"), fp_epochs=pick(args.fp_epochs, "fp_epochs"),
                     model=args.model, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                     train_limit=train_limit, test_limit=test_limit, data=args.data, scheduler=args.scheduler, serial=args.serial, workers=args.workers,
                     progress=not (args.json or args.quiet))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    if args.out is not None:
+        write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n", "--out")
     if args.json:
         print(json.dumps(result, sort_keys=True, allow_nan=False))
     else:

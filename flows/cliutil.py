@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 from pathlib import Path
 
 from golden.errors import InputError
+from golden.safeio import check_input_file
 
 __all__ = ["UserError", "DEFAULT_OUT", "int_at_least", "positive_int", "nonneg_int", "emit", "add_common_flags",
-           "ENGINE_FLAGS", "add_engine_flags", "engine_params", "load_engine_model"]
+           "ENGINE_FLAGS", "add_engine_flags", "engine_params", "load_engine_model", "MAX_LANES", "MAX_PES",
+           "check_buildable", "metadata_keys"]
 
 #: Where commands write when ``--out`` is not given.
 DEFAULT_OUT = Path("out")
@@ -23,6 +27,39 @@ DEFAULT_OUT = Path("out")
 
 class UserError(InputError):
     """An error in the command line or the files it names; reported in one line, no traceback."""
+
+
+#: Largest array the generator builds (``generate``, ``synth``, ``simulate``): at most MAX_LANES rows and
+#: columns and MAX_PES PEs. Elaborating it takes minutes (measured on this project's 2-core machine:
+#: 16x16 47 s, 64x4 67 s, 32x32 more than 120 s); ``--cols 1000000`` would grow memory until killed.
+MAX_LANES = 64
+MAX_PES = 1024
+
+
+def check_buildable(rows: int, cols: int) -> None:
+    """Refuse an array the generator cannot build in reasonable time, before anything is built."""
+    if rows > MAX_LANES or cols > MAX_LANES or rows * cols > MAX_PES:
+        raise UserError(f"--rows {rows} --cols {cols}: the generator builds arrays of 1..{MAX_LANES} rows and "
+                        f"1..{MAX_LANES} columns with at most {MAX_PES} PEs (e.g. 32x32 or 64x16); choose a "
+                        f"smaller array (`post-accel perf` models larger ones without building them)")
+
+
+def metadata_keys(path) -> set:
+    """The safetensors metadata keys of ``path``; empty if it is not a readable safetensors file (the
+    loaders then report why)."""
+    from safetensors import safe_open
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):      # a FIFO would block: the loader says why
+            return set()
+        with safe_open(str(path), framework="numpy") as f:
+            return set(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - unreadable: the loader gives the one-line reason
+        return set()
+
+
+#: Metadata keys of training checkpoints (zoo and MLP), which `export` turns into model files.
+CHECKPOINT_KEYS = ("post_accel_zoo_checkpoint", "post_accel_checkpoint")
 
 
 def int_at_least(lowest: int):
@@ -111,15 +148,21 @@ def load_engine_model(path):
     ``("v3", IntGraph)`` (a DAG: branches, residual adds)."""
     from golden.intmodel import ModelFileError, load_intmodel
 
+    check_input_file(path, "model")
+    if any(k in metadata_keys(path) for k in CHECKPOINT_KEYS):
+        raise UserError(f"{path}: this is a training checkpoint, not a model file: export it first with "
+                        f"`post-accel export {path} --out model.safetensors`")
     try:
         return "v1", load_intmodel(path)
-    except ModelFileError as v1_error:
-        from golden.graphfile import load_graph
+    except (ModelFileError, RecursionError) as v1_error:   # RecursionError: a deeply nested header
+        from golden.graphfile import MAX_HEADER_CHARS, MAX_HEADER_DEPTH, load_graph
         try:
             graph = load_graph(path)
         except ModelFileError as v2_error:
-            if "is an integer graph" in str(v1_error) or ("format" in str(v1_error)
-                                                          and "format" not in str(v2_error)):
+            if (isinstance(v1_error, RecursionError) or "is an integer graph" in str(v1_error)
+                    or ("format" in str(v1_error) and "format" not in str(v2_error))
+                    or f"deeper than {MAX_HEADER_DEPTH}" in str(v2_error)
+                    or f"the {MAX_HEADER_CHARS} a model header" in str(v2_error)):
                 raise v2_error from None                 # a graph file (v2/v3) that is damaged
             raise v1_error from None
         return ("v3" if getattr(graph, "kind", "chain") == "dag" else "v2"), graph

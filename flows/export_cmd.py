@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.cliutil import DEFAULT_OUT, UserError, add_common_flags, emit
+from flows.cliutil import DEFAULT_OUT, UserError, add_common_flags, emit, metadata_keys
+from golden.safeio import atomic_output, check_input_file, check_output_path
 
 __all__ = ["add_parser", "run"]
-
-
-class _ExportFailed(UserError):
-    """A zoo checkpoint that loaded but has no integer-graph form (reported as is, not as a v1 error)."""
 
 
 def add_parser(sub) -> None:
@@ -33,25 +30,24 @@ def _integer_accuracy(intmodel) -> tuple[float, int]:
 
 
 def run(args) -> int:
+    from golden.train_zoo import CHECKPOINT_KEY as ZOO_KEY
+
+    out = check_output_path(args.out, "--out")           # before any loading or exporting
+    check_input_file(args.checkpoint, "checkpoint")
+    keys = metadata_keys(args.checkpoint)
+    if "post_accel" in keys:
+        raise UserError(f"{args.checkpoint}: this is an exported model file, not a training checkpoint; "
+                        f"simulate it with `post-accel simulate {args.checkpoint}`")
+    if ZOO_KEY in keys:       # a zoo checkpoint: its loader's reason, never v1's
+        return _export_zoo(args)
     from golden.export import export_model
     from golden.intmodel import save_intmodel
-    from golden.train import CheckpointError, load_checkpoint
+    from golden.train import load_checkpoint
 
-    try:
-        model, cfg, metrics = load_checkpoint(args.checkpoint)
-    except CheckpointError as v1_error:
-        if "no such file" in str(v1_error) or "not a readable" in str(v1_error):
-            raise
-        try:
-            return _export_zoo(args)
-        except _ExportFailed:
-            raise
-        except UserError:
-            raise v1_error from None
+    model, cfg, metrics = load_checkpoint(args.checkpoint)
     intmodel = export_model(model, cfg, metrics)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_intmodel(intmodel, out)
+    with atomic_output(out, "--out") as tmp:
+        save_intmodel(intmodel, tmp)
     int_acc, n = _integer_accuracy(intmodel)
     float_acc = metrics.get("float_test_accuracy")
     result = {"model": str(out), "layers": [l.name for l in intmodel.layers], "test_samples": n,
@@ -83,12 +79,11 @@ def _export_zoo(args) -> int:
             from golden.intdag import export_dag
             graph = export_dag(model)
     except ExportError as exc:
-        raise _ExportFailed(f"{args.checkpoint}: cannot export {spec.model!r} ({spec.weight_quant} weights, "
+        raise UserError(f"{args.checkpoint}: cannot export {spec.model!r} ({spec.weight_quant} weights, "
                             f"{spec.act_quant} activations) to an integer graph: {exc}") from None
     version = GRAPH_VERSION if chain else DAG_VERSION
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_graph(graph, out, provenance={"spec": spec.to_dict(), "metrics": metrics, "data": spec.data})
+    save_graph(graph, out, provenance={"spec": spec.to_dict(), "metrics": metrics, "data": spec.data}, what="--out")
     _, _, x_test, y_test = load_dataset(spec.data).split()
     int_acc = float((run_graph(graph, x_test).predictions == y_test).mean())
     float_acc = metrics.get("float_test_accuracy")

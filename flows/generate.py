@@ -12,8 +12,8 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
-from flows.cliutil import UserError
 from golden import arith
+from golden.safeio import check_output_dir, locked_dir, write_text_atomic
 from hw.axi import AXI_TOP, HEADER_MAGIC, ID_VALUE, AxiMap, Irq, Reg, Status, axi_ports, axi_verilog
 from hw.build import TOP, engine_ports, engine_verilog
 from hw.program import CHAN_BITS, DESC_BITS, DESC_STRIDE, DescField, EngineParams, Sel
@@ -104,16 +104,14 @@ def generate(params: EngineParams, out_dir: Path, model_path: str | None = None,
     AXI4-Lite and AXI4-Stream) and ``out_dir/manifest.json``; return the manifest."""
     if bus not in BUSES:
         raise ValueError(f"unknown bus {bus!r}; choose one of {', '.join(BUSES)}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} exists and is not a directory; choose a directory path")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    verilog = engine_verilog(params) if bus == "native" else axi_verilog(params)
+    out_dir = check_output_dir(out_dir, "--out")
+    verilog = engine_verilog(params) if bus == "native" else axi_verilog(params)   # before touching out_dir
     manifest = manifest_for(params, verilog, bus)
     if model_path is not None:
         manifest["model"] = {"file": Path(model_path).name, "sha256": _sha256(Path(model_path).read_bytes())}
     vpath, mpath = out_dir / f"{manifest['top']}.v", out_dir / "manifest.json"
-    vpath.write_text(verilog)
-    mpath.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    with locked_dir(out_dir, "--out"):              # a concurrent run into the same --out waits for this one
+        write_text_atomic(vpath, verilog, "--out")
+        write_text_atomic(mpath, json.dumps(manifest, indent=2, sort_keys=True) + "\n", "--out")
     manifest = dict(manifest, verilog=str(vpath), manifest=str(mpath))
     return manifest

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.cliutil import DEFAULT_OUT, add_common_flags, add_engine_flags, emit, engine_params, load_engine_model
+from flows.cliutil import (
+    DEFAULT_OUT,
+    add_common_flags,
+    add_engine_flags,
+    check_buildable,
+    emit,
+    engine_params,
+    load_engine_model,
+)
+from golden.safeio import check_output_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -24,6 +33,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from flows.generate import generate
 
+    check_output_dir(args.out, "--out")                 # before loading, sizing or building anything
+    check_buildable(args.rows, args.cols)
     model = None
     if args.model:
         _, model = load_engine_model(args.model)

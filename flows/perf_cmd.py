@@ -34,7 +34,12 @@ def run(args) -> int:
     if os.path.exists(args.model) or os.sep in args.model or args.model.endswith(".safetensors"):
         shapes, unmodelled = shapes_from_file(args.model)
     else:
-        shapes, unmodelled = shapes_for_model(args.model, args.input_size)
+        try:
+            shapes, unmodelled = shapes_for_model(args.model, args.input_size)
+        except ValueError as exc:                     # an unknown model name: a user error, not a bug
+            if isinstance(exc, UserError):
+                raise
+            raise UserError(f"--model {str(exc).splitlines()[0]}") from None
     result = model_perf(shapes, args.rows, args.cols, args.clock_mhz, unmodelled)
     result["model"] = args.model
     if args.json:

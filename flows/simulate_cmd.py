@@ -6,16 +6,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from flows.cliutil import (
     UserError,
     add_common_flags,
     add_engine_flags,
+    check_buildable,
     emit,
     engine_params,
     load_engine_model,
     positive_int,
 )
+from golden.safeio import check_output_path
 
 __all__ = ["add_parser", "run"]
 
@@ -58,6 +61,27 @@ def _dag_expected(graph, program, golden, n: int):
     return x_codes, betas, expected, [layer.name for layer in program.layers]
 
 
+def _check_waves(args):
+    """Check ``--waves`` before simulating: its suffix, and a writable regular-file target. Returns the
+    target's ``(mtime_ns, size)`` if it exists (to tell a fresh dump from a stale file), else None."""
+    if args.waves is None:
+        return None
+    if args.backend == "amaranth" and not args.waves.endswith(".vcd"):
+        raise UserError(f"--waves {args.waves}: Amaranth's simulator writes VCD only; name the file *.vcd")
+    if not args.waves.endswith((".vcd", ".fst")):
+        raise UserError(f"--waves {args.waves}: name the waveform file *.vcd or *.fst")
+    path = check_output_path(args.waves, "--waves")
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+
+
+def _check_waves_written(waves: str, before) -> None:
+    """The simulator reports success even when it could not open the dump file: check that it wrote one."""
+    path = Path(waves)
+    if not path.is_file() or path.stat().st_size == 0 or (path.stat().st_mtime_ns, path.stat().st_size) == before:
+        raise UserError(f"--waves {waves}: the simulator wrote no waveform there (the results above were "
+                        f"compared, but no dump exists); check the path and free space")
+
+
 def _model_summary(version: str, model, names) -> str:
     """One line of the simulate report: the model file's format and how it maps to engine layers."""
     if version == "v1":
@@ -78,6 +102,8 @@ def run(args) -> int:
     from golden.data import check_model_dataset, load_dataset, model_dataset
     from sim.compare import compare_outputs
 
+    check_buildable(args.rows, args.cols)
+    waves_before = _check_waves(args)                    # before any simulation, not after it
     version, model = load_engine_model(args.model)
     shape = (model.layers[0].fan_in,) if version == "v1" else model.input_shape
     data = check_model_dataset(model_dataset(model.provenance, shape), args.data, args.model)
@@ -109,10 +135,6 @@ def run(args) -> int:
         x_codes, betas, expected, names = _dag_expected(model, program, golden, n)
         golden_pred = golden.predictions
 
-    if args.waves and args.backend == "amaranth" and not args.waves.endswith(".vcd"):
-        raise UserError(f"--waves {args.waves}: Amaranth's simulator writes VCD only; name the file *.vcd")
-    if args.waves and not args.waves.endswith((".vcd", ".fst")):
-        raise UserError(f"--waves {args.waves}: name the waveform file *.vcd or *.fst")
     jobs = args.jobs or os.cpu_count() or 1
     chunk_size = args.chunk or max(1, -(-n // jobs))
     starts = list(range(0, n, chunk_size))
@@ -158,8 +180,9 @@ def run(args) -> int:
             sim_cycles += run.sim_cycles
             build_seconds += run.build_seconds
 
-    if args.waves:                                      # one sample with every signal dumped
+    if args.waves is not None:                          # one sample with every signal dumped
         runner(x_codes[:1], None if betas is None else betas[:1], waves=args.waves)
+        _check_waves_written(args.waves, waves_before)
     cmp = compare_outputs(expected, outputs, names)
     rtl_pred = np.array([int(np.argmax(o[-1])) for o in outputs])
     result = {

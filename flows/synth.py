@@ -45,8 +45,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flows.cliutil import add_engine_flags, engine_params, positive_int
+from flows.cliutil import add_engine_flags, check_buildable, engine_params, positive_int
 from golden.errors import InputError, ToolMissing
+from golden.safeio import check_output_dir
 
 __all__ = ["TARGETS", "ToolMissing", "SynthError", "SynthReport", "find_tool", "verilog_ports",
            "harness_verilog", "synth_verilog", "synth_component", "cmos_transistors", "synth_unit", "parse_blocks",
@@ -598,6 +599,13 @@ def run(args) -> int:
               f"{' or '.join(n for n, t in TARGETS.items() if t.pnr_tool)}", file=sys.stderr)
         return 2
     kw = {"pnr": not args.no_pnr, "dsp": args.dsp, "seed": args.seed, "keep_dir": args.keep}
+    check_buildable(args.rows, args.cols)                # limits and tools before any Verilog is built
+    t = _check_target(args.target)
+    find_tool("yosys")
+    if not args.no_pnr and t.pnr_tool:
+        find_tool(t.pnr_tool)
+    if args.keep:
+        check_output_dir(args.keep, "--keep")
     if fmax_target is not None:
         kw["freq_mhz"] = fmax_target
     if args.pe is not None:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from flows.cliutil import DEFAULT_OUT, UserError, add_common_flags, emit, positive_int
+from golden.safeio import atomic_output, check_output_path
 
 __all__ = ["add_parser", "run"]
 
@@ -50,6 +51,7 @@ def _legacy_mlp(args) -> bool:
 
 
 def run(args) -> int:
+    check_output_path(args.out, "--out")            # before training, not after it
     if not _legacy_mlp(args):
         return _train_zoo(args)
     from golden.train import TrainConfig, save_checkpoint, train
@@ -60,8 +62,8 @@ def run(args) -> int:
     model, metrics = train(cfg, progress=not (args.json or args.quiet))
     seconds = time.perf_counter() - started
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, cfg, metrics, out)
+    with atomic_output(out, "--out") as tmp:
+        save_checkpoint(model, cfg, metrics, tmp)
     result = {"checkpoint": str(out), "seconds": round(seconds, 2), "wbits": cfg.wbits, "abits": cfg.abits,
               "seed": cfg.seed, "epochs": cfg.epochs, "model": "mlp", "weight_quant": "post",
               "act_quant": "lsq", **{k: v for k, v in metrics.items()}}
@@ -93,8 +95,7 @@ def _train_zoo(args) -> int:
     model, metrics = train_spec(spec, progress=not (args.json or args.quiet), integer=False)
     seconds = time.perf_counter() - started
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, spec, metrics, out)
+    save_checkpoint(model, spec, metrics, out, what="--out")
     acc = metrics.get("float_test_accuracy")
     result = {"checkpoint": str(out), "seconds": round(seconds, 2), "model": args.model, "wbits": args.wbits,
               "abits": args.abits, "weight_quant": args.weight_quant, "act_quant": args.act_quant,

@@ -18,6 +18,7 @@ import numpy as np
 from . import arith
 from .intgraph import ActQuant, Adapter, IntGraph, Stage
 from .intmodel import METADATA_KEY, ModelFileError, _Checker, _reject_constant, read_model_file
+from .safeio import atomic_output
 
 __all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "DAG_VERSION", "save_graph", "load_graph"]
 
@@ -30,6 +31,25 @@ _STAGE_KEYS = ("name", "kind", "weight_format", "wbits", "frac_bits", "stride", 
                "input_beta", "relu", "relu_floor", "post_ops", "value_frac", "out", "weight_shape")
 _ACT_KEYS = ("kind", "bits", "lo", "hi", "scale", "zero", "value_step", "value_frac", "adapter")
 _ADAPTER_KEYS = ("e1", "e2", "layers", "factor")
+#: Largest JSON header (characters) and nesting depth :func:`load_graph` reads (a real header is a few kB
+#: deep 6); anything larger is refused before (depth: instead of) a RecursionError or a memory blow-up.
+MAX_HEADER_CHARS = 1 << 22
+MAX_HEADER_DEPTH = 32
+#: ``value_frac`` range the engine implements: its quantizer shift ``value_frac + ASQ_BETA_FRAC`` is 1..63.
+VALUE_FRAC_MAX = 63 - arith.ASQ_BETA_FRAC
+
+
+def _depth(obj) -> int:
+    """Nesting depth of parsed JSON ``obj`` (iterative: no recursion on hostile input)."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        o, d = todo.pop()
+        if isinstance(o, (dict, list)):
+            deepest = max(deepest, d)
+            if deepest > MAX_HEADER_DEPTH:
+                return deepest
+            todo.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
 
 
 def _act_header(q: ActQuant, prefix: str, tensors: dict, float_adapter=None) -> dict:
@@ -53,8 +73,9 @@ def _act_header(q: ActQuant, prefix: str, tensors: dict, float_adapter=None) -> 
     return h
 
 
-def save_graph(graph: IntGraph, path, provenance: dict | None = None) -> None:
-    """Write ``graph`` to ``path`` (safetensors + JSON header, ``docs/export.md`` version 2)."""
+def save_graph(graph: IntGraph, path, provenance: dict | None = None, what: str = "model file") -> None:
+    """Write ``graph`` to ``path`` (safetensors + JSON header, ``docs/export.md`` version 2) atomically
+    (:func:`golden.safeio.atomic_output`; ``what`` names the path in errors, e.g. ``"--out"``)."""
     from safetensors.numpy import save_file
 
     tensors: dict = {}
@@ -86,8 +107,9 @@ def save_graph(graph: IntGraph, path, provenance: dict | None = None) -> None:
     for k, v in tensors.items():
         if not np.all(np.isfinite(v)):
             raise ModelFileError(f"{os.fspath(path)} (not written): tensor {k} has NaN or inf")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.fspath(path),
-              metadata={METADATA_KEY: json.dumps(header, allow_nan=False)})
+    with atomic_output(path, what) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.fspath(tmp),
+                  metadata={METADATA_KEY: json.dumps(header, allow_nan=False)})
 
 
 def _tensor(tensors, name, c: _Checker, shape=None, integer=True):
@@ -100,6 +122,10 @@ def _tensor(tensors, name, c: _Checker, shape=None, integer=True):
         c.fail(f"tensor {name!r} must be floating point, got {t.dtype}")
     if shape is not None and tuple(t.shape) != tuple(shape):
         c.fail(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    if integer and t.dtype == np.uint64 and t.size and int(t.max()) >= 2 ** 63:
+        c.fail(f"tensor {name!r} has values beyond int64")
+    if not integer and not np.all(np.isfinite(t)):
+        c.fail(f"tensor {name!r} has NaN or inf")
     return t.astype(np.int64) if integer else t.astype(np.float64)
 
 
@@ -119,9 +145,13 @@ def _load_act(h, prefix, tensors, c: _Checker, channels=None) -> ActQuant:
     lo, hi = c.int_(h["lo"], f"{prefix}.lo"), c.int_(h["hi"], f"{prefix}.hi")
     if not (-2 ** bits <= lo < hi < 2 ** bits):
         c.fail(f"{prefix}: code range [{lo}, {hi}] does not fit {bits} bits")
+    if h["kind"] == "asq" and lo != 0:            # golden.arith.asq_quantize clips to 0..hi; the RTL to lo..hi
+        c.fail(f"{prefix}.lo is {lo}: ASQ codes are clip(., 0, hi), so an ASQ quantizer's lo must be 0")
+    vf = c.int_(h["value_frac"], f"{prefix}.value_frac", 0)
+    if vf > VALUE_FRAC_MAX:
+        c.fail(f"{prefix}.value_frac {vf} outside 0..{VALUE_FRAC_MAX} (the quantizer's 6-bit shift)")
     q = ActQuant(h["kind"], bits, lo, hi, _num(h["scale"], f"{prefix}.scale", c, True),
-                 _num(h["zero"], f"{prefix}.zero", c), _num(h["value_step"], f"{prefix}.value_step", c, True),
-                 c.int_(h["value_frac"], f"{prefix}.value_frac", 0))
+                 _num(h["zero"], f"{prefix}.zero", c), _num(h["value_step"], f"{prefix}.value_step", c, True), vf)
     ad = h["adapter"]
     if (q.kind == "asq") != (ad is not None):
         c.fail(f"{prefix}: an ASQ quantizer needs an adapter and only ASQ has one")
@@ -174,13 +204,22 @@ def _load_act(h, prefix, tensors, c: _Checker, channels=None) -> ActQuant:
 
 def load_graph(path) -> IntGraph:
     """Read and check a version-2 file written by :func:`save_graph`."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):   # a FIFO would block
+        _Checker(os.fspath(path)).fail("is not a regular file (a FIFO or device?)", "pass the model file itself")
     c, meta, tensors = read_model_file(path)
     if METADATA_KEY not in meta:
         c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry", "this is not a post-accel model")
+    if len(meta[METADATA_KEY]) > MAX_HEADER_CHARS:
+        c.fail(f"{METADATA_KEY!r} metadata is {len(meta[METADATA_KEY])} characters, more than the "
+               f"{MAX_HEADER_CHARS} a model header may have")
     try:
         h = json.loads(meta[METADATA_KEY], parse_constant=_reject_constant)
+    except RecursionError:
+        c.fail(f"{METADATA_KEY!r} metadata is nested deeper than {MAX_HEADER_DEPTH} levels")
     except ValueError as exc:
         c.fail(f"{METADATA_KEY!r} metadata is not valid JSON ({str(exc).splitlines()[0]})")
+    if _depth(h) > MAX_HEADER_DEPTH:
+        c.fail(f"{METADATA_KEY!r} metadata is nested deeper than {MAX_HEADER_DEPTH} levels")
     if not isinstance(h, dict) or h.get("format") != GRAPH_FORMAT:
         c.fail(f"format tag is {h.get('format') if isinstance(h, dict) else None!r}, expected {GRAPH_FORMAT!r}",
                "a version-1 MLP file is read by golden.intmodel.load_intmodel")
@@ -189,6 +228,9 @@ def load_graph(path) -> IntGraph:
     dag = h["version"] == DAG_VERSION
     c.keys(h, ("format", "version", "input_shape", "input", "stages", "meta", "provenance")
            + (("output",) if dag else ()), "header")
+    for key in ("meta", "provenance"):
+        if not isinstance(h[key], dict):
+            c.fail(f"header.{key} must be a JSON object, got {type(h[key]).__name__}")
     shape = h["input_shape"]
     if not isinstance(shape, list) or not shape or not all(isinstance(v, int) and v > 0 for v in shape):
         c.fail(f"input_shape must be a list of positive integers, got {shape!r}")
@@ -205,7 +247,19 @@ def load_graph(path) -> IntGraph:
         if sh["kind"] not in ("conv", "linear") or sh["weight_format"] not in ("post", "table"):
             c.fail(f"{w}: kind {sh['kind']!r} / weight_format {sh['weight_format']!r} unknown")
         wbits = c.arith_(arith.check_wbits, sh["wbits"], f"{w}.wbits")
-        weights = _tensor(tensors, f"{w}.weights", c, sh["weight_shape"])
+        ws, rank = sh["weight_shape"], 4 if sh["kind"] == "conv" else 2
+        if not (isinstance(ws, list) and len(ws) == rank
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in ws)):
+            c.fail(f"{w}.weight_shape must be a list of {rank} positive integers for a {sh['kind']} stage, "
+                   f"got {ws!r}")
+        if not isinstance(sh["name"], str) or not sh["name"]:
+            c.fail(f"{w}.name must be a non-empty string, got {sh['name']!r}")
+        for key in ("relu", "input_beta"):
+            if not isinstance(sh[key], bool):
+                c.fail(f"{w}.{key} must be true or false, got {sh[key]!r}")
+        if not isinstance(sh["post_ops"], list):
+            c.fail(f"{w}.post_ops must be a list, got {sh['post_ops']!r}")
+        weights = _tensor(tensors, f"{w}.weights", c, ws)
         if sh["weight_format"] == "post":
             c.arith_(arith.check_frac_bits, sh["frac_bits"], f"{w}.frac_bits")
             if weights.min(initial=0) < 0 or weights.max(initial=0) >= 2 ** wbits:
@@ -235,6 +289,8 @@ def load_graph(path) -> IntGraph:
                    mult=mult, shift=shift, offset=offset, relu=bool(sh["relu"]),
                    relu_floor=c.int_(sh["relu_floor"], f"{w}.relu_floor"), post_ops=ops,
                    value_frac=c.int_(sh["value_frac"], f"{w}.value_frac", 0))
+        if st.value_frac > VALUE_FRAC_MAX:
+            c.fail(f"{w}.value_frac {st.value_frac} outside 0..{VALUE_FRAC_MAX} (the quantizer's 6-bit shift)")
         if dag:
             _load_dag_stage(st, sh, w, stages, in_q, tensors, c)
             stages.append(st)

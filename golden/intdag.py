@@ -25,6 +25,7 @@ ReLU6) raises :class:`golden.intgraph.ExportError` naming the node.
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from . import arith
 from .intgraph import (VALUE_FRAC, ActQuant, ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter,
-                       _asq_codes, _bn, _real_codes, _weights, stage_acc, trace)
+                       _asq_codes, _bn, _real_codes, _weights, rescale_params, stage_acc, trace)
 from .zoo import QConv2d, QLinear
 
 __all__ = ["export_dag", "run_dag_graph"]
@@ -67,11 +68,10 @@ def _materialize(a: _Aff) -> _Val:
     if st.mult is None:
         peak = float(np.max(np.abs(a.scale)))
         unit = (peak if peak > 0 else 1.0) * 2.0 ** -VALUE_FRAC
-        mults, shifts = zip(*(arith.signed_multiplier(float(r)) for r in a.scale / unit))
-        st.mult = np.array(mults, dtype=np.int64)
-        st.shift = np.array(shifts, dtype=np.int64)
-        st.offset = np.array([arith.rescale_offset(float(o), int(s)) for o, s in zip(a.offset / unit, st.shift)],
-                             dtype=np.int64)
+        if not math.isfinite(unit):
+            raise ExportError(f"{st.name}: output scale {peak!r} is not finite (a NaN or inf BN or quantizer "
+                              f"parameter); refusing to export it")
+        st.mult, st.shift, st.offset = rescale_params(a.scale / unit, a.offset / unit, st.name)
         st.value_unit = unit
     return _Val(st, st.value_unit, a.shape, _RESCALED)
 
@@ -164,13 +164,14 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                 else:
                     st.input_from = src.stage.name
                     if q.kind == "asq":
-                        w, s = arith.signed_multiplier(src.unit / q.value_step * 2.0 ** q.value_frac)
-                        st.in_mult, st.in_shift, st.in_offset = w, s, arith.rescale_offset(0.0, s)
+                        (w,), (s,), (o,) = rescale_params([src.unit / q.value_step * 2.0 ** q.value_frac], [0.0],
+                                                          f"{where} input rescale")
+                        st.in_mult, st.in_shift, st.in_offset = int(w), int(s), int(o)
                         positions = int(np.prod(src.shape[1:])) if len(src.shape) == 3 else 1
                         q.adapter = _adapter(m.act_quant, q, positions, where)
                     else:
-                        w, s = arith.signed_multiplier(src.unit * q.scale)
-                        st.in_mult, st.in_shift, st.in_offset = w, s, arith.rescale_offset(q.zero, s)
+                        (w,), (s,), (o,) = rescale_params([src.unit * q.scale], [q.zero], f"{where} input rescale")
+                        st.in_mult, st.in_shift, st.in_offset = int(w), int(s), int(o)
                 fmt, wts, unit, frac = _weights(m, where, frac_bits)
                 st.weight_format, st.weights, st.frac_bits = fmt, wts, frac
                 if isinstance(m, QConv2d):
@@ -245,7 +246,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                 if b.unit == a.unit:
                     rm, rs = 1 << 15, 15                          # exact: align_value is the identity
                 else:
-                    rm, rs = arith.signed_multiplier(b.unit / a.unit)
+                    (rm,), (rs,), _ = rescale_params([b.unit / a.unit], [0.0], f"{where} residual alignment")
                 if b.shape != a.shape:
                     raise ExportError(f"{where}: adds shapes {a.shape} and {b.shape}")
                 a.stage.residual = (b.stage.name, int(rm), int(rs))

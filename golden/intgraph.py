@@ -189,21 +189,53 @@ def _act_quant(q: nn.Module, where: str) -> ActQuant:
         if q.adapter.factor not in arith.ASQ_FACTORS:
             raise ExportError(f"{where}: ASQ factor {q.adapter.factor!r} has no integer form; use one of "
                               f"{', '.join(arith.ASQ_FACTORS)}")
-        s = float(q.step.detach())
+        s = _positive_step(q, where)
         return ActQuant("asq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, arith.ASQ_VALUE_FRAC)
     if isinstance(q, LSQActQuantizer):
         if q.per_channel:
             raise ExportError(f"{where}: per-channel activation steps are not supported by the integer graph")
         if q.qmin < 0:
             raise ExportError(f"{where}: signed activations are not supported by the integer graph")
-        s = float(q.step.detach())
+        s = _positive_step(q, where)
         return ActQuant("lsq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, 0)
     if isinstance(q, QILActQuantizer):
         c, d = (float(t.detach()) for t in q.interval())
+        if not (math.isfinite(c) and math.isfinite(d) and d > 0):
+            raise ExportError(f"{where}: QIL interval (center {c!r}, half-width {d!r}) must be finite with a "
+                              f"half-width > 0; refusing to export it")
         a = q.qd / (2.0 * d)
         return ActQuant("qil", q.bits, 0, int(q.qd), a, -(c - d) * a, 1.0 / q.qd, 0)
     raise ExportError(f"{where}: activation quantizer {type(q).__name__} has no integer form "
                       f"(supported: lsq, qil, asq; 'fp' layers cannot run on integer hardware)")
+
+
+def rescale_params(ratios, real_offsets, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel ``(mult, shift, offset)`` int64 arrays of :func:`golden.arith.rescale` for real
+    ``ratios`` and ``real_offsets``; a non-finite or out-of-range channel (NaN/zero/huge BN scale, a
+    huge bias) raises :class:`ExportError` naming ``where`` and the channel."""
+    mults, shifts, offsets = [], [], []
+    for ch, (r, o) in enumerate(zip(np.asarray(ratios, dtype=np.float64).reshape(-1),
+                                    np.asarray(real_offsets, dtype=np.float64).reshape(-1))):
+        try:
+            m, s = arith.signed_multiplier(float(r))
+            if not math.isfinite(float(o)) or abs(float(o)) * 2.0 ** s >= 2.0 ** 62:
+                raise arith.ArithError(f"offset {float(o)!r} (a bias or BN shift) does not fit 62 bits "
+                                       f"after scaling by 2**{s}")
+            off = arith.rescale_offset(float(o), s)
+        except arith.ArithError as exc:
+            raise ExportError(f"{where}, output channel {ch}: {exc}; refusing to export it") from None
+        mults.append(m), shifts.append(s), offsets.append(off)
+    return (np.array(mults, dtype=np.int64), np.array(shifts, dtype=np.int64),
+            np.array(offsets, dtype=np.int64))
+
+
+def _positive_step(q, where: str) -> float:
+    """The quantizer's (scalar) step, refused unless finite and > 0 (a zero step divides by zero, a negative
+    one gives a model the loader refuses)."""
+    s = float(q.step.detach())
+    if not (math.isfinite(s) and s > 0):
+        raise ExportError(f"{where}: activation step {s!r} must be finite and > 0; refusing to export it")
+    return s
 
 
 def _weights(layer, where: str, frac_bits: int = arith.DEFAULT_FRAC_BITS):
@@ -256,19 +288,29 @@ def _adapter(q: ASQActQuantizer, act: ActQuant, positions: int, where: str) -> A
     first = ad.hidden if ad.hidden is not None else ad.out
     w1f = first.weight.detach().double().numpy() * act.value_step / (positions * 2.0 ** act.value_frac)
     b1f = first.bias.detach().double().numpy()
-    for t, what in ((w1f, "weights"), (b1f, "biases")):
-        if not np.all(np.isfinite(t)):
+    w2f = b2f = None
+    if ad.hidden is not None:
+        w2f = ad.out.weight.detach().double().numpy()
+        b2f = ad.out.bias.detach().double().numpy()
+    for t, what in ((w1f, "weights w1"), (b1f, "biases b1"), (w2f, "weights w2"), (b2f, "biases b2")):
+        if t is not None and not np.all(np.isfinite(t)):
             raise ExportError(f"{where}: ASQ adapter {what} contain NaN or inf; refusing to export them")
+
+    def fixed(t, e, what):
+        """``round_half_up(t * 2**e)`` as int64, refusing values the 62-bit adapter arithmetic cannot hold."""
+        scaled = t * 2.0 ** e
+        if np.max(np.abs(scaled), initial=0.0) >= 2.0 ** 62:
+            raise ExportError(f"{where}: ASQ adapter {what} (max |{what.split()[-1]}| "
+                              f"{np.max(np.abs(t)):.3g}) overflow 62-bit fixed point at 2**-{e}; refusing to "
+                              f"export them")
+        return np.floor(scaled + 0.5).astype(np.int64)
+
     e1 = arith.adapter_weight_exponent(w1f)
-    w1 = np.floor(w1f * 2.0 ** e1 + 0.5).astype(np.int64)
-    b1 = np.floor(b1f * 2.0 ** e1 + 0.5).astype(np.int64)
+    w1, b1 = fixed(w1f, e1, "weights w1"), fixed(b1f, e1, "biases b1")
     if ad.hidden is None:
         return Adapter(w1, b1, e1, None, None, 0, ad.factor)
-    w2f = ad.out.weight.detach().double().numpy()
-    b2f = ad.out.bias.detach().double().numpy()
     e2 = arith.adapter_weight_exponent(w2f)
-    w2 = np.floor(w2f * 2.0 ** e2 + 0.5).astype(np.int64)
-    b2 = np.floor(b2f * 2.0 ** (e1 + e2) + 0.5).astype(np.int64)
+    w2, b2 = fixed(w2f, e2, "weights w2"), fixed(b2f, e1 + e2, "biases b2")
     return Adapter(w1, b1, e1, w2, b2, e2, ad.factor)
 
 
@@ -345,10 +387,7 @@ def export_graph(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFA
         if st.input_beta:                       # acc carries ASQ_ACC_FRAC fraction bits after apply_beta
             ratio = ratio * 2.0 ** -arith.ASQ_ACC_FRAC
         real_off = (g * b * a + h * a + z) * 2.0 ** vf
-        mults, shifts = zip(*(arith.signed_multiplier(float(r)) for r in ratio))
-        st.mult, st.shift = np.array(mults, dtype=np.int64), np.array(shifts, dtype=np.int64)
-        st.offset = np.array([arith.rescale_offset(float(o), int(s)) for o, s in zip(real_off, st.shift)],
-                             dtype=np.int64)
+        st.mult, st.shift, st.offset = rescale_params(ratio, real_off, f"layer {i} ({st.name})")
         st.value_frac = vf
         st.relu_floor = int(math.floor(z * 2.0 ** vf + 0.5)) if st.relu else 0
         for attr in ("_u", "_bias", "_g", "_h"):
@@ -672,7 +711,7 @@ def _act_quant_any(q, where: str) -> ActQuant:
             raise ExportError(f"{where}: activation quantizer never saw data; run the model first")
         if q.per_channel:
             raise ExportError(f"{where}: per-channel activation steps are not supported by the integer graph")
-        s = float(q.step.detach())
+        s = _positive_step(q, where)
         return ActQuant("lsq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, 0)
     return _act_quant(q, where)
 

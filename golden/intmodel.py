@@ -342,6 +342,8 @@ def read_model_file(path) -> tuple[_Checker, dict, dict]:
         c.fail("no such file", "check the path, or export a model first (`post-accel export`)")
     if os.path.isdir(p):
         c.fail("is a directory, not a model file", "pass the exported .safetensors file inside it")
+    if not os.path.isfile(p):                              # a FIFO would block the read forever
+        c.fail("is not a regular file (a FIFO or device?)", "pass the model file itself")
     try:
         with safe_open(p, framework="numpy") as f:
             meta = f.metadata() or {}
@@ -363,8 +365,13 @@ def load_intmodel(path) -> IntModel:
         hint = ("it is a training checkpoint; export it first (`post-accel export`)"
                 if "post_accel_checkpoint" in meta else "this is not a post-accel integer model")
         c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry", hint)
+    if len(meta[METADATA_KEY]) > 1 << 22:                 # the limits of golden.graphfile.load_graph
+        c.fail(f"{METADATA_KEY!r} metadata is {len(meta[METADATA_KEY])} characters, more than the {1 << 22} a "
+               f"model header may have")
     try:
         header = json.loads(meta[METADATA_KEY], parse_constant=_reject_constant)
+    except RecursionError:
+        c.fail(f"{METADATA_KEY!r} metadata is nested deeper than 32 levels")
     except ValueError as exc:
         c.fail(f"{METADATA_KEY!r} metadata is not valid JSON ({str(exc).splitlines()[0]})")
     hdr = _check_header(header, c)

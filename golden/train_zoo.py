@@ -65,6 +65,7 @@ from . import zoo
 from .data import DATASET_INPUT_SHAPES, DATASETS, N_CLASSES, load_dataset
 from .quant.registry import ACT_QUANTIZERS, WEIGHT_QUANTIZERS
 from .errors import InputError
+from .safeio import atomic_output
 
 __all__ = ["TrainSpec", "train_spec", "build_spec_model", "evaluate", "state_digest", "check_spec_bits",
            "save_checkpoint", "load_checkpoint", "ZooCheckpointError", "DIGITS_MODELS",
@@ -444,8 +445,9 @@ def _json_safe(obj):
     return obj
 
 
-def save_checkpoint(model: nn.Module, spec: TrainSpec, metrics: dict | None, path) -> None:
-    """Write ``model``'s state_dict (safetensors) with ``spec`` and ``metrics`` as JSON metadata."""
+def save_checkpoint(model: nn.Module, spec: TrainSpec, metrics: dict | None, path, what: str = "checkpoint") -> None:
+    """Write ``model``'s state_dict (safetensors) with ``spec`` and ``metrics`` as JSON metadata, atomically
+    (:func:`golden.safeio.atomic_output`; ``what`` names the path in errors, e.g. ``"--out"``)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -454,7 +456,12 @@ def save_checkpoint(model: nn.Module, spec: TrainSpec, metrics: dict | None, pat
             raise ZooCheckpointError(f"{os.fspath(path)}: refusing to save, tensor {k!r} has NaN or inf")
     meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "spec": spec.to_dict(),
             "metrics": _json_safe(dict(metrics or {}))}
-    save_file(tensors, os.fspath(path), metadata={CHECKPOINT_KEY: json.dumps(meta, allow_nan=False)})
+    with atomic_output(path, what) as tmp:
+        save_file(tensors, os.fspath(tmp), metadata={CHECKPOINT_KEY: json.dumps(meta, allow_nan=False)})
+
+
+#: Largest checkpoint JSON header (characters) :func:`load_checkpoint` reads.
+_MAX_META_CHARS = 1 << 22
 
 
 def load_checkpoint(path):
@@ -466,8 +473,10 @@ def load_checkpoint(path):
     from safetensors import safe_open
 
     p = os.fspath(path)
-    if not os.path.isfile(p):
+    if not os.path.exists(p):
         raise ZooCheckpointError(f"{p}: no such file")
+    if not os.path.isfile(p):                              # a directory, FIFO or device (reading could block)
+        raise ZooCheckpointError(f"{p}: not a regular file; pass the checkpoint file itself")
     try:
         with safe_open(p, framework="pt") as f:
             meta = f.metadata() or {}
@@ -476,8 +485,13 @@ def load_checkpoint(path):
         raise ZooCheckpointError(f"{p}: not a readable safetensors file ({type(exc).__name__})") from None
     if CHECKPOINT_KEY not in meta:
         raise ZooCheckpointError(f"{p}: no '{CHECKPOINT_KEY}' metadata, not a zoo training checkpoint")
+    if len(meta[CHECKPOINT_KEY]) > _MAX_META_CHARS:
+        raise ZooCheckpointError(f"{p}: checkpoint metadata is {len(meta[CHECKPOINT_KEY])} characters, more than "
+                                 f"the {_MAX_META_CHARS} a checkpoint header may have")
     try:
         info = json.loads(meta[CHECKPOINT_KEY])
+    except RecursionError:
+        raise ZooCheckpointError(f"{p}: checkpoint metadata is nested too deeply to be a checkpoint's") from None
     except json.JSONDecodeError as exc:
         raise ZooCheckpointError(f"{p}: checkpoint metadata is not valid JSON ({exc.msg})") from None
     if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
@@ -502,6 +516,28 @@ def load_checkpoint(path):
         if tensors[k].shape != v.shape or tensors[k].dtype != v.dtype:
             raise ZooCheckpointError(f"{p}: tensor {k!r} has shape {tuple(tensors[k].shape)} {tensors[k].dtype}, "
                                      f"expected {tuple(v.shape)} {v.dtype}")
+    _check_values(p, tensors)
     model.load_state_dict(tensors, strict=True)
     model.eval()
     return model, spec, metrics
+
+
+#: Tensor-name suffixes of parameters that must be > 0 (quantizer steps and scales, BN variances >= 0).
+_POSITIVE_SUFFIXES = (".step", ".alpha")
+
+
+def _check_values(p: str, tensors: dict) -> None:
+    """Refuse values no trained model has, naming the tensor: NaN/inf anywhere, a quantizer step or
+    scale <= 0 (a zero step divides by zero at export), a negative BN running variance."""
+    for k in sorted(tensors):
+        t = tensors[k]
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = t.reshape(-1)[~torch.isfinite(t.reshape(-1))][0].item()
+            raise ZooCheckpointError(f"{p}: tensor {k!r} contains {bad} (NaN or inf); this checkpoint cannot be "
+                                     f"exported or trusted: retrain it")
+        if k.endswith(_POSITIVE_SUFFIXES) and t.numel() and not bool((t > 0).all()):
+            raise ZooCheckpointError(f"{p}: tensor {k!r} (a quantizer step/scale) is {t.min().item()!r}; it must "
+                                     f"be > 0: retrain the model")
+        if k.endswith(".running_var") and t.numel() and not bool((t >= 0).all()):
+            raise ZooCheckpointError(f"{p}: tensor {k!r} (a batch-norm variance) is {t.min().item()!r}; it "
+                                     f"must be >= 0: retrain the model")

@@ -218,6 +218,10 @@ class EngineParams:
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise EngineFitError(f"{name} must be an integer >= 1, got {v!r}")
         space = 1 << self.addr_bits
+        if self.bank_bits >= self.addr_bits:
+            raise EngineFitError(f"rows {self.rows} need {self.bank_bits} bank-select bits, which leaves none of the "
+                                 f"{self.addr_bits}-bit ACT address for words; rows must be at most "
+                                 f"{1 << (self.addr_bits - 1)}")
         if self.act_words << self.bank_bits > space:
             raise EngineFitError(f"act_words {self.act_words} with {self.rows} banks needs more than "
                              f"{self.addr_bits} address bits; use at most {space >> self.bank_bits}")
