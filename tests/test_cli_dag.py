@@ -76,7 +76,7 @@ def test_train_and_export_resnet8_to_v3(resnet8, graph):
     # the file is a v3 DAG and its integer accuracy is run_graph's
     from golden.data import load_digits_split
     from golden.graphfile import DAG_VERSION
-    from golden.intgraph import run_graph
+    from golden.intdag import run_graph
     from golden.intmodel import METADATA_KEY
     from safetensors import safe_open
     with safe_open(str(model), "np") as f:
@@ -119,7 +119,7 @@ def test_simulate_expectations_are_the_integer_graph(graph, program):
     from flows.simulate_cmd import _dag_expected
     from golden.dagplan import copy_plan
     from golden.data import load_digits_split
-    from golden.intgraph import run_graph
+    from golden.intdag import run_graph
     _, _, x_test, _ = load_digits_split()
     n = 3
     golden = run_graph(graph, x_test[:n])
