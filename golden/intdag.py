@@ -152,6 +152,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                 src = value(args[0], where)
                 read(src, where)
                 q = _act_quant_any(m.act_quant, where)
+                fmt, wts, unit, frac = _weights(m, where, frac_bits)      # refuses 'fp' weights by name
                 st = Stage(name=where, kind="conv" if isinstance(m, QConv2d) else "linear", weight_format="",
                            weights=None, wbits=int(m.weight_quant.bits), frac_bits=0, in_quant=q,
                            input_beta=q.kind == "asq")
@@ -173,7 +174,6 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                     else:
                         w, s = arith.signed_multiplier(src.unit * q.scale)
                         st.in_mult, st.in_shift, st.in_offset = w, s, arith.rescale_offset(q.zero, s)
-                fmt, wts, unit, frac = _weights(m, where, frac_bits)
                 st.weight_format, st.weights, st.frac_bits = fmt, wts, frac
                 if isinstance(m, QConv2d):
                     if m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] \
