@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
+from golden.errors import InputError
 from hw.program import RUN_OVERHEAD, EngineParams, layer_cycles
 
 __all__ = ["Shape", "LayerPerf", "layer_perf", "model_perf", "shapes_for_model", "shapes_from_file",
@@ -177,7 +178,7 @@ def shapes_for_model(name: str, input_hw: int | None = None, cached: bool = True
     from golden.zoo import MODEL_INPUT_SHAPES, build_model, layer_shapes
 
     if name not in MODEL_INPUT_SHAPES:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_INPUT_SHAPES)}, or a model file")
+        raise InputError(f"unknown model {name!r}; valid: {', '.join(MODEL_INPUT_SHAPES)}, or a model file")
     shape = MODEL_INPUT_SHAPES[name]
     if input_hw is not None and len(shape) == 3:
         shape = (shape[0], input_hw, input_hw)
