@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import arith
-from .intgraph import (VALUE_FRAC, ActQuant, ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter,
+from .intgraph import (VALUE_FRAC, ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter,
                        _asq_codes, _bn, _real_codes, _weights, stage_acc, trace)
 from .zoo import QConv2d, QLinear
 

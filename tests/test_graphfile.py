@@ -3,7 +3,6 @@ chain models of any quantizers, and clear errors for bad files."""
 
 import json
 
-import numpy as np
 import pytest
 
 from golden.data import load_digits_split
