@@ -53,7 +53,7 @@ def render_block(result: dict) -> str:
         f"(1437 train / 360 test). Per run: {s['fp_epochs']} epochs of float pre-training, then "
         f"{s['epochs']} epochs of QAT from that float network; SGD lr {s['lr']}, momentum {s['momentum']}, "
         f"weight decay {s['weight_decay']}, batch {s['batch_size']}, cosine decay per phase. Edge layers: "
-        f"{s['edge']}. Integer accuracy: `golden.intgraph.integer_accuracy` on the same trained model.",
+        f"{s['edge']}. Integer accuracy: `golden.intdag.integer_accuracy` on the same trained model.",
         "",
         format_markdown(result),
         END,

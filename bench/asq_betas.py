@@ -35,15 +35,14 @@ SPECS = {
 
 def measure(name: str, data: str, train_limit: int | None) -> dict:
     from golden.intdag import export_dag
-    from golden.intgraph import export_graph
 
     spec = TrainSpec(**SPECS[name], data=data, train_limit=train_limit)
     t0 = time.perf_counter()
     model, metrics = train_spec(spec, progress=False, integer=False)
     model.eval()
-    graph = export_graph(model) if spec.model == "cnn" else export_dag(model)
+    graph = export_dag(model)
     _, _, x_test, y_test = load_dataset(data).split()
-    from golden.intgraph import run_graph
+    from golden.intdag import run_graph
     acc = float((run_graph(graph, x_test).predictions == y_test).mean())
     return {"name": name, "spec": spec.to_dict(), "float_test_accuracy": metrics["float_test_accuracy"],
             "integer_test_accuracy": acc, "seconds": round(time.perf_counter() - t0, 1),

@@ -8,7 +8,7 @@ Three sets of figures for one design (the demo model on an R x C engine, default
    (host I/O included), simulation seconds (the simulator build and launch excluded; both
    recorded separately), cycles per second; the native and cocotb drivers of Verilator side by side.
    Every output of every layer is compared with the integer executor
-   (``golden.intgraph.run_graph``) and the measured cycles with ``hw.program.predicted_cycles``.
+   (``golden.intdag.run_graph``) and the measured cycles with ``hw.program.predicted_cycles``.
 2. **CLI wall time**: ``post-accel simulate MODEL --backend verilator --json`` as a user runs it
    (a subprocess; data loading, golden run, simulation, comparison), once to build (or find)
    the cached simulator, then timed with the default (one simulator process per core, ``--jobs``
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import shutil
@@ -50,12 +49,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 
 from flows.compile import compile_graph, engine_params_for_graph  # noqa: E402
 from golden.data import load_digits_split  # noqa: E402
 from golden.graphfile import load_graph  # noqa: E402
-from golden.intgraph import run_graph  # noqa: E402
+from golden.intdag import run_graph  # noqa: E402
 from hw.program import (LAYER_OVERHEAD, RUN_OVERHEAD, Flag, layer_cycles, predicted_cycles,  # noqa: E402
                         program_layer_cycles)
 from sim.compare import compare_outputs  # noqa: E402

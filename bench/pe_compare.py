@@ -264,7 +264,7 @@ def lever_markdown(lev: dict) -> list[str]:
 
 def breakdown(wbits: int = 4, abits: int = 4, fan_in: int = 64, share: int = 4) -> list[dict]:
     """LUT/carry/FF counts of the parts of a MAC cell, each synthesised on its own (synth_ice40)."""
-    from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+    from amaranth.hdl import Cat, Module, Mux, signed, unsigned
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 

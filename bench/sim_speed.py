@@ -6,7 +6,8 @@ layer matched the golden model. Usage::
 
     .venv/bin/python bench/sim_speed.py [--model out/model.safetensors] [--rows 4 --cols 4]
 
-Without ``--model`` it trains and exports the default digits MLP first (about a minute).
+Without ``--model`` it trains and exports the default digits MLP first (`post-accel train` defaults: POST
+weights everywhere, LSQ activations; about a minute).
 """
 
 from __future__ import annotations
@@ -22,24 +23,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows.compile import compile_model  # noqa: E402
-from golden import executor  # noqa: E402
+from flows.compile import compile_graph, expected_outputs  # noqa: E402
 from golden.data import load_digits_split  # noqa: E402
-from golden.intmodel import load_intmodel, save_intmodel  # noqa: E402
+from golden.graphfile import load_graph, save_graph  # noqa: E402
+from golden.intdag import export_dag, run_graph  # noqa: E402
 from sim.compare import compare_outputs  # noqa: E402
 
 SAMPLES = {"verilator": None, "icarus": 40, "amaranth": 10}
 
 
 def _default_model(path: Path) -> Path:
-    from golden.export import export_model
-    from golden.train import TrainConfig, train
+    from golden.train_zoo import TrainSpec, train_spec
 
     if not path.exists():
-        cfg = TrainConfig()
-        model, metrics = train(cfg, progress=True)
+        spec = TrainSpec(model="mlp", weight_quant="post", act_quant="lsq", edge_weight_quant="post")
+        model, metrics = train_spec(spec, progress=True, integer=False)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_intmodel(export_model(model, cfg, metrics), path)
+        save_graph(export_dag(model.eval()), path, provenance={"spec": spec.to_dict(), "metrics": metrics})
     return path
 
 
@@ -51,16 +51,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sim_speed.json")
     args = ap.parse_args()
 
-    model = load_intmodel(args.model or _default_model(REPO / "build" / "bench" / "model.safetensors"))
-    program = compile_model(model, rows=args.rows, cols=args.cols)
+    model = load_graph(args.model or _default_model(REPO / "build" / "bench" / "mlp.model.safetensors"))
+    program = compile_graph(model, rows=args.rows, cols=args.cols)
     _, _, x_test, _ = load_digits_split()
-    codes = executor.quantize_input(model, x_test)
-    names = [l.name for l in model.layers]
+    first = next(k for k, st in enumerate(model.stages) if st.input_from == "input")
+    full = run_graph(model, x_test)
+    codes = full.codes[first].reshape(len(x_test), -1)
+    names = [layer.name for layer in program.layers]
     rows = []
     for backend, n in SAMPLES.items():
         n = len(codes) if n is None else n
-        golden = executor.run(model, codes[:n])
-        expected = golden.activations[1:] + [golden.logits]
+        golden = run_graph(model, x_test[:n])
+        expected = expected_outputs(model, program, golden)
         started = time.perf_counter()
         if backend == "amaranth":
             from sim.amaranth_sim import run_amaranth

@@ -12,7 +12,7 @@ __all__ = ["add_parser", "run", "load_graph_any", "betas_of"]
 
 def add_parser(sub) -> None:
     p = sub.add_parser("betas", help="distribution of the ASQ factor beta per ASQ quantizer over a test set")
-    p.add_argument("model", help="a training checkpoint (`post-accel train`) or an exported model file (v2/v3)")
+    p.add_argument("model", help="a training checkpoint (`post-accel train`) or an exported model file (`post-accel export`)")
     p.add_argument("--data", default=None, choices=("digits", "fashion-mnist"),
                    help="test set (default: the one the model was trained on; another is refused)")
     p.add_argument("--samples", type=positive_int, default=None, help="first N test samples (default: all)")
@@ -21,11 +21,11 @@ def add_parser(sub) -> None:
 
 
 def load_graph_any(path):
-    """``(integer graph, data set name or None)`` of a zoo checkpoint (exported here) or a v2/v3 model file."""
+    """``(integer graph, data set name or None)`` of a zoo checkpoint (exported here) or an exported model file."""
     from golden.data import model_dataset
-    from golden.intgraph import ExportError, export_graph
+    from golden.intdag import export_dag
+    from golden.intgraph import ExportError
     from golden.train_zoo import CHECKPOINT_KEY, ZooCheckpointError, load_checkpoint
-    from golden.zoo import DigitsCNN, DigitsMLP
 
     p = os.fspath(path)
     if not os.path.isfile(p):
@@ -36,17 +36,11 @@ def load_graph_any(path):
         except ZooCheckpointError as exc:
             raise UserError(str(exc)) from None
         try:
-            if isinstance(model, (DigitsCNN, DigitsMLP)):
-                graph = export_graph(model)
-            else:
-                from golden.intdag import export_dag
-                graph = export_dag(model)
+            graph = export_dag(model)
         except ExportError as exc:
             raise UserError(f"{p}: cannot export {spec.model!r} to an integer graph: {exc}") from None
         return graph, spec.data
-    version, graph = load_engine_model(p)
-    if version == "v1":
-        raise UserError(f"{p}: a v1 MLP model has LSQ activations only, no ASQ quantizer to report")
+    graph = load_engine_model(p)
     return graph, model_dataset(graph.provenance, graph.input_shape)
 
 
@@ -62,7 +56,7 @@ def _has_metadata_key(path: str, key: str) -> bool:
 def betas_of(graph, X) -> list[dict]:
     """:func:`golden.betas.beta_report` of ``graph`` run on the inputs ``X``."""
     from golden.betas import beta_report
-    from golden.intgraph import run_graph
+    from golden.intdag import run_graph
 
     run = run_graph(graph, X)
     return beta_report([st.name for st in graph.stages], run.betas)

@@ -128,15 +128,14 @@ def add_engine_flags(p, with_defaults: bool) -> None:
 
 
 def engine_params(args, model=None):
-    """The engine the flags ask for; with ``model``, sized for it first and then overridden by the flags."""
+    """The engine the flags ask for; with ``model`` (an integer graph), sized for it first and then
+    overridden by the flags."""
     from hw.program import EngineParams
 
     given = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k, None) is not None}
     if model is not None:
-        from flows.compile import engine_params_for, engine_params_for_graph
-        from golden.intmodel import IntModel
-        base = (engine_params_for(model, args.rows, args.cols) if isinstance(model, IntModel)
-                else engine_params_for_graph(model, args.rows, args.cols))
+        from flows.compile import engine_params_for_graph
+        base = engine_params_for_graph(model, args.rows, args.cols)
         fields = {k: getattr(base, k) for k in ("rows", "cols") + ENGINE_FLAGS}
         fields.update(given)
         return EngineParams(**fields)
@@ -144,25 +143,12 @@ def engine_params(args, model=None):
 
 
 def load_engine_model(path):
-    """An exported model for the engine: ``("v1", IntModel)``, ``("v2", IntGraph)`` (a chain) or
-    ``("v3", IntGraph)`` (a DAG: branches, residual adds)."""
-    from golden.intmodel import ModelFileError, load_intmodel
+    """The exported model at ``path``: an integer graph (:func:`golden.graphfile.load_graph`, which
+    dispatches on the file's format tag and refuses older generations with the re-export command)."""
+    from golden.graphfile import load_graph
 
     check_input_file(path, "model")
     if any(k in metadata_keys(path) for k in CHECKPOINT_KEYS):
         raise UserError(f"{path}: this is a training checkpoint, not a model file: export it first with "
                         f"`post-accel export {path} --out model.safetensors`")
-    try:
-        return "v1", load_intmodel(path)
-    except (ModelFileError, RecursionError) as v1_error:   # RecursionError: a deeply nested header
-        from golden.graphfile import MAX_HEADER_CHARS, MAX_HEADER_DEPTH, load_graph
-        try:
-            graph = load_graph(path)
-        except ModelFileError as v2_error:
-            if (isinstance(v1_error, RecursionError) or "is an integer graph" in str(v1_error)
-                    or ("format" in str(v1_error) and "format" not in str(v2_error))
-                    or f"deeper than {MAX_HEADER_DEPTH}" in str(v2_error)
-                    or f"the {MAX_HEADER_CHARS} a model header" in str(v2_error)):
-                raise v2_error from None                 # a graph file (v2/v3) that is damaged
-            raise v1_error from None
-        return ("v3" if getattr(graph, "kind", "chain") == "dag" else "v2"), graph
+    return load_graph(path)

@@ -15,11 +15,10 @@ import numpy as np
 
 from golden import arith
 from golden.errors import InputError
-from golden.intmodel import IntModel
+from golden.dagplan import copy_plan
 from hw.program import MAX_VALUE_BITS, EngineParams, LayerSpec, Program, build_program
 
-__all__ = ["CompileError", "engine_params_for", "layer_specs", "compile_model", "engine_params_for_graph", "graph_layer_specs",
-           "compile_graph"]
+__all__ = ["CompileError", "engine_params_for_graph", "graph_layer_specs", "compile_graph", "expected_outputs"]
 
 
 class CompileError(InputError):
@@ -31,187 +30,23 @@ def _pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
-def engine_params_for(model: IntModel, rows: int = 4, cols: int = 4) -> EngineParams:
-    """Smallest power-of-two-sized engine of ``rows`` × ``cols`` PEs that runs ``model``."""
-    if not (isinstance(rows, int) and rows >= 1 and isinstance(cols, int) and cols >= 1):
-        raise CompileError(f"rows and cols must be integers >= 1, got rows={rows!r} cols={cols!r}")
-    layers = model.layers
-    wbits = max(l.wbits for l in layers)
-    abits = max(max(l.abits_in for l in layers), model.input_bits)
-    fan_in = max(l.codes.shape[1] for l in layers)
-    regions = [model.input_features] + [l.codes.shape[0] for l in layers if not l.final]
-    act_words = sum(math.ceil(n / rows) for n in regions)
-    weight_words = sum(math.ceil(l.codes.shape[0] / cols) * math.ceil(l.codes.shape[1] / rows) for l in layers)
-    chan_words = sum(math.ceil(l.codes.shape[0] / cols) * cols for l in layers)
-    result_words = math.ceil(layers[-1].codes.shape[0] / cols) * cols
-    return EngineParams(rows=rows, cols=cols, wbits=wbits, abits=abits, frac_bits=model.frac_bits,
-                        max_fan_in=_pow2(fan_in), act_words=_pow2(act_words), weight_words=_pow2(weight_words),
-                        chan_words=_pow2(chan_words), result_words=_pow2(result_words),
-                        max_layers=_pow2(len(layers)))
-
-
-def layer_specs(model: IntModel, params: EngineParams) -> list[LayerSpec]:
-    """The model's layers as engine layers: codes widened to ``params.wbits``."""
-    specs = []
-    for layer in model.layers:
-        if layer.wbits > params.wbits:
-            raise CompileError(f"layer {layer.name}: {layer.wbits}-bit weights do not fit the engine's "
-                             f"{params.wbits}-bit PEs; regenerate with --wbits {layer.wbits}")
-        if layer.abits_in > params.abits:
-            raise CompileError(f"layer {layer.name}: {layer.abits_in}-bit activations do not fit the engine's "
-                             f"{params.abits}-bit PEs; regenerate with --abits {layer.abits_in}")
-        codes = arith.widen_post_code(layer.codes.astype(np.int64), layer.wbits, params.wbits)
-        specs.append(LayerSpec(codes=codes, bias=layer.bias.astype(np.int64),
-                               mult=layer.mult, shift=layer.shift,
-                               out_bits=None if layer.final else layer.abits_out,
-                               final=layer.final, name=layer.name))
-    return specs
-
-
-def compile_model(model: IntModel, params: EngineParams | None = None, rows: int = 4, cols: int = 4) -> Program:
-    """Program for ``model`` on ``params`` (default: :func:`engine_params_for` the model)."""
-    params = params or engine_params_for(model, rows, cols)
-    return build_program(params, layer_specs(model, params))
-
-
-# --- v2: integer graphs (conv/linear stages, per-channel rescale, pooling, LSQ/QIL/ASQ) ----------
-
-def _graph_layers(graph) -> list[dict]:
-    """Walk the stages of a :class:`golden.intgraph.IntGraph`: per stage its input shape, pooling and
-    the checks that do not depend on the engine. Raises ``ValueError`` naming the stage."""
-    shape = tuple(int(v) for v in graph.input_shape)
-    out = []
-    for i, st in enumerate(graph.stages):
-        where = f"stage {st.name}"
-        _check_post_weights(st, where)
-        if st.groups != 1 and not (st.kind == "conv" and st.weights.shape[1] == 1
-                                   and st.groups == st.weights.shape[0] == shape[0]):
-            raise CompileError(f"{where}: grouped convolution (groups={st.groups}) is not an engine op; the engine "
-                             f"runs dense and depthwise (groups = C_in = C_out) convolutions, fully-connected "
-                             f"layers and max pooling")
-        if st.kind == "conv":
-            if len(shape) != 3:
-                raise CompileError(f"{where}: a convolution needs a C x H x W input, got {shape}")
-            in_shape = shape
-            k = int(st.weights.shape[2])
-            c, h, w = shape
-            shape = (int(st.weights.shape[0]), (h + 2 * st.padding - k) // st.stride + 1,
-                     (w + 2 * st.padding - k) // st.stride + 1)
-        else:
-            in_shape = None
-            shape = (int(st.weights.shape[0]),)
-        pool = None
-        for op in st.post_ops:
-            if op[0] == "maxpool":
-                if pool is not None:
-                    raise CompileError(f"{where}: two max poolings after one layer; the engine pools once")
-                if len(shape) != 3:
-                    raise CompileError(f"{where}: max pooling needs a C x H x W map")
-                pool = tuple(int(v) for v in op[1:4])
-                c, h, w = shape
-                kp, sp, pp = pool
-                shape = (c, (h + 2 * pp - kp) // sp + 1, (w + 2 * pp - kp) // sp + 1)
-            elif op[0] == "flatten":
-                pass                      # the next layer reads the HWC map where it lies
-            else:
-                raise CompileError(f"{where}: op {op[0]!r} is not an engine op (supported: conv, linear, max pooling, "
-                                 f"flatten)")
-        if len(shape) == 3 and i + 1 < len(graph.stages) and graph.stages[i + 1].kind == "linear":
-            flat = shape
-        else:
-            flat = None
-        out.append(dict(stage=st, in_shape=in_shape, pool=pool, out_shape=shape, flat=flat))
-    return out
-
-
 def engine_params_for_graph(graph, rows: int = 4, cols: int = 4) -> EngineParams:
     """Smallest power-of-two-sized engine of ``rows`` × ``cols`` PEs that runs the integer graph."""
     if not (isinstance(rows, int) and rows >= 1 and isinstance(cols, int) and cols >= 1):
         raise CompileError(f"rows and cols must be integers >= 1, got rows={rows!r} cols={cols!r}")
-    if getattr(graph, "kind", "chain") == "dag":
-        return _engine_params_for_dag(graph, rows, cols)
-    from golden.intgraph import stage_input_bits
-
-    items = _graph_layers(graph)
-    stages = [it["stage"] for it in items]
-    wbits = max(st.wbits for st in stages)
-    abits = max(stage_input_bits(graph, i) for i in range(len(stages)))
-    fracs = {st.frac_bits for st in stages}
-    if len(fracs) != 1:
-        raise CompileError(f"stages use different product fraction bits {sorted(fracs)}; export with one frac_bits")
-    shape = tuple(graph.input_shape)
-    c0, h0, w0 = shape if len(shape) == 3 else (shape[0], 1, 1)
-    act = h0 * w0 * math.ceil(c0 / rows)
-    weights = chans = values = adapters = max_ch = fan_in = 0
-    for it in items:
-        st = it["stage"]
-        o = int(st.weights.shape[0])
-        fi = int(np.prod(st.weights.shape[1:]))
-        if st.kind == "conv":
-            k = int(st.weights.shape[2])
-            n_it = k * k * math.ceil(int(st.weights.shape[1]) * int(st.groups) / rows)
-            c, h, w = it["in_shape"]
-            oh, ow = (h + 2 * st.padding - k) // st.stride + 1, (w + 2 * st.padding - k) // st.stride + 1
-        else:
-            n_it, oh, ow = math.ceil(fi / rows), 1, 1
-            prev = items[items.index(it) - 1]["out_shape"] if items.index(it) else None
-            if prev is not None and len(prev) == 3:
-                n_it = prev[1] * prev[2] * math.ceil(prev[0] / rows)
-        fan_in = max(fan_in, fi)
-        weights += math.ceil(o / cols) * n_it
-        chans += o
-        if st.out is not None:
-            out = it["out_shape"]
-            ph, pw = (out[1], out[2]) if len(out) == 3 else (1, 1)
-            act += ph * pw * math.ceil(o / rows)
-            values = max(values, oh * ow * o)
-            if st.out.adapter is not None:
-                a = st.out.adapter
-                adapters += a.w1.shape[0] * (o + 2) + 1
-                max_ch = max(max_ch, o)
-        else:
-            result = oh * ow * o
-    return EngineParams(rows=rows, cols=cols, wbits=wbits, abits=abits, frac_bits=fracs.pop(),
-                        max_fan_in=_pow2(fan_in), act_words=_pow2(act), weight_words=_pow2(weights),
-                        chan_words=_pow2(chans), result_words=_pow2(result), max_layers=_pow2(len(stages)),
-                        value_words=_pow2(max(values, 1)), adapter_words=_pow2(max(adapters, 1)),
-                        max_channels=_pow2(max(max_ch, 1)), res_words=1)     # a chain has no residual adds
+    return _engine_params_for_dag(graph, rows, cols)
 
 
 def graph_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
     """The graph's stages as engine layers (codes widened to ``params.wbits``); errors name the stage.
 
-    A DAG graph (export v3) may give more engine layers than stages: one per quantized copy of a
-    stage's value (:func:`golden.dagplan.copy_plan`)."""
-    if getattr(graph, "kind", "chain") == "dag":
-        return _dag_layer_specs(graph, params)
-    from golden.intgraph import stage_input_bits
-    from hw.program import AdapterSpec
-
-    specs = []
-    for i, it in enumerate(_graph_layers(graph)):
-        st = it["stage"]
-        where = f"stage {st.name}"
-        _check_stage_fits(st, params, where, stage_input_bits(graph, i))
-        codes = arith.widen_post_code(np.asarray(st.weights, dtype=np.int64), st.wbits, params.wbits)
-        q = st.out
-        adapter = None
-        if q is not None and q.kind == "asq":
-            a = q.adapter
-            adapter = AdapterSpec(w1=a.w1, b1=a.b1, w2=a.w2, b2=a.b2, z_frac=a.z_frac, factor=a.factor)
-        specs.append(LayerSpec(
-            codes=codes if st.kind == "conv" else codes.reshape(codes.shape[0], -1), name=st.name,
-            final=q is None, in_shape=it["in_shape"], stride=int(st.stride), pad=int(st.padding),
-            groups=int(st.groups),
-            chan_mult=np.asarray(st.mult, dtype=np.int64), chan_offset=np.asarray(st.offset, dtype=np.int64),
-            chan_shift=np.asarray(st.shift, dtype=np.int64), input_beta=bool(st.input_beta), relu=bool(st.relu),
-            relu_floor=int(st.relu_floor), pool=it["pool"], out_lo=0 if q is None else int(q.lo),
-            out_hi=0 if q is None else int(q.hi), value_frac=int(st.value_frac), adapter=adapter))
-    return specs
+    A graph may give more engine layers than stages: one per quantized copy of a stage's value
+    (:func:`golden.dagplan.copy_plan`)."""
+    return _dag_layer_specs(graph, params)
 
 
 def compile_graph(graph, params: EngineParams | None = None, rows: int = 4, cols: int = 4) -> Program:
-    """Program for an integer graph (export v2) on ``params`` (default: :func:`engine_params_for_graph`).
+    """Program for an integer graph (:func:`golden.intdag.export_dag`) on ``params`` (default: :func:`engine_params_for_graph`).
 
     Raises ``ValueError`` naming the stage and what to change (weights that are not POST, grouped
     convolutions, a layer that does not fit the buffers) before anything is simulated.
@@ -220,12 +55,11 @@ def compile_graph(graph, params: EngineParams | None = None, rows: int = 4, cols
     return build_program(params, graph_layer_specs(graph, params))
 
 
-# --- v3: DAG integer graphs (residual adds, branches, global average pooling) -----------------
+# --- the lowering: integer DAG stages (chains, residual adds, branches, global average pooling) ---
 
 def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
     """Engine layers of a DAG graph: one per quantized copy of a stage's value
     (:func:`golden.dagplan.copy_plan`), in its order."""
-    from golden.dagplan import copy_plan
     from hw.program import AdapterSpec
 
     specs, shapes = [], {"input": tuple(int(v) for v in graph.input_shape)}
@@ -293,7 +127,7 @@ def _check_post_weights(st, where: str) -> None:
 
 
 def _check_stage_fits(st, params: EngineParams, where: str, in_bits: int) -> None:
-    """A stage's widths against the engine's (chain and DAG stages alike)."""
+    """A stage's widths against the engine's."""
     _check_post_weights(st, where)
     if st.wbits > params.wbits:
         raise CompileError(f"{where}: {st.wbits}-bit weights do not fit the engine's {params.wbits}-bit PEs; "
@@ -358,17 +192,11 @@ def _engine_params_for_dag(graph, rows: int, cols: int) -> EngineParams:
 def expected_outputs(graph, program: Program, run) -> list[np.ndarray]:
     """What every engine layer of ``program`` (``compile_graph(graph)``) must output, ``[N, size]``
     per layer (CHW-flattened like the engine's), from the integer executor's run
-    (:func:`golden.intgraph.run_graph`) of the same N samples.
-
-    Chain graphs: layer ``i`` outputs stage ``i + 1``'s input codes, the last layer the logits.
-    DAG graphs: the copy of stage S made for reader T outputs T's input codes; the output stage's
-    layer the logits; a copy no stage quantizes (a shortcut that is only added) all zeros.
+    (:func:`golden.intdag.run_graph`) of the same N samples: the copy of stage S made for reader T
+    outputs T's input codes; the output stage's layer the logits; a copy no stage quantizes (a shortcut
+    that is only added) all zeros.
     """
     n = len(run.logits)
-    if getattr(graph, "kind", "chain") != "dag":
-        return [np.asarray(c).reshape(n, -1) for c in run.codes[1:]] + [np.asarray(run.logits).reshape(n, -1)]
-    from golden.dagplan import copy_plan
-
     index = {st.name: i for i, st in enumerate(graph.stages)}
     plan = copy_plan(graph)
     if [copy for _, _, copy, _ in plan] != [layer.name for layer in program.layers]:

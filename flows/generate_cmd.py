@@ -37,12 +37,11 @@ def run(args) -> int:
     check_buildable(args.rows, args.cols)
     model = None
     if args.model:
-        _, model = load_engine_model(args.model)
+        model = load_engine_model(args.model)
     params = engine_params(args, model)
     if model is not None:                      # the model must fit before any Verilog is written
-        from flows.compile import compile_graph, compile_model
-        from golden.intmodel import IntModel
-        (compile_model if isinstance(model, IntModel) else compile_graph)(model, params)
+        from flows.compile import compile_graph
+        compile_graph(model, params)
     manifest = generate(params, Path(args.out), model_path=args.model, bus=args.bus)
     result = {"verilog": manifest["verilog"], "top": manifest["top"], "manifest": manifest["manifest"], "rows": params.rows,
               "cols": params.cols, "wbits": params.wbits, "abits": params.abits,

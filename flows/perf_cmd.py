@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("perf", help="cycle model: per-layer and total cycles, utilisation, latency")
     p.add_argument("--model", required=True,
                    help="a zoo model (mlp, cnn, resnet8, resnet18, resnet34, resnet20, mobilenetv2) or an exported "
-                        "model file (v1, v2 or v3)")
+                        "model file (`post-accel export`)")
     p.add_argument("--rows", type=int, default=4, help="array rows R (default 4)")
     p.add_argument("--cols", type=int, default=4, help="array columns C (default 4)")
     p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the latency figure (default 100)")

@@ -19,13 +19,14 @@ from flows.cliutil import (
     positive_int,
 )
 from golden.safeio import check_output_path
+from golden.modelfile import MODEL_FORMAT_NAME
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("simulate", help="run a test set through the RTL and compare with golden")
-    p.add_argument("model", help="integer model written by `post-accel export` (v1, v2 or v3)")
+    p.add_argument("model", help="integer model written by `post-accel export` (the one format, docs/export.md)")
     p.add_argument("--data", default=None, choices=("digits", "fashion-mnist"),
                    help="test set to run (default: the one the model was trained on; another is refused)")
     p.add_argument("--backend", choices=("amaranth", "icarus", "verilator"), default="verilator")
@@ -44,21 +45,6 @@ def add_parser(sub) -> None:
     p.add_argument("--report", action="store_true", help="print the human report (default unless --json)")
     add_common_flags(p)
     p.set_defaults(func=run)
-
-
-def _dag_expected(graph, program, golden, n: int):
-    """What every engine layer of a DAG program (export v3) must output, from the integer graph's run
-    (:func:`flows.compile.expected_outputs`), and the input codes/betas of the stage reading the
-    network input. Returns ``(input codes, input betas, expected per engine layer, engine layer names)``."""
-    import numpy as np
-
-    from flows.compile import expected_outputs
-
-    expected = expected_outputs(graph, program, golden)
-    i = next(k for k, st in enumerate(graph.stages) if st.input_from == "input")
-    x_codes = np.asarray(golden.codes[i]).reshape(n, -1)
-    betas = golden.betas[i] if program.needs_beta else None
-    return x_codes, betas, expected, [layer.name for layer in program.layers]
 
 
 def _check_waves(args):
@@ -82,58 +68,41 @@ def _check_waves_written(waves: str, before) -> None:
                         f"compared, but no dump exists); check the path and free space")
 
 
-def _model_summary(version: str, model, names) -> str:
+def _model_summary(model, names) -> str:
     """One line of the simulate report: the model file's format and how it maps to engine layers."""
-    if version == "v1":
-        return f"v1 MLP, {len(names)} engine layers"
-    stages = len(model.stages)
-    if version == "v2":
-        return f"v2 integer graph, {stages} stages = {len(names)} engine layers"
     copies = [n for n in names if "~" in n]
     extra = f" (copies for consumers with their own quantizers: {', '.join(copies)})" if copies else ""
-    return f"v3 DAG integer graph, {stages} stages -> {len(names)} engine layers{extra}, output {model.output}"
+    return (f"{MODEL_FORMAT_NAME} integer graph, {len(model.stages)} stages -> {len(names)} engine layers{extra}, "
+            f"output {model.output}")
 
 
 def run(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from flows.compile import compile_graph, compile_model, expected_outputs
+    from flows.compile import compile_graph, expected_outputs
     from golden.data import check_model_dataset, load_dataset, model_dataset
+    from golden.intdag import run_graph
     from sim.compare import compare_outputs
 
     check_buildable(args.rows, args.cols)
     waves_before = _check_waves(args)                    # before any simulation, not after it
-    version, model = load_engine_model(args.model)
-    shape = (model.layers[0].fan_in,) if version == "v1" else model.input_shape
-    data = check_model_dataset(model_dataset(model.provenance, shape), args.data, args.model)
+    model = load_engine_model(args.model)
+    data = check_model_dataset(model_dataset(model.provenance, model.input_shape), args.data, args.model)
     params = engine_params(args, model)
     _, _, x_test, y_test = load_dataset(data).split()
     n = len(y_test) if args.samples is None else args.samples
     if not 1 <= n <= len(y_test):
         raise UserError(f"--samples must be in 1..{len(y_test)} (the {data} test set), got {n}")
     labels = y_test[:n]
-    if version == "v1":
-        from golden import executor
-        program = compile_model(model, params)
-        x_codes = executor.quantize_input(model, x_test[:n])
-        golden = executor.run(model, x_codes)
-        expected = golden.activations[1:] + [golden.logits]
-        golden_pred, betas, names = golden.predictions, None, [l.name for l in model.layers]
-    elif version == "v2":
-        from golden.intgraph import run_graph
-        program = compile_graph(model, params)           # every layer checked before simulating
-        golden = run_graph(model, x_test[:n])
-        x_codes = golden.codes[0].reshape(n, -1)
-        betas = golden.betas[0]
-        expected = expected_outputs(model, program, golden)
-        golden_pred, names = golden.predictions, [st.name for st in model.stages]
-    else:
-        from golden.intgraph import run_graph
-        program = compile_graph(model, params)           # every engine layer checked before simulating
-        golden = run_graph(model, x_test[:n])
-        x_codes, betas, expected, names = _dag_expected(model, program, golden, n)
-        golden_pred = golden.predictions
+    program = compile_graph(model, params)               # every engine layer checked before simulating
+    golden = run_graph(model, x_test[:n])
+    expected = expected_outputs(model, program, golden)  # the golden model's value of every engine layer
+    first = next(k for k, st in enumerate(model.stages) if st.input_from == "input")
+    x_codes = np.asarray(golden.codes[first]).reshape(n, -1)
+    betas = golden.betas[first] if program.needs_beta else None
+    names = [layer.name for layer in program.layers]
+    golden_pred = golden.predictions
 
     jobs = args.jobs or os.cpu_count() or 1
     chunk_size = args.chunk or max(1, -(-n // jobs))
@@ -190,9 +159,9 @@ def run(args) -> int:
         "prediction_mismatches": cmp.prediction_mismatches, "per_layer_mismatches": cmp.per_layer,
         "layers_not_read": cmp.not_read, "passes": len(getattr(program, "passes", None) or [None]),
         "rtl_accuracy": float((rtl_pred == labels).mean()),
-        "golden_accuracy": float((golden_pred == labels).mean()), "model_format": version,
+        "golden_accuracy": float((golden_pred == labels).mean()), "model_format": MODEL_FORMAT_NAME,
         "layers": names, "engine_layers": len(names),
-        "stages": None if version == "v1" else [st.name for st in model.stages], "waves": args.waves,
+        "stages": [st.name for st in model.stages], "waves": args.waves,
         "cycles": int(sum(cycles)), "cycles_per_sample": float(np.mean(cycles)),
         "seconds": round(seconds, 3), "build_seconds": round(build_seconds, 2),
         "wall_seconds": round(wall, 2), "jobs": jobs, "launches": len(chunks),
@@ -206,7 +175,7 @@ def run(args) -> int:
     passes = len(getattr(program, "passes", None) or [None])
     text = (f"post-accel simulate: {n} {data} test samples on {args.backend}, "
             f"{params.rows}x{params.cols} POST array W{params.wbits}A{params.abits}\n"
-            f"  model                    {_model_summary(version, model, names)}\n"
+            f"  model                    {_model_summary(model, names)}\n"
             f"  golden integer accuracy  {result['golden_accuracy']:.4f}\n"
             f"  RTL accuracy             {result['rtl_accuracy']:.4f}\n"
             f"  mismatches               {cmp.mismatches} values, {cmp.prediction_mismatches} predictions "

@@ -73,7 +73,7 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
     (bits, signed)])`` for every array (the optional pair: the width the arithmetic defines, for hex), from
     the golden executor run on the real inputs ``x``."""
     from golden import arith
-    from golden.intgraph import run_graph, stage_input_bits
+    from golden.intdag import run_graph
 
     run = run_graph(graph, x)
     if len(run.accs) != len(graph.stages) or len(run.values) != len(graph.stages):
@@ -92,7 +92,7 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
     layers = []
     for i, st in enumerate(graph.stages):
         q = _in_quant(graph, i)
-        in_bits = stage_input_bits(graph, i)
+        in_bits = graph.stages[i].in_quant.bits
         rec = {"index": i, "name": st.name, "kind": st.kind, "weight_format": st.weight_format,
                "wbits": int(st.wbits), "abits": int(in_bits), "frac_bits": int(st.frac_bits),
                "stride": int(st.stride), "padding": int(st.padding), "groups": int(st.groups),

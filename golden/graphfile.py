@@ -1,10 +1,12 @@
-"""File format v2: an exported integer graph (:class:`golden.intgraph.IntGraph`) in one safetensors file.
+"""The exported-model file: an integer DAG (:class:`golden.intgraph.IntGraph`, :func:`golden.intdag.export_dag`)
+in one safetensors file, format tag ``post-accel-intgraph`` version 3 (:mod:`golden.modelfile`).
 
-``docs/export.md`` ("Version 2") describes it. Tensors hold every integer (weights, per-channel
+``docs/export.md`` describes it. Tensors hold every integer (weights, per-channel
 ``mult``/``shift``/``offset``, fixed-point adapter weights); the JSON header under the
 ``post_accel`` metadata key holds the structure. Read with ``safetensors`` only (never pickle);
-:func:`load_graph` checks everything and raises :class:`golden.intmodel.ModelFileError` with one
-line naming the file, the problem and the fix.
+:func:`load_graph` checks everything and raises :class:`golden.modelfile.ModelFileError` with one
+line naming the file, the problem and the fix; files of earlier generations (v1 MLP, v2 chain) get
+:class:`golden.modelfile.OldModelFileError`, which names the re-export command.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import numpy as np
 
 from . import arith
 from .intgraph import ActQuant, Adapter, IntGraph, Stage
-from .intmodel import METADATA_KEY, ModelFileError, _Checker, _reject_constant, read_model_file
+from .modelfile import (METADATA_KEY, MODEL_FORMAT, MODEL_VERSION, ModelFileError, _Checker, _reject_constant,
+                        check_format_tag, read_model_file)
 from .safeio import atomic_output
 
-__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "DAG_VERSION", "save_graph", "load_graph"]
+__all__ = ["GRAPH_FORMAT", "DAG_VERSION", "save_graph", "load_graph"]
 
-GRAPH_FORMAT = "post-accel-intgraph"
-GRAPH_VERSION = 2        #: chains (export_graph)
-DAG_VERSION = 3          #: graphs with branches and residual adds (golden.intdag.export_dag)
+GRAPH_FORMAT = MODEL_FORMAT
+DAG_VERSION = MODEL_VERSION   #: the integer DAG (golden.intdag.export_dag); chains are DAGs
 _DAG_STAGE_KEYS = ("input_from", "in_quant", "in_mult", "in_shift", "in_offset", "residual", "value_unit")
 _FIX = "re-export the model (`post-accel export`)"
 _STAGE_KEYS = ("name", "kind", "weight_format", "wbits", "frac_bits", "stride", "padding", "groups",
@@ -74,9 +76,13 @@ def _act_header(q: ActQuant, prefix: str, tensors: dict, float_adapter=None) -> 
 
 
 def save_graph(graph: IntGraph, path, provenance: dict | None = None, what: str = "model file") -> None:
-    """Write ``graph`` to ``path`` (safetensors + JSON header, ``docs/export.md`` version 2) atomically
-    (:func:`golden.safeio.atomic_output`; ``what`` names the path in errors, e.g. ``"--out"``)."""
+    """Write ``graph`` (an integer DAG) to ``path`` (safetensors + JSON header, ``docs/export.md``)
+    atomically (:func:`golden.safeio.atomic_output`; ``what`` names the path in errors, e.g. ``"--out"``)."""
     from safetensors.numpy import save_file
+
+    if graph.kind != "dag":
+        raise ModelFileError(f"{os.fspath(path)} (not written): only integer DAGs (golden.intdag.export_dag) "
+                             f"are written")
 
     tensors: dict = {}
     stages = []
@@ -98,7 +104,7 @@ def save_graph(graph: IntGraph, path, provenance: dict | None = None, what: str 
                 "residual": None if st.residual is None else [str(st.residual[0]), int(st.residual[1]),
                                                                int(st.residual[2])],
                 "value_unit": float(st.value_unit)})
-    header = {"format": GRAPH_FORMAT, "version": DAG_VERSION if graph.kind == "dag" else GRAPH_VERSION,
+    header = {"format": GRAPH_FORMAT, "version": DAG_VERSION,
               "input_shape": list(graph.input_shape),
               "input": _act_header(graph.input_quant, "input", tensors), "stages": stages,
               "meta": graph.meta, "provenance": provenance or {}}
@@ -203,12 +209,13 @@ def _load_act(h, prefix, tensors, c: _Checker, channels=None) -> ActQuant:
 
 
 def load_graph(path) -> IntGraph:
-    """Read and check a version-2 file written by :func:`save_graph`."""
-    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):   # a FIFO would block
-        _Checker(os.fspath(path)).fail("is not a regular file (a FIFO or device?)", "pass the model file itself")
-    c, meta, tensors = read_model_file(path)
+    """Read and check a file written by :func:`save_graph` (format tag ``post-accel-intgraph`` v3)."""
+    c, meta, tensors = read_model_file(path)            # refuses FIFOs and devices before opening
     if METADATA_KEY not in meta:
-        c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry", "this is not a post-accel model")
+        c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry",
+               "it is a training checkpoint: export it first (`post-accel export CHECKPOINT`)"
+               if "post_accel_zoo_checkpoint" in meta or "post_accel_checkpoint" in meta
+               else "this is not a post-accel model")
     if len(meta[METADATA_KEY]) > MAX_HEADER_CHARS:
         c.fail(f"{METADATA_KEY!r} metadata is {len(meta[METADATA_KEY])} characters, more than the "
                f"{MAX_HEADER_CHARS} a model header may have")
@@ -220,12 +227,8 @@ def load_graph(path) -> IntGraph:
         c.fail(f"{METADATA_KEY!r} metadata is not valid JSON ({str(exc).splitlines()[0]})")
     if _depth(h) > MAX_HEADER_DEPTH:
         c.fail(f"{METADATA_KEY!r} metadata is nested deeper than {MAX_HEADER_DEPTH} levels")
-    if not isinstance(h, dict) or h.get("format") != GRAPH_FORMAT:
-        c.fail(f"format tag is {h.get('format') if isinstance(h, dict) else None!r}, expected {GRAPH_FORMAT!r}",
-               "a version-1 MLP file is read by golden.intmodel.load_intmodel")
-    if h.get("version") not in (GRAPH_VERSION, DAG_VERSION):
-        c.fail(f"version {h.get('version')!r} is not {GRAPH_VERSION} or {DAG_VERSION}", "upgrade post-accel or re-export")
-    dag = h["version"] == DAG_VERSION
+    check_format_tag(h, c)                                # dispatch on the tag: old generations refused
+    dag = True
     c.keys(h, ("format", "version", "input_shape", "input", "stages", "meta", "provenance")
            + (("output",) if dag else ()), "header")
     for key in ("meta", "provenance"):

@@ -1,10 +1,12 @@
-"""Integer graphs of DAG models (ResNets): export to stages with branches and residual adds, and
-their executor.
+"""The one integer form of every zoo model: the integer DAG, its exporter and its executor (the golden model).
 
-:func:`golden.intgraph.run_dag` runs any zoo model node by node from the PyTorch module.
-:func:`export_dag` writes the same arithmetic down as a list of :class:`golden.intgraph.Stage`
-(an :class:`golden.intgraph.IntGraph` of ``kind="dag"``) that needs no PyTorch model to run, and
-:func:`run_dag_graph` executes it; the two agree bit for bit (``tests/test_intdag.py``).
+:func:`export_dag` turns a trained zoo model (chains like the digits MLP and CNN are DAGs too;
+ResNets with branches and residual adds) into a list of :class:`golden.intgraph.Stage` (an
+:class:`golden.intgraph.IntGraph`) that needs no PyTorch model to run; :mod:`golden.graphfile`
+stores it (format tag ``post-accel-intgraph`` v3) and :func:`run_graph` executes it. ``run_graph`` is
+the golden model: the engine's expected outputs come from it. :func:`golden.intgraph.run_dag` walks the
+PyTorch module in the same arithmetic (the tests' reference); the two agree bit for bit
+(``tests/test_intdag.py``).
 
 A DAG stage is one quantized layer and what follows it up to the next consumer::
 
@@ -34,11 +36,11 @@ import torch
 from torch import nn
 
 from . import arith
-from .intgraph import (VALUE_FRAC, ActQuant, ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter,
+from .intgraph import (VALUE_FRAC, ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter,
                        _asq_codes, _bn, _real_codes, _weights, rescale_params, stage_acc, trace)
 from .zoo import QConv2d, QLinear
 
-__all__ = ["export_dag", "run_dag_graph"]
+__all__ = ["export_dag", "run_graph", "integer_accuracy"]
 
 # post-processing phases of a stage's value, in the order a stage applies them
 _RESCALED, _ADDED, _RELU, _POOLED = range(4)
@@ -150,6 +152,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                 src = value(args[0], where)
                 read(src, where)
                 q = _act_quant_any(m.act_quant, where)
+                fmt, wts, unit, frac = _weights(m, where, frac_bits)      # refuses 'fp' weights by name
                 st = Stage(name=where, kind="conv" if isinstance(m, QConv2d) else "linear", weight_format="",
                            weights=None, wbits=int(m.weight_quant.bits), frac_bits=0, in_quant=q,
                            input_beta=q.kind == "asq")
@@ -172,7 +175,6 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                     else:
                         (w,), (s,), (o,) = rescale_params([src.unit * q.scale], [q.zero], f"{where} input rescale")
                         st.in_mult, st.in_shift, st.in_offset = int(w), int(s), int(o)
-                fmt, wts, unit, frac = _weights(m, where, frac_bits)
                 st.weight_format, st.weights, st.frac_bits = fmt, wts, frac
                 if isinstance(m, QConv2d):
                     if m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] \
@@ -202,7 +204,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                 env[node.name] = _relu(value(args[0], where), advance, where)
             elif isinstance(m, nn.ReLU6):
                 raise ExportError(f"{where}: ReLU6 (a clip at 6) has no stage form in the integer graph file; "
-                                  f"models with it (MobileNetV2) run in golden.intgraph.run_dag only")
+                                  f"models with it (MobileNetV2) run in golden.intgraph.run_dag (the PyTorch-side reference) only")
             elif isinstance(m, nn.MaxPool2d):
                 x = value(args[0], where)
                 k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
@@ -286,8 +288,10 @@ def _flatten(x, where: str) -> _Val:
     return _Val(x.stage, x.unit, (int(np.prod(x.shape)),), x.phase)
 
 
-def run_dag_graph(graph: IntGraph, X) -> GraphRun:
-    """Run real inputs ``X`` through a ``kind="dag"`` integer graph (see the module docstring)."""
+def run_graph(graph: IntGraph, X) -> GraphRun:
+    """Run real inputs ``X`` (``[N, *input_shape]`` or flattened) through the integer graph (see the module
+    docstring): ``codes[i]``/``betas[i]`` are stage ``i``'s input codes and ASQ factors, ``logits`` the
+    output stage's value."""
     x_in = np.asarray(X, dtype=np.float64).reshape((-1,) + tuple(graph.input_shape))
     if not np.all(np.isfinite(x_in)):
         raise ValueError("input contains NaN or inf")
@@ -328,3 +332,10 @@ def run_dag_graph(graph: IntGraph, X) -> GraphRun:
     logits = out.reshape(out.shape[0], -1)
     return GraphRun(codes_l, betas_l, logits, np.argmax(logits, axis=1), accs_l,
                     [values[st.name] for st in graph.stages])
+
+
+def integer_accuracy(model: nn.Module, X, y) -> float:
+    """Test accuracy of ``model`` exported to the integer graph (raises :class:`ExportError`)."""
+    model.eval()
+    run = run_graph(export_dag(model), X)
+    return float((run.predictions == np.asarray(y)).mean())

@@ -1,26 +1,16 @@
-"""Integer graph (export v2): conv/linear chains with BN folded, LSQ/QIL/ASQ activations, any weight set.
+"""The integer graph's data types, the stage arithmetic, and the PyTorch-side integer walk.
 
-:func:`export_graph` turns a trained quantizable model of :mod:`golden.zoo` (the digits MLP and
-CNN: chains of ``QConv2d``/``QLinear``, batch norm, ReLU, max pooling, flatten) into integer
-*stages*, one per quantized layer; :func:`run_graph` executes them with the integer arithmetic of
-:mod:`golden.arith` (``docs/arithmetic.md``, "Integer graph (v2)"). Per stage:
+One exported form exists: the integer DAG of :mod:`golden.intdag` (:func:`golden.intdag.export_dag`,
+executed by :func:`golden.intdag.run_graph`, the golden model; stored by :mod:`golden.graphfile`).
+This module holds what it is made of -- :class:`ActQuant`, :class:`Adapter`, :class:`Stage`,
+:class:`IntGraph`, the conversion of a trained layer's quantizers and weights to integers
+(``_act_quant``, ``_weights``, ``_adapter``, ``_bn``) and a stage's accumulation
+(:func:`stage_acc`: √2-LUT products for POST weights, integer level tables for the others).
 
-1. ``acc = sum(product(x, w))`` over the receptive field: POST weights use the √2-LUT product
-   (:func:`golden.arith.post_product`, units ``2**-F``); every other weight set (uniform, POT,
-   APoT, QIL) is an integer level table (:func:`golden.arith.integer_levels`), ``product = x * w``.
-2. If the input codes came from an ASQ quantizer: ``acc = (acc * beta) >> 8`` per sample (``beta``
-   with 16 fraction bits, so ``acc`` keeps 8).
-3. ``v = (acc * mult_c + offset_c) >> shift_c`` per output channel: conv bias, batch norm, the
-   next quantizer's step and zero point folded in; ``v`` is in units of the next quantizer's
-   step ``/ 2**value_frac`` (``value_frac`` = 0 for LSQ/QIL, 8 for ASQ and the logits).
-4. ReLU (``max(v, relu_floor)``), max pooling and flatten act on ``v``.
-5. The next quantizer: ``clip(round(v / 2**value_frac), lo, hi)`` (LSQ, QIL), or ASQ: the integer
-   adapter on the global sum of ``v``, the factor tables, ``clip(round(v * inv_beta / 2**(8+16)))``.
-   The last stage outputs ``v`` (logits in units of ``2**-8`` of its reference unit).
-
-Residual adds (ResNets, MobileNetV2) are not in this format yet: :func:`export_graph` says so.
-The float model and this executor differ only by the LUT and fixed-point roundings; the tests
-measure by how much (codes equal almost everywhere, never more than 1 apart).
+:func:`run_dag` walks a trained PyTorch model node by node in the same integer arithmetic; it is the
+*float-side reference* of the tests, which compare it with the float model
+(:func:`float_codes_by_name`) and with :func:`golden.intdag.run_graph` on the exported file. It is
+not a second golden model: the engine's expected outputs come from ``golden.intdag.run_graph`` only.
 """
 
 from __future__ import annotations
@@ -39,12 +29,11 @@ from .quant.asq import ASQActQuantizer
 from .quant.lsq import LSQActQuantizer, LSQWeightQuantizer
 from .quant.power import POSTWeightQuantizer, SignMagnitudeWeightQuantizer
 from .quant.qil import QILActQuantizer, QILWeightQuantizer
-from .zoo import DigitsCNN, DigitsMLP, QConv2d, QLinear
+from .zoo import QConv2d, QLinear
 from .errors import InputError
 
-__all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun", "export_graph",
-           "FloatRun", "run_graph", "run_stage", "stage_value", "stage_input_bits", "integer_accuracy", "float_codes", "run_dag", "DagRun",
-           "float_codes_by_name", "trace"]
+__all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun", "FloatRun", "stage_acc",
+           "run_dag", "DagRun", "float_codes_by_name", "trace"]
 
 LOGIT_FRAC = arith.ASQ_VALUE_FRAC
 
@@ -142,7 +131,7 @@ class IntGraph:
     input_shape: tuple
     stages: list
     meta: dict
-    kind: str = "chain"             #: "chain" (export_graph) or "dag" (golden.intdag.export_dag)
+    kind: str = "dag"               #: always "dag" (golden.intdag.export_dag); kept for the file's loader
     output: str | None = None       #: DAG: the stage whose value is the logits
     provenance: dict = field(default_factory=dict)  #: from the model file (training spec, data set), if any
 
@@ -166,21 +155,6 @@ class GraphRun:
 
 
 # --- export ----------------------------------------------------------------------
-
-def _chain(model: nn.Module) -> list:
-    if isinstance(model, DigitsCNN):
-        return list(model.features) + ["flatten", model.fc]
-    if isinstance(model, DigitsMLP):
-        items = ["flatten"]
-        for i, layer in enumerate(model.layers):
-            items.append(layer)
-            if i < len(model.layers) - 1:
-                items.append(nn.ReLU())
-        return items
-    name = getattr(model, "model_name", type(model).__name__)
-    raise ExportError(f"integer export supports the digits MLP and CNN (chains of conv/linear, BN, ReLU, "
-                      f"max pooling); {name!r} has residual adds, which export v2 does not cover yet")
-
 
 def _act_quant(q: nn.Module, where: str) -> ActQuant:
     if not bool(getattr(q, "initialized", torch.tensor(False))):
@@ -314,114 +288,6 @@ def _adapter(q: ASQActQuantizer, act: ActQuant, positions: int, where: str) -> A
     return Adapter(w1, b1, e1, w2, b2, e2, ad.factor)
 
 
-@torch.no_grad()
-def export_graph(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAULT_FRAC_BITS) -> IntGraph:
-    """Integer stages of a trained (eval-mode) digits MLP or CNN. Raises :class:`ExportError`.
-
-    ``frac_bits`` is the POST product's fraction bits ``F`` (the √2 LUT precision).
-    """
-    items = _chain(model)
-    layers = [m for m in items if isinstance(m, (QConv2d, QLinear))]
-    if not layers:
-        raise ExportError("model has no quantized conv/linear layer")
-    input_shape = tuple(input_shape or getattr(model, "input_shape", None) or ())
-    acts = [_act_quant(l.act_quant, f"layer {i} ({type(l).__name__})") for i, l in enumerate(layers)]
-    if not input_shape:
-        raise ExportError("input shape unknown: pass input_shape=(C, H, W) or (features,)")
-    # spatial positions each quantizer sees (for the ASQ global average pool)
-    positions = _positions(model, input_shape, layers)
-    stages, li = [], -1
-    cur = None
-    for item in items:
-        if isinstance(item, (QConv2d, QLinear)):
-            li += 1
-            where = f"layer {li} ({type(item).__name__})"
-            fmt, w, unit, frac = _weights(item, where, frac_bits)
-            cur = Stage(name=f"layer{li}", kind="conv" if isinstance(item, QConv2d) else "linear",
-                        weight_format=fmt, weights=w, wbits=int(item.weight_quant.bits), frac_bits=frac,
-                        input_beta=acts[li].kind == "asq")
-            if isinstance(item, QConv2d):
-                if item.stride[0] != item.stride[1] or item.padding[0] != item.padding[1] \
-                        or item.kernel_size[0] != item.kernel_size[1] or item.dilation != (1, 1):
-                    raise ExportError(f"{where}: only square kernels, equal strides/paddings, no dilation")
-                cur.stride, cur.padding, cur.groups = item.stride[0], item.padding[0], item.groups
-            cur._u = acts[li].value_step * unit            # real value of one acc unit per channel
-            cur._bias = (item.bias.detach().double().numpy() if item.bias is not None
-                         else np.zeros(w.shape[0]))
-            cur._g, cur._h = np.ones(w.shape[0]), np.zeros(w.shape[0])
-            stages.append(cur)
-        elif isinstance(item, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            if cur is None or cur.relu or cur.post_ops:
-                raise ExportError("batch norm must directly follow a conv/linear layer")
-            g, h = _bn(item)
-            cur._g, cur._h = cur._g * g, cur._h * g + h
-        elif isinstance(item, nn.ReLU):
-            if cur is None:
-                raise ExportError("ReLU before the first quantized layer is not supported")
-            cur.relu = True
-        elif isinstance(item, nn.MaxPool2d):
-            k, s, p = (item.kernel_size, item.stride, item.padding)
-            k, s, p = (v if isinstance(v, int) else v[0] for v in (k, s, p))
-            if item.dilation not in (1, (1, 1)) or item.ceil_mode:
-                raise ExportError("max pooling with dilation or ceil_mode is not supported")
-            if cur is None:
-                raise ExportError("pooling before the first quantized layer is not supported")
-            cur.post_ops.append(("maxpool", int(k), int(s), int(p)))
-        elif item == "flatten":
-            if cur is not None:
-                cur.post_ops.append(("flatten",))
-        else:
-            raise ExportError(f"op {type(item).__name__} is not supported by the integer graph")
-    # fold each stage's affine map into the next quantizer (or the logits)
-    for i, st in enumerate(stages):
-        u, g, h, b = st._u, st._g, st._h, st._bias
-        if i + 1 < len(stages):
-            nxt = acts[i + 1]
-            if nxt.kind == "asq":
-                nxt.adapter = _adapter(layers[i + 1].act_quant, nxt, positions[i + 1], f"layer {i + 1}")
-            a, z, vf = nxt.scale, nxt.zero, nxt.value_frac
-            st.out = nxt
-        else:
-            a, z, vf = 1.0 / float(np.max(np.abs(g * u))), 0.0, LOGIT_FRAC
-        ratio = g * u * a * 2.0 ** vf
-        if st.input_beta:                       # acc carries ASQ_ACC_FRAC fraction bits after apply_beta
-            ratio = ratio * 2.0 ** -arith.ASQ_ACC_FRAC
-        real_off = (g * b * a + h * a + z) * 2.0 ** vf
-        st.mult, st.shift, st.offset = rescale_params(ratio, real_off, f"layer {i} ({st.name})")
-        st.value_frac = vf
-        st.relu_floor = int(math.floor(z * 2.0 ** vf + 0.5)) if st.relu else 0
-        for attr in ("_u", "_bias", "_g", "_h"):
-            delattr(st, attr)
-    in_q = acts[0]
-    if in_q.kind == "asq":
-        in_q.adapter = layers[0].act_quant          # float adapter on the real input (host side)
-    meta = {"model": getattr(model, "model_name", type(model).__name__),
-            "weight_quant": getattr(model, "weight_quant_name", None),
-            "act_quant": getattr(model, "act_quant_name", None)}
-    return IntGraph(input_quant=in_q, input_shape=input_shape, stages=stages, meta=meta)
-
-
-def _positions(model, input_shape, layers) -> list[int]:
-    """Elements per channel of each quantized layer's input (1 for linear layers)."""
-    seen = {}
-    hooks = [l.register_forward_pre_hook(lambda m, inp, i=i: seen.__setitem__(i, inp[0].shape))
-             for i, l in enumerate(layers)]
-    flags = [l.quant_enabled for l in layers]
-    was_training = model.training
-    try:
-        for l in layers:
-            l.quant_enabled = False
-        model.eval()
-        model(torch.zeros((1,) + tuple(input_shape)))
-    finally:
-        for h in hooks:
-            h.remove()
-        for l, f in zip(layers, flags):
-            l.quant_enabled = f
-        model.train(was_training)
-    return [int(np.prod(seen[i][2:])) if len(seen[i]) > 2 else 1 for i in range(len(layers))]
-
-
 # --- execution -------------------------------------------------------------------
 
 def _im2col(x: np.ndarray, k: int, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
@@ -497,14 +363,6 @@ def _asq_codes(v: np.ndarray, q: ActQuant):
     return arith.asq_quantize(v, inv.reshape(shape), q.value_frac, q.hi), beta
 
 
-def _input_codes(graph: IntGraph, X: np.ndarray):
-    q = graph.input_quant
-    x = np.asarray(X, dtype=np.float64).reshape((-1,) + tuple(graph.input_shape))
-    if not np.all(np.isfinite(x)):
-        raise ValueError("input contains NaN or inf")
-    return _real_codes(q, q.adapter if q.kind == "asq" else None, x)
-
-
 def _real_codes(q: ActQuant, module, x: np.ndarray):
     """Codes of the real network input; an ASQ input adapter runs on the host, in float, on the z grid."""
     if q.kind != "asq":
@@ -516,100 +374,6 @@ def _real_codes(q: ActQuant, module, x: np.ndarray):
     beta_t, _ = arith.asq_tables(ad.factor)
     beta = beta_t[idx]
     return q.quantize_real(x, beta / 2.0 ** arith.ASQ_BETA_FRAC), beta
-
-
-def stage_value(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
-    """One chain stage up to its output quantizer: ``(acc, v)``, the sums of products (before the ASQ
-    beta and the rescale) and the value after rescale, ReLU, pooling and flatten."""
-    acc = raw = _accumulate(st, x, in_bits)
-    if st.input_beta:
-        if beta is None:
-            raise ValueError(f"{st.name}: input codes came from an ASQ quantizer; pass their beta")
-        acc = arith.apply_beta(acc, np.asarray(beta).reshape((-1,) + (1,) * (acc.ndim - 1)))
-    shape = (1, -1) + (1,) * (acc.ndim - 2)
-    v = arith.rescale(acc, st.mult.reshape(shape), st.offset.reshape(shape), st.shift.reshape(shape))
-    if st.relu:
-        v = np.maximum(v, st.relu_floor)
-    for op in st.post_ops:
-        v = arith.pool2d(v, *op[1:]) if op[0] == "maxpool" else v.reshape(v.shape[0], -1)
-    return raw, v
-
-
-def run_stage(st: Stage, x: np.ndarray, beta: np.ndarray | None, in_bits: int):
-    """One stage on its input codes ``x`` (and per-sample fixed-point ``beta`` if they came from ASQ).
-
-    Returns ``(codes, beta)`` of the next quantizer, or ``(logits, None)`` for the final stage.
-    """
-    return _quantize_out(st, stage_value(st, x, beta, in_bits)[1])
-
-
-def _quantize_out(st: Stage, v: np.ndarray):
-    """A chain stage's output quantizer on its value ``v``: ``(codes, beta)``, or ``(v, None)`` if final."""
-    if st.out is None:
-        return v, None
-    if st.out.kind == "asq":
-        return _asq_codes(v, st.out)
-    return arith.quantize_value(v, st.value_frac, st.out.lo, st.out.hi), None
-
-
-def stage_input_bits(graph: IntGraph, i: int) -> int:
-    """Code width of stage ``i``'s input."""
-    st = graph.stages[i]
-    if st.in_quant is not None:                       # DAG stage
-        return st.in_quant.bits
-    return graph.input_quant.bits if i == 0 or st.input_from == "input" else graph.stages[i - 1].out.bits
-
-
-def run_graph(graph: IntGraph, X) -> GraphRun:
-    """Run real inputs ``X`` (``[N, *input_shape]`` or flattened) through the integer stages."""
-    if graph.kind == "dag":
-        from .intdag import run_dag_graph
-        return run_dag_graph(graph, X)
-    x, beta = _input_codes(graph, X)
-    codes, betas, accs, values = [], [], [], []
-    for i, st in enumerate(graph.stages):
-        codes.append(x)
-        betas.append(beta)
-        acc, v = stage_value(st, x, beta, stage_input_bits(graph, i))
-        accs.append(acc)
-        values.append(v)
-        x, beta = _quantize_out(st, v)
-    return GraphRun(codes, betas, x, np.argmax(x, axis=1), accs, values)
-
-
-def integer_accuracy(model: nn.Module, X, y) -> float:
-    """Test accuracy of ``model`` exported to the integer graph (raises :class:`ExportError`)."""
-    model.eval()
-    run = run_graph(export_graph(model), X)
-    return float((run.predictions == np.asarray(y)).mean())
-
-
-@torch.no_grad()
-def float_codes(model: nn.Module, X) -> "FloatRun":
-    """The codes each quantized layer's activation quantizer produces in the float model, the per-sample
-    ASQ factors (fixed point, ``2**-ASQ_BETA_FRAC``; None for other quantizers) and the logits."""
-    items = _chain(model)
-    layers = [m for m in items if isinstance(m, (QConv2d, QLinear))]
-    got, betas = {}, {}
-
-    def hook(i):
-        def f(module, inp):
-            q = module.act_quant
-            got[i] = q.codes(inp[0]).numpy()
-            if isinstance(q, ASQActQuantizer):
-                b = q.adapter(inp[0]).double().numpy()
-                betas[i] = np.floor(b * 2.0 ** arith.ASQ_BETA_FRAC + 0.5).astype(np.int64)
-        return f
-
-    hooks = [l.register_forward_pre_hook(hook(i)) for i, l in enumerate(layers)]
-    model.eval()
-    try:
-        x = torch.as_tensor(np.asarray(X, dtype=np.float32)).reshape((-1,) + tuple(model.input_shape))
-        logits = model(x).numpy()
-    finally:
-        for h in hooks:
-            h.remove()
-    return FloatRun([got[i] for i in range(len(layers))], [betas.get(i) for i in range(len(layers))], logits)
 
 
 # === DAG models: residual adds, depthwise convs, average pooling, ReLU6 ==========================
@@ -749,7 +513,9 @@ def stage_acc(st: Stage, codes: np.ndarray, bits: int) -> np.ndarray:
 @torch.no_grad()
 def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force: "FloatRun | None" = None
             ) -> DagRun:
-    """Run ``X`` through ``model`` in integer arithmetic, node by node of its dataflow graph.
+    """Run ``X`` through ``model`` in integer arithmetic, node by node of its dataflow graph: the
+    PyTorch-side reference the tests compare with the float model and with the exported file's executor
+    (:func:`golden.intdag.run_graph`, the golden model).
 
     Works for every zoo model (chains, ResNets, MobileNetV2). ``force`` (a :func:`float_codes_by_name`
     result) replaces each quantized layer's input codes and ASQ factor by the float model's, so
@@ -861,7 +627,9 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
 
 @torch.no_grad()
 def float_codes_by_name(model: nn.Module, X) -> FloatRun:
-    """:func:`float_codes` keyed by the quantized layers' module names (any zoo model)."""
+    """The codes each quantized layer's activation quantizer produces in the float model, keyed by the
+    layer's module name (any zoo model), the per-sample ASQ factors (fixed point, ``2**-ASQ_BETA_FRAC``;
+    None for other quantizers) and the logits: the float side of the integer-vs-float tests."""
     got, betas = {}, {}
     hooks = []
     for name, mod in model.named_modules():

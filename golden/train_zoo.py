@@ -36,7 +36,7 @@ Determinism
     (``metrics["state_sha256"]`` is a hash of it).
 
 Integer accuracy
-    If :mod:`golden.intgraph` is importable, ``integer_accuracy(model, X_test, y_test)`` is
+    If :mod:`golden.intdag` is importable, ``integer_accuracy(model, X_test, y_test)`` is
     called on the trained model; a ``ValueError`` (a model or quantizer it cannot export) is
     recorded in ``metrics["integer_error"]`` and the accuracy is ``None``. Without the module
     both are ``None`` / ``"golden.intgraph not available"``.
@@ -336,9 +336,9 @@ def _copy_float_weights(src: nn.Module, dst: nn.Module) -> None:
 
 
 def integer_accuracy_or_none(model: nn.Module, X_test, y_test) -> tuple[float | None, str | None]:
-    """``golden.intgraph.integer_accuracy`` if available: ``(accuracy, None)`` or ``(None, reason)``."""
+    """``golden.intdag.integer_accuracy`` if available: ``(accuracy, None)`` or ``(None, reason)``."""
     try:
-        from .intgraph import integer_accuracy
+        from .intdag import integer_accuracy
     except ImportError:
         return None, "golden.intgraph not available"
     try:

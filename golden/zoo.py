@@ -234,8 +234,8 @@ def _init_weights(model: nn.Module) -> None:
 class DigitsMLP(nn.Module):
     """The digits MLP ``64 -> hidden... -> classes`` (ReLU between) built from :class:`QLinear`.
 
-    Same widths and bit-width convention as :class:`golden.models.QuantMLP` (which train/export
-    still use), but with injected quantizers so any weight/activation quantizer can be selected.
+    Widths 64-64-32-10 by default, 8-bit first and last layers; quantizers are injected so any
+    weight/activation quantizer can be selected.
     Accepts ``[N, 64]`` or ``[N, 1, 8, 8]`` (flattened).
     """
 

@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
+from golden.errors import InputError
 from hw.program import RUN_OVERHEAD, EngineParams, layer_cycles
 
 __all__ = ["Shape", "LayerPerf", "layer_perf", "model_perf", "shapes_for_model", "shapes_from_file",
@@ -177,7 +178,7 @@ def shapes_for_model(name: str, input_hw: int | None = None, cached: bool = True
     from golden.zoo import MODEL_INPUT_SHAPES, build_model, layer_shapes
 
     if name not in MODEL_INPUT_SHAPES:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_INPUT_SHAPES)}, or a model file")
+        raise InputError(f"unknown model {name!r}; valid: {', '.join(MODEL_INPUT_SHAPES)}, or a model file")
     shape = MODEL_INPUT_SHAPES[name]
     if input_hw is not None and len(shape) == 3:
         shape = (shape[0], input_hw, input_hw)
@@ -243,7 +244,7 @@ def layer_spec_shapes(layers) -> list[Shape]:
 
 
 def dag_engine_plan(graph) -> list[tuple]:
-    """The engine layers of a DAG integer graph (export v3) in run order, without compiling it:
+    """The engine layers of an integer graph in run order, without compiling it:
     :func:`golden.dagplan.copy_plan` (one layer per quantized copy of a stage's value)."""
     from golden.dagplan import copy_plan
     return copy_plan(graph)
@@ -284,50 +285,8 @@ def _dag_shapes(graph) -> list[Shape]:
 
 
 def shapes_from_file(path) -> tuple[list[Shape], dict]:
-    """Shapes of an exported model: a version-1 MLP file, a version-2 integer graph (a chain) or a
-    version-3 DAG integer graph (one shape per engine layer, :func:`dag_engine_plan`)."""
-    from golden.intmodel import ModelFileError, load_intmodel
-
+    """Shapes of an exported model (:func:`golden.graphfile.load_graph`, which dispatches on the file's
+    format tag): one shape per engine layer (:func:`dag_engine_plan`)."""
     from golden.graphfile import load_graph
 
-    try:
-        model = load_intmodel(path)
-        return [Shape(l.name, "linear", l.fan_in, l.fan_out) for l in model.layers], {}
-    except ModelFileError as v1_error:
-        try:
-            graph = load_graph(path)
-        except ModelFileError as graph_error:
-            if "is an integer graph" in str(v1_error):     # a graph file (v2/v3) that is damaged
-                raise graph_error from None
-            raise v1_error from None
-    if getattr(graph, "kind", "chain") == "dag":
-        return _dag_shapes(graph), {}
-    shapes = []
-    dims = tuple(graph.input_shape)
-    chw = None                                   # feature map a flatten came from
-    for st in graph.stages:
-        # the engine runs a stage's max pooling and its output quantizer (ASQ: the adapter) itself
-        hidden = int(st.out.adapter.w1.shape[0]) if st.out is not None and st.out.kind == "asq" else 0
-        pool = next((tuple(int(v) for v in op[1:4]) for op in st.post_ops if op[0] == "maxpool"), (1, 1, 0))
-        if st.kind == "linear":
-            fan_in = st.weights.shape[1]
-            if chw is not None and int(math.prod(chw)) == fan_in:
-                shapes.append(Shape(st.name, "linear", chw[0], st.weights.shape[0], in_hw=tuple(chw[1:]),
-                                    asq_hidden=hidden))
-            else:
-                shapes.append(Shape(st.name, "linear", fan_in, st.weights.shape[0], asq_hidden=hidden))
-            dims, chw = (st.weights.shape[0],), None
-            continue
-        c, h, w = dims
-        k = st.weights.shape[2]
-        oh, ow = (h + 2 * st.padding - k) // st.stride + 1, (w + 2 * st.padding - k) // st.stride + 1
-        shapes.append(Shape(st.name, "conv", c, st.weights.shape[0], k, st.stride, st.padding, st.groups,
-                            (h, w), (oh, ow), pool=pool, asq_hidden=hidden))
-        dims = (st.weights.shape[0], oh, ow)
-        for op in st.post_ops:
-            if op[0] == "maxpool":
-                _, pk, ps, pp = op
-                dims = (dims[0], (dims[1] + 2 * pp - pk) // ps + 1, (dims[2] + 2 * pp - pk) // ps + 1)
-            else:
-                chw, dims = dims, (int(math.prod(dims)),)
-    return shapes, {}
+    return _dag_shapes(load_graph(path)), {}

@@ -1,64 +1,76 @@
-"""Shared fixtures: one quickly trained and exported digits MLP per test session.
+"""Shared fixtures: quickly trained and exported digits models (MLP, CNN, ResNet-8) per test session.
 
 The model is trained for real (QAT on scikit-learn's digits, a few epochs, fixed seed) and cached
 under build/test-cache keyed by its configuration, so parallel workers and later runs reuse it.
 """
 
 import fcntl
-import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "build" / "test-cache"
-QUICK = {"seed": 0, "epochs": 4, "wbits": 4, "abits": 4, "hidden": [64, 32]}
+MLP_QUICK = {"model": "mlp", "weight_quant": "post", "act_quant": "lsq", "edge_weight_quant": "post",
+             "wbits": 4, "abits": 4, "seed": 0, "epochs": 4, "fp_epochs": 4}
 
 
-def _trained_model_path() -> Path:
-    from golden.export import export_model
-    from golden.intmodel import save_intmodel
-    from golden.train import TrainConfig, save_checkpoint, train
+def _export(spec, model, metrics, path) -> None:
+    """The one export: golden.intdag.export_dag -> golden.graphfile.save_graph (post-accel-intgraph v3)."""
+    from golden.graphfile import save_graph
+    from golden.intdag import export_dag
+
+    model.eval()
+    save_graph(export_dag(model), path, provenance={"spec": spec.to_dict(), "metrics": metrics})
+
+
+def _trained_zoo_paths(quick: dict) -> tuple[Path, Path]:
+    """(checkpoint, exported model) of the zoo model ``quick`` describes, trained once and cached."""
+    from golden.train_zoo import TrainSpec, save_checkpoint, train_spec
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = "mlp-" + "-".join(f"{k}{v}" for k, v in QUICK.items()).replace(" ", "").replace(",", "_")
+    key = "-".join(f"{k}{v}" for k, v in quick.items()) + "-v3"
     ckpt, model_path = CACHE / f"{key}.ckpt.safetensors", CACHE / f"{key}.model.safetensors"
     with open(CACHE / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not model_path.exists():
-            cfg = TrainConfig(seed=QUICK["seed"], epochs=QUICK["epochs"], wbits=QUICK["wbits"],
-                              abits=QUICK["abits"], hidden=tuple(QUICK["hidden"]))
-            model, metrics = train(cfg, progress=False)
-            save_checkpoint(model, cfg, metrics, ckpt)
-            save_intmodel(export_model(model, cfg, metrics), model_path)
-            (CACHE / f"{key}.json").write_text(json.dumps(metrics))
-    return model_path
+            spec = TrainSpec(**quick)
+            model, metrics = train_spec(spec, progress=False, integer=False)
+            save_checkpoint(model, spec, metrics, ckpt)
+            _export(spec, model, metrics, model_path)
+    return ckpt, model_path
 
 
 @pytest.fixture(scope="session")
 def trained_model_path() -> Path:
-    """Path of an exported, trained W4A4 digits MLP (8-bit first/last layers)."""
-    return _trained_model_path()
+    """Path of an exported, trained W4A4 digits MLP (POST weights everywhere, 8-bit first/last layers,
+    LSQ activations): the zoo MLP in the one format."""
+    return _trained_zoo_paths(MLP_QUICK)[1]
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoint_path(trained_model_path) -> Path:
-    return trained_model_path.with_name(trained_model_path.name.replace(".model.", ".ckpt."))
+    """Its training checkpoint (golden.train_zoo)."""
+    return _trained_zoo_paths(MLP_QUICK)[0]
 
 
 @pytest.fixture(scope="session")
 def trained_model(trained_model_path):
-    from golden.intmodel import load_intmodel
-    return load_intmodel(trained_model_path)
+    """The trained digits MLP as an integer graph."""
+    from golden.graphfile import load_graph
+    return load_graph(trained_model_path)
 
 
 @pytest.fixture(scope="session")
 def digits_codes(trained_model):
-    """(input codes, labels) of the digits test set for the trained model."""
-    from golden import executor
+    """(input codes of the stage reading the network input, labels) of the digits test set."""
     from golden.data import load_digits_split
+    from golden.intdag import run_graph
     _, _, x_test, y_test = load_digits_split()
-    return executor.quantize_input(trained_model, x_test), y_test
+    run = run_graph(trained_model, x_test)
+    first = next(k for k, st in enumerate(trained_model.stages) if st.input_from == "input")
+    return np.asarray(run.codes[first]).reshape(len(x_test), -1), y_test
 
 
 CNN_QUICK = {"model": "cnn", "weight_quant": "post", "act_quant": "asq", "edge_weight_quant": "post",
@@ -66,22 +78,7 @@ CNN_QUICK = {"model": "cnn", "weight_quant": "post", "act_quant": "asq", "edge_w
 
 
 def _trained_cnn_paths() -> tuple[Path, Path]:
-    from golden.graphfile import save_graph
-    from golden.intgraph import export_graph
-    from golden.train_zoo import TrainSpec, save_checkpoint, train_spec
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    key = "cnn-" + "-".join(f"{k}{v}" for k, v in CNN_QUICK.items())
-    ckpt, model_path = CACHE / f"{key}.ckpt.safetensors", CACHE / f"{key}.model.safetensors"
-    with open(CACHE / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not model_path.exists():
-            spec = TrainSpec(**CNN_QUICK)
-            model, metrics = train_spec(spec, progress=False, integer=False)
-            save_checkpoint(model, spec, metrics, ckpt)
-            model.eval()
-            save_graph(export_graph(model), model_path, provenance={"spec": spec.to_dict(), "metrics": metrics})
-    return ckpt, model_path
+    return _trained_zoo_paths(CNN_QUICK)
 
 
 RESNET8_QUICK = {"model": "resnet8", "weight_quant": "post", "act_quant": "asq", "edge_weight_quant": "post",
@@ -89,8 +86,6 @@ RESNET8_QUICK = {"model": "resnet8", "weight_quant": "post", "act_quant": "asq",
 
 
 def _trained_resnet8_path() -> Path:
-    from golden.graphfile import save_graph
-    from golden.intdag import export_dag
     from golden.train_zoo import TrainSpec, train_spec
 
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -101,7 +96,7 @@ def _trained_resnet8_path() -> Path:
         if not model_path.exists():
             spec = TrainSpec(**RESNET8_QUICK)
             model, metrics = train_spec(spec, progress=False, integer=False)
-            save_graph(export_dag(model.eval()), model_path, provenance={"spec": spec.to_dict(), "metrics": metrics})
+            _export(spec, model, metrics, model_path)
     return model_path
 
 
@@ -113,14 +108,14 @@ def trained_resnet8_path() -> Path:
 @pytest.fixture(scope="session")
 def trained_resnet8():
     """A trained digits ResNet-8 (POST weights, ASQ activations; residual adds, 1x1 shortcut convs,
-    global average pooling) exported as a DAG integer graph (file v3)."""
+    global average pooling) exported as an integer graph."""
     from golden.graphfile import load_graph
     return load_graph(_trained_resnet8_path())
 
 
 @pytest.fixture(scope="session")
 def trained_cnn_path() -> Path:
-    """Path of an exported (integer graph v2), trained digits CNN: POST weights everywhere (8-bit edge
+    """Path of an exported (the one integer graph format), trained digits CNN: POST weights everywhere (8-bit edge
     layers), ASQ activations in the body — the engine's demo model, trained briefly."""
     return _trained_cnn_paths()[1]
 

@@ -6,7 +6,6 @@ on Icarus and Verilator with random idle cycles and backpressure, bit exact agai
 import random
 import subprocess
 
-import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
@@ -318,7 +317,7 @@ def cnn_job(trained_cnn):
     """The demo CNN's program and the golden integer executor's run of the first digits test samples."""
     from flows.compile import compile_graph, expected_outputs
     from golden.data import load_digits_split
-    from golden.intgraph import run_graph
+    from golden.intdag import run_graph
 
     n = max(SAMPLES.values())
     program = compile_graph(trained_cnn)

@@ -41,11 +41,19 @@ def test_train_export_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["checkpoint"] == str(ckpt) and 0 <= result["float_test_accuracy"] <= 1
+    assert "hidden" not in result and result["model"] == "mlp" and result["weight_quant"] == "post"
     proc = cli("export", ckpt, "--out", model, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["test_samples"] == 360
+    assert (result["format"], result["version"]) == ("post-accel-intgraph", 3)
+    assert result["layers"] == ["layers.0", "layers.1", "layers.2"] and result["output"] == "layers.2"
     assert abs(result["integer_test_accuracy"] - result["float_test_accuracy"]) < 0.05
+    # the default MLP (POST weights everywhere) runs on the engine: a bit-exact sample
+    proc = cli("simulate", model, "--backend", "amaranth", "--samples", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["model_format"] == "post-accel-intgraph v3" and result["mismatches"] == 0
 
 
 @pytest.mark.parametrize("backend", ["amaranth", "icarus"])
@@ -56,6 +64,8 @@ def test_simulate_json(backend, trained_model_path):
     for key in ("samples", "mismatches", "rtl_accuracy", "golden_accuracy", "cycles", "seconds"):
         assert key in result
     assert result["samples"] == 3 and result["mismatches"] == 0
+    assert result["model_format"] == "post-accel-intgraph v3"
+    assert result["layers"] == result["stages"] == ["layers.0", "layers.1", "layers.2"]
     assert result["rtl_accuracy"] == result["golden_accuracy"]
     assert result["cycles"] > 0
 
@@ -93,12 +103,13 @@ def test_simulate_parallel_jobs_agree(trained_model_path):
 
 
 def test_simulate_trained_cnn_json(trained_cnn_path):
-    """The v2 integer graph (CNN, ASQ, pooling) through the CLI (Verilator: the simulator build is
+    """The CNN's integer graph (ASQ, pooling) through the CLI (Verilator: the simulator build is
     the one tests/test_rtl_cnn.py uses), a slice over two processes, bit exact."""
     proc = cli("simulate", trained_cnn_path, "--backend", "verilator", "--samples", "6", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["model_format"] == "v2" and result["layers"] == ["layer0", "layer1", "layer2", "layer3"]
+    assert result["model_format"] == "post-accel-intgraph v3"
+    assert result["layers"] == ["features.0", "features.3", "features.7", "fc"]
     assert result["mismatches"] == 0 and result["prediction_mismatches"] == 0
     assert result["cycles"] == 6 * result["cycles_per_sample"] > 6 * 40_000     # the 4x4 W8A8 engine
 
@@ -157,7 +168,7 @@ def test_model_too_big_for_engine(trained_model_path):
 
 def test_train_export_cnn_with_any_quantizers(tmp_path):
     """`train --model cnn --weight-quant/--act-quant` -> zoo checkpoint -> `export` writes an integer graph
-    (v2) that `perf` reads, and that `simulate` refuses with a clear message (POT weights are not POST)."""
+    (the one format, a chain of stages) that `perf` reads, and that `simulate` refuses with a clear message (POT weights are not POST)."""
     ckpt, model = tmp_path / "c.safetensors", tmp_path / "m.safetensors"
 
     def _cli(*args):
@@ -170,11 +181,26 @@ def test_train_export_cnn_with_any_quantizers(tmp_path):
     assert r["model"] == "cnn" and r["weight_quant"] == "pot" and r["act_quant"] == "asq"
     r = _cli("export", str(ckpt), "--out", str(model), "--json")
     assert r["format"] == "post-accel-intgraph" and len(r["layers"]) == 4
-    assert r["version"] == 2 and "output" not in r           # a chain: export_graph, file version 2
+    assert r["version"] == 3 and r["output"] == r["layers"][-1]      # a chain is a DAG: the one format
     assert abs(r["integer_test_accuracy"] - r["float_test_accuracy"]) <= 0.05
     r = _cli("perf", "--model", str(model), "--json")
     assert [l["kind"] for l in r["layers"]] == ["conv", "conv", "conv", "linear"]
     assert_clean_error(cli("simulate", model, "--samples", "2"), "do not run on the POST engine", "--edge-weight-quant post")
+
+
+def test_old_model_files_name_the_reexport_command(tmp_path):
+    """v1 MLP files and v2 chain graphs: every command that reads a model refuses them in one line that
+    names `post-accel export CHECKPOINT` (dispatch on the format tag)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    for fmt, version, what in (("post-accel-intmodel", 1, "version-1 MLP file"),
+                               ("post-accel-intgraph", 2, "version-2 chain graph")):
+        old = tmp_path / f"old{version}.safetensors"
+        save_file({"fc1.codes": np.zeros((2, 2), np.uint8)}, str(old),
+                  metadata={"post_accel": json.dumps({"format": fmt, "version": version})})
+        for args in (("simulate", old, "--backend", "icarus"), ("perf", "--model", old),
+                     ("generate", "--model", old, "--out", tmp_path / "o")):
+            assert_clean_error(cli(*args), old.name, what, "`post-accel export CHECKPOINT`")
 
 
 def test_train_rejects_non_digits_models():

@@ -76,8 +76,8 @@ def test_train_and_export_resnet8_to_v3(resnet8, graph):
     # the file is a v3 DAG and its integer accuracy is run_graph's
     from golden.data import load_digits_split
     from golden.graphfile import DAG_VERSION
-    from golden.intgraph import run_graph
-    from golden.intmodel import METADATA_KEY
+    from golden.intdag import run_graph
+    from golden.modelfile import METADATA_KEY
     from safetensors import safe_open
     with safe_open(str(model), "np") as f:
         assert json.loads(f.metadata()[METADATA_KEY])["version"] == DAG_VERSION
@@ -119,7 +119,7 @@ def test_simulate_expectations_are_the_integer_graph(graph, program):
     from flows.simulate_cmd import _dag_expected
     from golden.dagplan import copy_plan
     from golden.data import load_digits_split
-    from golden.intgraph import run_graph
+    from golden.intdag import run_graph
     _, _, x_test, _ = load_digits_split()
     n = 3
     golden = run_graph(graph, x_test[:n])
@@ -146,7 +146,7 @@ def test_simulate_resnet8_verilator(trained_resnet8_path, trained_resnet8):
     program = compile_graph(trained_resnet8)
     r = _ok(cli("simulate", trained_resnet8_path, "--backend", "verilator", "--samples", "4", "--jobs", "1",
                 "--json"))
-    assert r["model_format"] == "v3" and r["samples"] == 4
+    assert r["model_format"] == "post-accel-intgraph v3" and r["samples"] == 4
     assert r["mismatches"] == 0 and r["prediction_mismatches"] == 0
     assert r["rtl_accuracy"] == r["golden_accuracy"]
     assert r["layers"] == [l.name for l in program.layers] and r["engine_layers"] == len(program.layers)
@@ -171,7 +171,7 @@ def test_perf_of_a_v3_file_is_the_program(resnet8, program, capsys):
 
 def test_simulate_text_report_names_stages_and_engine_layers(graph, program):
     from flows.simulate_cmd import _model_summary
-    line = _model_summary("v3", graph, [l.name for l in program.layers])
+    line = _model_summary(graph, [l.name for l in program.layers])
     assert f"{len(graph.stages)} stages -> {len(program.layers)} engine layers" in line and "~1" in line
 
 
@@ -179,7 +179,7 @@ def _rewrite_header(path, out, edit):
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
-    from golden.intmodel import METADATA_KEY
+    from golden.modelfile import METADATA_KEY
     with safe_open(str(path), "np") as f:
         h = json.loads(f.metadata()[METADATA_KEY])
     edit(h)
@@ -194,7 +194,7 @@ def _rewrite_header(path, out, edit):
 ])
 def test_corrupted_v3_file_is_one_line(resnet8, tmp_path, capsys, how, needle):
     """A damaged v3 file: `simulate`, `perf` and `generate` name the file and the problem in one line
-    (the graph loader's message, not the v1 loader's "not a v1 MLP file")."""
+    (the graph loader's message, not the old-format refusal)."""
     bad = tmp_path / "bad.safetensors"
     if how == "truncate":
         data = resnet8[3].read_bytes()
@@ -206,5 +206,5 @@ def test_corrupted_v3_file_is_one_line(resnet8, tmp_path, capsys, how, needle):
                  ("generate", "--model", bad, "--out", tmp_path / "rtl")):
         proc = _main(capsys, *args)
         assert_clean_error(proc, needle, "bad.safetensors")
-        assert "v1 MLP" not in proc.stderr
+        assert "no longer reads" not in proc.stderr
     assert not (tmp_path / "rtl").exists()

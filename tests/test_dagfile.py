@@ -1,5 +1,6 @@
-"""DAG integer graphs (golden.intdag): the exported stages run bit for bit like golden.intgraph.run_dag,
-survive the file round trip (version 3), and dataflow without a stage form is refused by name."""
+"""Integer graphs (golden.intdag): the exported stages run bit for bit like golden.intgraph.run_dag (the
+PyTorch-side walk), survive the file round trip (format post-accel-intgraph v3), and dataflow without a
+stage form is refused by name."""
 
 import json
 
@@ -12,9 +13,9 @@ from torch import nn
 from golden import zoo
 from golden.data import load_digits_split
 from golden.graphfile import DAG_VERSION, load_graph, save_graph
-from golden.intdag import export_dag
-from golden.intgraph import ExportError, run_dag, run_graph
-from golden.intmodel import METADATA_KEY, ModelFileError
+from golden.intdag import export_dag, run_graph
+from golden.intgraph import ExportError, run_dag
+from golden.modelfile import METADATA_KEY, ModelFileError
 
 
 @pytest.fixture(scope="module")

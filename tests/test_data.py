@@ -217,8 +217,8 @@ def test_train_fashion_subset_betas_and_refusals(tmp_path):
                        "--data fashion-mnist")
     model_file = tmp_path / "f.model.safetensors"
     from golden.graphfile import load_graph, save_graph
-    from golden.intgraph import export_graph
-    save_graph(export_graph(model), model_file, provenance={"spec": spec.to_dict(), "data": spec.data})
+    from golden.intdag import export_dag
+    save_graph(export_dag(model), model_file, provenance={"spec": spec.to_dict(), "data": spec.data})
     assert load_graph(model_file).provenance["data"] == "fashion-mnist"
     # refused before any simulator is built
     assert_clean_error(cli("simulate", model_file, "--data", "digits", "--samples", "2"),

@@ -58,7 +58,7 @@ def test_generate_for_trained_model(tmp_path, capsys, trained_model_path, traine
     out = tmp_path / "m"
     assert main(["generate", "--model", str(trained_model_path), "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["wbits"] == max(l.wbits for l in trained_model.layers)
+    assert result["wbits"] == max(st.wbits for st in trained_model.stages)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["file"] == trained_model_path.name
 

@@ -1,4 +1,6 @@
-"""The golden model: quantizers, training, export, the integer executor and the model file checks."""
+"""The golden model on the digits MLP: data, quantizers, the one trainer and checkpoint (golden.train_zoo),
+the one export (golden.intdag.export_dag, file golden.graphfile), the integer executor
+(golden.intdag.run_graph) and the model file checks."""
 
 import json
 import math
@@ -10,12 +12,13 @@ from safetensors.numpy import save_file
 
 from golden import arith
 from golden.data import load_digits_split
-from golden.executor import layer_accumulate, layer_output, quantize_input, run
-from golden.export import ExportError, export_model
-from golden.intmodel import METADATA_KEY, ModelFileError, load_intmodel, save_intmodel
-from golden.models import QuantMLP
+from golden.graphfile import load_graph, save_graph
+from golden.intdag import export_dag, run_graph
+from golden.intgraph import ExportError, float_codes_by_name, run_dag, stage_acc
+from golden.modelfile import METADATA_KEY, MODEL_FORMAT, MODEL_VERSION, ModelFileError, OldModelFileError
 from golden.quantizers import LSQActQuantizer, POSTWeightQuantizer
-from golden.train import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint, train
+from golden.train_zoo import TrainSpec, ZooCheckpointError, load_checkpoint, save_checkpoint, train_spec
+from golden.zoo import build_model
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +27,14 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """The default configuration (W4A4, edges 8 bits), trained once for the module."""
-    config = TrainConfig()
-    model, metrics = train(config, progress=False)
-    return model, config, metrics
+def trained(trained_checkpoint_path):
+    """The session's trained W4A4 digits MLP (POST weights, LSQ activations): (model, spec, metrics)."""
+    return load_checkpoint(trained_checkpoint_path)
 
 
 @pytest.fixture(scope="module")
 def exported(trained):
-    model, config, metrics = trained
-    return export_model(model, config, metrics)
+    return export_dag(trained[0])
 
 
 # --- data ---------------------------------------------------------------------------
@@ -105,26 +105,32 @@ def test_lsq_quantizer_init_codes_and_gradients():
 
 def test_bad_bit_widths_raise_value_error():
     for make in (lambda: LSQActQuantizer(1), lambda: LSQActQuantizer(9), lambda: POSTWeightQuantizer(1),
-                 lambda: POSTWeightQuantizer(9), lambda: QuantMLP(wbits=0), lambda: TrainConfig(abits=12)):
+                 lambda: POSTWeightQuantizer(9), lambda: build_model("mlp", 0, 4),
+                 lambda: TrainSpec(model="mlp", abits=12)):
         with pytest.raises(ValueError):
             make()
 
 
 def test_model_structure():
-    m = QuantMLP(hidden=(16, 8, 12), wbits=3, abits=5, edge_bits=8)
-    assert [(l.fan_in, l.fan_out, l.wbits, l.abits_in) for l in m.layers] == \
-        [(64, 16, 8, 8), (16, 8, 3, 5), (8, 12, 3, 5), (12, 10, 8, 8)]
-    codes, logits = m.quantized_forward_codes(torch.rand(5, 64) * 16)
-    assert [tuple(c.shape) for c in codes] == [(5, 64), (5, 16), (5, 8), (5, 12)]
-    assert logits.shape == (5, 10) and all(c.dtype == torch.int64 for c in codes)
+    m = build_model("mlp", 3, 5, weight_quant="post", act_quant="lsq", edge_weight_quant="post")
+    assert [(l.in_features, l.out_features, l.weight_quant.bits, l.act_quant.bits) for l in m.layers] == \
+        [(64, 64, 8, 8), (64, 32, 3, 5), (32, 10, 8, 8)]
+    m.train()
+    with torch.no_grad():
+        logits = m(torch.rand(5, 64) * 16)
+    assert logits.shape == (5, 10)
+    codes = float_codes_by_name(m.eval(), np.random.RandomState(0).rand(5, 64) * 16).codes
+    assert [codes[f"layers.{i}"].shape for i in range(3)] == [(5, 64), (5, 64), (5, 32)]
+    assert all(c.dtype == np.int64 for c in codes.values())
 
 
 # --- training -----------------------------------------------------------------------
 
 def test_quick_training_is_deterministic():
-    config = TrainConfig(epochs=3, fp_epochs=1)
-    m1, met1 = train(config, progress=False)
-    m2, met2 = train(config, progress=False)
+    spec = TrainSpec(model="mlp", weight_quant="post", act_quant="lsq", edge_weight_quant="post", epochs=2,
+                     fp_epochs=1)
+    m1, met1 = train_spec(spec, integer=False)
+    m2, met2 = train_spec(spec, integer=False)
     s1, s2 = m1.state_dict(), m2.state_dict()
     assert s1.keys() == s2.keys()
     for k in s1:
@@ -136,16 +142,15 @@ def test_default_training_accuracy(trained, exported, data):
     _, _, metrics = trained
     assert metrics["float_test_accuracy"] > 0.94
     X_test, y_test = data[2], data[3]
-    r = run(exported, quantize_input(exported, X_test))
-    assert (r.predictions == y_test).mean() > 0.94
+    assert (run_graph(exported, X_test).predictions == y_test).mean() > 0.94
 
 
 def test_checkpoint_round_trip(trained, tmp_path, data):
-    model, config, metrics = trained
+    model, spec, metrics = trained
     path = tmp_path / "ckpt.safetensors"
-    save_checkpoint(model, config, metrics, path)
-    m2, c2, met2 = load_checkpoint(path)
-    assert c2 == config and met2 == metrics
+    save_checkpoint(model, spec, metrics, path)
+    m2, s2, met2 = load_checkpoint(path)
+    assert s2 == spec and met2 == metrics
     x = torch.from_numpy(data[2])
     assert torch.equal(model(x), m2(x))
     # bad checkpoints
@@ -153,7 +158,7 @@ def test_checkpoint_round_trip(trained, tmp_path, data):
     (tmp_path / "short.safetensors").write_bytes(raw[: len(raw) // 2])
     save_file({"a": np.zeros(3, np.float32)}, str(tmp_path / "foreign.safetensors"))
     for name in ("missing.safetensors", "short.safetensors", "foreign.safetensors"):
-        with pytest.raises(CheckpointError, match=name) as exc:
+        with pytest.raises(ZooCheckpointError, match=name) as exc:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(exc.value) and isinstance(exc.value, ValueError)
 
@@ -161,112 +166,114 @@ def test_checkpoint_round_trip(trained, tmp_path, data):
 # --- export -------------------------------------------------------------------------
 
 def test_export_follows_the_spec(trained, exported):
-    model, _, _ = trained
-    im = exported
-    F = im.frac_bits
-    assert F == arith.DEFAULT_FRAC_BITS and im.input_bits == 8 and im.input_features == 64 and im.classes == 10
-    assert [l.name for l in im.layers] == ["fc1", "fc2", "fc3"]
-    assert [l.final for l in im.layers] == [False, False, True]
-    assert [(l.wbits, l.abits_in, l.abits_out) for l in im.layers] == [(8, 8, 4), (4, 4, 8), (8, 8, None)]
-    for i, (ql, l) in enumerate(zip(model.layers, im.layers)):
-        np.testing.assert_array_equal(l.codes, ql.weight_quant.codes(ql.linear.weight))
-        assert l.codes.dtype == np.uint8 and l.bias.dtype == np.int64
-        unit = l.step_in * l.alpha * 2.0 ** -F
-        b = ql.linear.bias.detach().double().numpy() / unit
-        assert np.abs(l.bias - b).max() <= 0.5
-        if not l.final:
-            assert (l.mult, l.shift) == arith.fixed_point_multiplier(unit / l.step_out)
-            assert l.step_out == im.layers[i + 1].step_in == model.layers[i + 1].act_quant.step.item()
-    assert im.provenance["seed"] == 0 and im.provenance["wbits"] == 4
+    model, spec, _ = trained
+    g = exported
+    assert g.kind == "dag" and g.output == "layers.2" and tuple(g.input_shape) == (64,)
+    assert [st.name for st in g.stages] == ["layers.0", "layers.1", "layers.2"]
+    assert [st.input_from for st in g.stages] == ["input", "layers.0", "layers.1"]
+    assert [(st.wbits, st.in_quant.bits) for st in g.stages] == [(8, 8), (4, 4), (8, 8)]
+    assert [st.relu for st in g.stages] == [True, True, False]
+    assert g.input_quant.kind == "lsq" and g.input_quant.bits == 8 and g.stages[0].in_quant is g.input_quant
+    for st, layer in zip(g.stages, model.layers):
+        assert st.weight_format == "post" and st.frac_bits == arith.DEFAULT_FRAC_BITS
+        np.testing.assert_array_equal(st.weights, layer.weight_quant.codes(layer.weight))
+        assert st.mult.shape == st.shift.shape == st.offset.shape == (layer.out_features,)
+        assert math.isclose(st.in_quant.value_step, float(layer.act_quant.step.detach()), rel_tol=1e-7)
+    assert g.meta["model"] == "mlp"
 
 
-def test_export_save_load_round_trip(exported, tmp_path):
+def test_export_save_load_round_trip(exported, tmp_path, data):
     path = tmp_path / "model.safetensors"
-    save_intmodel(exported, path)
-    loaded = load_intmodel(path)
-    assert loaded == exported
+    save_graph(exported, path, provenance={"test": True})
+    loaded = load_graph(path)
+    X = data[2]
+    a, b = run_graph(exported, X), run_graph(loaded, X)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    assert all((x == y).all() for x, y in zip(a.codes, b.codes))
     from safetensors import safe_open
     with safe_open(str(path), framework="numpy") as f:
         header = json.loads(f.metadata()[METADATA_KEY])
-    assert header["format"] == "post-accel-intmodel" and header["version"] == 1
-    assert header["input"] == {"features": 64, "bits": 8, "step": exported.input_step}
+    assert (header["format"], header["version"]) == (MODEL_FORMAT, MODEL_VERSION) == ("post-accel-intgraph", 3)
+    assert header["input_shape"] == [64] and header["input"]["bits"] == 8 and header["output"] == "layers.2"
 
 
 def test_export_refuses_nan_and_untrained(trained):
-    model, config, metrics = trained
-    bad = QuantMLP()
-    bad.load_state_dict(model.state_dict())
+    model, spec, _ = trained
+    import copy
+    bad = copy.deepcopy(model)
     with torch.no_grad():
-        bad.layers[1].linear.weight[3, 4] = float("nan")
+        bad.layers[1].weight[3, 4] = float("nan")
     with pytest.raises(ExportError, match="NaN"):
-        export_model(bad, config, metrics)
-    bad.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        bad.layers[0].act_quant.step.fill_(float("inf"))
-    with pytest.raises(ExportError, match="NaN or inf"):
-        export_model(bad)
-    with pytest.raises(ExportError, match="never initialised"):
-        export_model(QuantMLP())
+        export_dag(bad)
+    fresh = build_model("mlp", 4, 4, weight_quant="post", act_quant="lsq", edge_weight_quant="post")
+    with pytest.raises(ExportError, match="never saw"):
+        export_dag(fresh)
 
 
 # --- executor -----------------------------------------------------------------------
 
 def test_executor_matches_scalar_reference(exported, data):
-    """The vectorised gather equals a plain loop over arith.post_product."""
-    x = quantize_input(exported, data[2][:3])
-    r = run(exported, x)
-    for li, layer in enumerate(exported.layers):
-        xin = r.activations[li]
+    """The vectorised stage accumulation equals a plain loop over arith.post_product, and the executor's
+    next codes are the rescale, ReLU and quantizer of it."""
+    run = run_graph(exported, data[2][:3])
+    for i, st in enumerate(exported.stages):
+        xin = run.codes[i]
+        bits = st.in_quant.bits
+        acc = stage_acc(st, xin, bits)
         for b in range(xin.shape[0]):
-            for o in (0, layer.fan_out - 1):
-                acc = int(layer.bias[o]) + sum(
-                    int(arith.post_product(int(xin[b, i]), int(layer.codes[o, i]), layer.wbits,
-                                           layer.abits_in, exported.frac_bits))
-                    for i in range(layer.fan_in))
-                assert r.accumulators[li][b, o] == acc
-    np.testing.assert_array_equal(r.logits, r.accumulators[-1])
-    np.testing.assert_array_equal(r.predictions, np.argmax(r.logits, axis=1))
+            for o in (0, st.weights.shape[0] - 1):
+                ref = sum(int(arith.post_product(int(xin[b, k]), int(st.weights[o, k]), st.wbits, bits,
+                                                 st.frac_bits)) for k in range(st.weights.shape[1]))
+                assert acc[b, o] == ref
+        v = arith.rescale(acc, st.mult.reshape(1, -1), st.offset.reshape(1, -1), st.shift.reshape(1, -1))
+        if st.relu:
+            v = np.maximum(v, st.relu_floor)
+        if i + 1 < len(exported.stages):
+            nxt = exported.stages[i + 1]
+            q = nxt.in_quant
+            want = arith.quantize_value(arith.rescale(v, nxt.in_mult, nxt.in_offset, nxt.in_shift), 0, q.lo, q.hi)
+            np.testing.assert_array_equal(run.codes[i + 1], want)
+        else:
+            np.testing.assert_array_equal(run.logits, v)
+    np.testing.assert_array_equal(run.predictions, np.argmax(run.logits, axis=1))
 
 
 def test_executor_agrees_with_float_model(trained, exported, data):
     """Integer executor vs the float model's fake-quantized codes on all 360 test samples.
 
-    Rare +-1 code differences are expected: the executor's products carry the sqrt(2) LUT's
-    rounding and the barrel shifter's truncation (< 1.5 units of alpha*step*2**-8 each), and
-    requantisation uses a 16-bit fixed-point multiplier (relative error < 2**-16), so a value
-    that the float model puts just on one side of a rounding boundary (x.5) can land on the
-    other side. Compared layer by layer (both fed the float model's input codes), no code may
-    differ by more than 1. End to end, a 4-bit code that is off by one changes the next layer's
-    sums by a whole 4-bit step, which at that layer's 8-bit output can be several codes, so the
-    end-to-end check is on predictions (and on the first layer, which has no such history).
+    Rare +-1 code differences are expected: the products carry the sqrt(2) LUT's rounding and the
+    rescales 16-bit fixed-point multipliers, so a value that the float model puts just on one side of
+    a rounding boundary (x.5) can land on the other side. Compared layer by layer (every layer fed the
+    float model's input codes: ``run_dag`` with ``force``, whose arithmetic the executor repeats bit for
+    bit), no code may differ by more than 1. End to end, a 4-bit code that is off by one changes the
+    next layer's sums by a whole 4-bit step, so the end-to-end check is on predictions and on the first
+    layer (which has no such history).
     """
     model, _, _ = trained
     X_test = data[2]
-    x = quantize_input(exported, X_test)
-    r = run(exported, x)
-    codes, logits = model.quantized_forward_codes(torch.from_numpy(X_test))
-    codes = [c.numpy() for c in codes]
-    assert len(codes) == len(r.activations) == len(exported.layers)
-    np.testing.assert_array_equal(r.activations[0], codes[0])
-    for i, layer in enumerate(exported.layers[:-1]):          # layer by layer
-        out = layer_output(layer, layer_accumulate(layer, codes[i], exported.frac_bits))
-        diff = np.abs(out - codes[i + 1])
-        assert diff.max() <= 1, layer.name
-        assert (diff == 0).mean() >= 0.995, layer.name
-    d1 = np.abs(r.activations[1] - codes[1])                    # end to end, first layer
+    r = run_graph(exported, X_test)
+    np.testing.assert_array_equal(r.logits, run_dag(model, X_test).logits)     # file executor == walk
+    ref = float_codes_by_name(model, X_test)
+    names = [st.name for st in exported.stages]
+    codes = [ref.codes[k] for k in names]
+    np.testing.assert_array_equal(r.codes[0], codes[0])                          # the input quantizer
+    forced = run_dag(model, X_test, force=ref)
+    for k in names[1:]:                                                          # layer by layer
+        diff = np.abs(forced.codes[k] - ref.codes[k])
+        assert diff.max() <= 1, k
+        assert (diff == 0).mean() >= 0.995, k
+    d1 = np.abs(r.codes[1] - codes[1])                                           # end to end, first layer
     assert d1.max() <= 1 and (d1 == 0).mean() >= 0.995
-    same = np.mean(np.concatenate([(a == c).ravel() for a, c in zip(r.activations, codes)]))
+    same = np.mean(np.concatenate([(a == c).ravel() for a, c in zip(r.codes, codes)]))
     assert same >= 0.99
-    assert (r.predictions == logits.argmax(dim=1).numpy()).mean() >= 0.99
+    assert (r.predictions == ref.logits.argmax(axis=1)).mean() >= 0.99
 
 
 def test_executor_rejects_bad_input(exported):
     with pytest.raises(ValueError):
-        run(exported, np.zeros((2, 63), np.int64))
+        run_graph(exported, np.zeros((2, 63)))
     with pytest.raises(ValueError):
-        run(exported, np.full((2, 64), 256))
-    with pytest.raises(ValueError):
-        run(exported, np.zeros((2, 64), np.float32))
+        run_graph(exported, np.full((2, 64), np.nan))
 
 
 # --- model file checks --------------------------------------------------------------
@@ -276,63 +283,73 @@ def _write(path, header, tensors, raw_json=None):
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta)
 
 
+def _read(path):
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:
+        return json.loads(f.metadata()[METADATA_KEY]), {k: f.get_tensor(k) for k in f.keys()}
+
+
 def _mutations():
     """(id, function(header, tensors) -> optional raw JSON, expected message fragment)."""
-    def set_layer(i, key, value):
+    def set_stage(i, key, value):
         def f(h, t):
-            h["layers"][i][key] = value
+            h["stages"][i][key] = value
         return f
 
     def code_out_of_range(h, t):
-        t["fc2.codes"] = t["fc2.codes"].copy()
-        t["fc2.codes"][0, 0] = 16
+        t["stage1.weights"] = t["stage1.weights"].copy()
+        t["stage1.weights"][0, 0] = 16
     return [
         ("format", lambda h, t: h.update(format="something-else"), "format tag"),
-        ("version", lambda h, t: h.update(version=2), "version 2"),
+        ("version", lambda h, t: h.update(version=4), "version 4"),
         ("bad-json", lambda h, t: "{not json", "not valid JSON"),
-        ("nan", lambda h, t: json.dumps(h).replace('"alpha": ', '"alpha": NaN, "x": ', 1), "JSON"),
-        ("missing-field", lambda h, t: (h["input"].pop("step"), None)[1], "lacks field"),
-        ("code-range", code_out_of_range, "outside 0..15"),
-        ("codes-dtype", lambda h, t: t.update({"fc1.codes": t["fc1.codes"].astype(np.int32)}), "expected uint8"),
-        ("bias-shape", lambda h, t: t.update({"fc3.bias": t["fc3.bias"][:5]}), "expected int64 [10]"),
-        ("missing-tensor", lambda h, t: (t.pop("fc2.bias"), None)[1], "missing"),
-        ("extra-tensor", lambda h, t: t.update({"junk": np.zeros(1, np.int64)}), "unexpected tensor"),
-        ("bias-limit", lambda h, t: t.update({"fc1.bias": np.full(64, 10 ** 9, np.int64)}), "exceeds the limit"),
-        ("wbits", set_layer(1, "wbits", 9), "weight bits"),
-        ("wbits-bool", set_layer(1, "wbits", True), "integer"),
-        ("abits-chain", set_layer(1, "abits_in", 8), "does not match"),
-        ("step-chain", set_layer(2, "step_in", 0.123), "does not match"),
-        ("fan-chain", set_layer(0, "fan_in", 63), "does not match"),
-        ("mult-range", set_layer(0, "mult", 5), "normalised range"),
-        ("mult-inconsistent", lambda h, t: h["layers"][0].update(mult=h["layers"][0]["mult"] + 1), "disagree"),
-        ("shift-range", set_layer(0, "shift", 64), "shift 64"),
-        ("final-not-last", set_layer(1, "final", True), "final"),
-        ("final-flag", set_layer(2, "final", False), "not final"),
-        ("final-mult", set_layer(2, "mult", 40000), "must be null"),
-        ("negative-step", set_layer(1, "step_out", -1.0), "finite and > 0"),
-        ("kind", set_layer(0, "kind", "conv"), "kind"),
-        ("classes", lambda h, t: h.update(classes=11), "classes"),
+        ("nan", lambda h, t: json.dumps(h).replace('"value_unit": ', '"value_unit": NaN, "x": ', 1), "JSON"),
+        ("missing-field", lambda h, t: (h["input"].pop("scale"), None)[1], "lacks field"),
+        ("unknown-field", lambda h, t: h["stages"][0].update(junk=1), "unknown field"),
+        ("code-range", code_out_of_range, "POST code outside 0..15"),
+        ("weights-dtype", lambda h, t: t.update({"stage0.weights": t["stage0.weights"].astype(np.float32)}),
+         "must be integer"),
+        ("mult-shape", lambda h, t: t.update({"stage2.mult": t["stage2.mult"][:5]}), "shape"),
+        ("missing-tensor", lambda h, t: (t.pop("stage1.offset"), None)[1], "missing"),
+        ("wbits", set_stage(1, "wbits", 9), "wbits"),
+        ("wbits-bool", set_stage(1, "wbits", True), "integer"),
+        ("input-from", set_stage(2, "input_from", "nowhere"), "input_from"),
+        ("shift-range", lambda h, t: t.update({"stage0.shift": np.full_like(t["stage0.shift"], 99)}),
+         "rescale unit's range"),
+        ("in-shift-range", set_stage(1, "in_shift", 99), "in_shift"),
+        ("output", lambda h, t: h.update(output="nowhere"), "output"),
+        ("kind", set_stage(0, "kind", "pool"), "kind"),
     ]
 
 
 @pytest.mark.parametrize("name,mutate,fragment", _mutations(), ids=[m[0] for m in _mutations()])
-def test_bad_model_files_raise(exported, tmp_path, name, mutate, fragment):
-    header = json.loads(json.dumps(exported.header()))
-    tensors = {k: v.copy() for k, v in exported.tensors().items()}
+def test_bad_model_files_raise(trained_model_path, tmp_path, name, mutate, fragment):
+    header, tensors = _read(trained_model_path)
     raw = mutate(header, tensors)
     path = tmp_path / f"bad-{name}.safetensors"
     _write(path, header, tensors, raw_json=raw)
     with pytest.raises(ModelFileError) as exc:
-        load_intmodel(path)
+        load_graph(path)
     msg = str(exc.value)
     assert "\n" not in msg and path.name in msg and fragment in msg, msg
 
 
-def test_unreadable_model_files_raise(exported, trained, tmp_path):
-    good = tmp_path / "good.safetensors"
-    save_intmodel(exported, good)
-    raw = good.read_bytes()
-    model, config, metrics = trained
+@pytest.mark.parametrize("fmt,version,what", [("post-accel-intmodel", 1, "version-1 MLP file"),
+                                              ("post-accel-intgraph", 2, "version-2 chain graph")])
+def test_old_format_generations_are_refused_with_the_reexport_command(tmp_path, fmt, version, what):
+    """v1 MLP files and v2 chain graphs are recognised by their format tag alone (whatever else their
+    header holds) and refused in one line that names the command re-exporting them."""
+    path = tmp_path / f"old-v{version}.safetensors"
+    _write(path, {"format": fmt, "version": version, "layers": []}, {"fc1.codes": np.zeros((2, 2), np.uint8)})
+    with pytest.raises(OldModelFileError) as exc:
+        load_graph(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and path.name in msg and what in msg and "`post-accel export CHECKPOINT`" in msg, msg
+    assert isinstance(exc.value, ModelFileError)
+
+
+def test_unreadable_model_files_raise(trained_model_path, trained_checkpoint_path, tmp_path):
+    raw = trained_model_path.read_bytes()
     cases = {
         "missing.safetensors": ("no such file", None),
         "empty.safetensors": ("not a readable safetensors", b""),
@@ -345,13 +362,13 @@ def test_unreadable_model_files_raise(exported, trained, tmp_path):
             (tmp_path / fname).write_bytes(content)
     save_file({"w": np.zeros((2, 2), np.float32)}, str(tmp_path / "foreign.safetensors"))
     cases["foreign.safetensors"] = ("no 'post_accel' entry", None)
-    save_checkpoint(model, config, metrics, tmp_path / "ckpt.safetensors")
+    (tmp_path / "ckpt.safetensors").write_bytes(trained_checkpoint_path.read_bytes())
     cases["ckpt.safetensors"] = ("training checkpoint", None)
     (tmp_path / "adir").mkdir()
     cases["adir"] = ("directory", None)
     for fname, (fragment, _) in cases.items():
         with pytest.raises(ModelFileError) as exc:
-            load_intmodel(tmp_path / fname)
+            load_graph(tmp_path / fname)
         msg = str(exc.value)
         assert "\n" not in msg and fname in msg and fragment in msg, msg
 
@@ -359,8 +376,8 @@ def test_unreadable_model_files_raise(exported, trained, tmp_path):
 def test_save_refuses_invalid_model(exported, tmp_path):
     import copy
     bad = copy.deepcopy(exported)
-    bad.layers[1].codes[0, 0] = 200
+    bad.stages[1].mult = np.full(bad.stages[1].mult.shape, np.nan)
     path = tmp_path / "never.safetensors"
-    with pytest.raises(ModelFileError, match="outside 0..15"):
-        save_intmodel(bad, path)
+    with pytest.raises(ModelFileError, match="stage1.mult has NaN"):
+        save_graph(bad, path)
     assert not path.exists()

@@ -20,7 +20,8 @@ from flows.compile import compile_graph, engine_params_for_graph, expected_outpu
 from golden import arith
 from golden.errors import InputError
 from golden.graphfile import VALUE_FRAC_MAX, load_graph, save_graph
-from golden.intgraph import ActQuant, Adapter, IntGraph, Stage, run_graph
+from golden.intdag import run_graph
+from golden.intgraph import ActQuant, Adapter, IntGraph, Stage
 from sim.amaranth_sim import run_amaranth
 from sim.compare import compare_outputs
 

@@ -1,14 +1,14 @@
-"""Export file v2 (golden/graphfile.py): round trip bit for bit, and clear errors for bad files."""
+"""The exported-model file (golden/graphfile.py, format post-accel-intgraph v3): round trip bit for bit for
+chain models of any quantizers, and clear errors for bad files."""
 
 import json
 
-import numpy as np
 import pytest
 
 from golden.data import load_digits_split
 from golden.graphfile import load_graph, save_graph
-from golden.intgraph import export_graph, run_graph
-from golden.intmodel import ModelFileError
+from golden.intdag import export_dag, run_graph
+from golden.modelfile import ModelFileError, OldModelFileError
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def digits():
 def test_round_trip_is_exact(tmp_path, digits, wq, aq):
     from test_intgraph import _train
     model = _train(digits, "cnn", wq, aq, epochs=2)
-    graph = export_graph(model)
+    graph = export_dag(model)
     path = tmp_path / "m.safetensors"
     save_graph(graph, path, provenance={"test": True})
     loaded = load_graph(path)
@@ -34,7 +34,7 @@ def test_round_trip_is_exact(tmp_path, digits, wq, aq):
 def saved(tmp_path_factory, digits):
     from test_intgraph import _train
     path = tmp_path_factory.mktemp("g") / "m.safetensors"
-    save_graph(export_graph(_train(digits, "cnn", "post", "lsq", epochs=1)), path)
+    save_graph(export_dag(_train(digits, "cnn", "post", "lsq", epochs=1)), path)
     return path
 
 
@@ -53,15 +53,20 @@ def _rewrite(src, dst, edit_header=None, edit_tensors=None):
     return dst
 
 
-def test_bad_files(tmp_path, saved, trained_model_path):
+def test_bad_files(tmp_path, saved):
     with pytest.raises(ModelFileError, match="no such file"):
         load_graph(tmp_path / "missing.safetensors")
     trunc = tmp_path / "t.safetensors"
     trunc.write_bytes(saved.read_bytes()[:200])
     with pytest.raises(ModelFileError, match="truncated or corrupt"):
         load_graph(trunc)
-    with pytest.raises(ModelFileError, match="version-1 MLP file"):
-        load_graph(trained_model_path)
+    old = _rewrite(saved, tmp_path / "v2.safetensors", edit_header=lambda h: h.update(version=2))
+    with pytest.raises(OldModelFileError, match="version-2 chain graph.*`post-accel export CHECKPOINT`"):
+        load_graph(old)
+    old = _rewrite(saved, tmp_path / "v1.safetensors", edit_header=lambda h: h.update(format="post-accel-intmodel",
+                                                                                       version=1))
+    with pytest.raises(OldModelFileError, match="version-1 MLP file.*`post-accel export CHECKPOINT`"):
+        load_graph(old)
     bad = _rewrite(saved, tmp_path / "v.safetensors", edit_header=lambda h: h.update(version=99))
     with pytest.raises(ModelFileError, match="version 99"):
         load_graph(bad)

@@ -336,16 +336,15 @@ def _cnn(cnn_ckpt):
     (lambda m: m.fc.bias.fill_(1e30), ("output channel", "62 bits")),
     (lambda m: m.features[1].weight.fill_(float("nan")), ("finite",)),
 ])
-@pytest.mark.parametrize("exporter", ["chain", "dag"])
-def test_export_refuses_what_no_file_may_hold(cnn_ckpt, edit, words, exporter):
+def test_export_refuses_what_no_file_may_hold(cnn_ckpt, edit, words):
     """The exporters refuse these in memory too (a model not loaded from a checkpoint), naming the layer."""
     from golden.intdag import export_dag
-    from golden.intgraph import ExportError, export_graph
+    from golden.intgraph import ExportError
     model = _cnn(cnn_ckpt)
     with torch.no_grad():
         edit(model)
     with pytest.raises(ExportError) as err:
-        (export_graph if exporter == "chain" else export_dag)(model)
+        export_dag(model)
     msg = str(err.value)
     assert "\n" not in msg and any(w in msg for w in ("layer", "features", "fc")), msg
     for w in words:
@@ -358,7 +357,7 @@ def _edit_model(src, dst, header=None, tensors=None, raw_header=None):
     from safetensors import safe_open
     from safetensors.numpy import save_file
 
-    from golden.intmodel import METADATA_KEY
+    from golden.modelfile import METADATA_KEY
     with safe_open(str(src), "np") as f:
         h = json.loads(f.metadata()[METADATA_KEY])
         ts = {k: f.get_tensor(k) for k in f.keys()}

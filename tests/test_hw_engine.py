@@ -333,17 +333,18 @@ def test_verilator_lint(default_verilog, tmp_path):
 @pytest.mark.parametrize("rows,cols", [(4, 4), (3, 2)])
 def test_trained_mlp_on_amaranth_engine(rows, cols, trained_model, digits_codes):
     """The compiled digits MLP (mixed 8/4-bit layers) is bit exact against the golden executor."""
-    from flows.compile import compile_model
-    from golden import executor
+    from flows.compile import compile_graph, expected_outputs
+    from golden.data import load_digits_split
+    from golden.intdag import run_graph
     from sim.compare import compare_outputs
 
     codes, _ = digits_codes
     n = 6
-    program = compile_model(trained_model, rows=rows, cols=cols)
-    golden = executor.run(trained_model, codes[:n])
+    program = compile_graph(trained_model, rows=rows, cols=cols)
+    golden = run_graph(trained_model, load_digits_split()[2][:n])
     run = run_amaranth(program, codes[:n])
-    cmp = compare_outputs(golden.activations[1:] + [golden.logits], run["outputs"],
-                          [l.name for l in trained_model.layers])
+    cmp = compare_outputs(expected_outputs(trained_model, program, golden), run["outputs"],
+                          [layer.name for layer in program.layers])
     assert cmp.ok, cmp.summary()
     assert mismatches(program, codes[:n], run["outputs"]) == []     # Program.reference agrees too
     assert run["cycles"] == [predicted_cycles(program.params, program)] * n

@@ -13,7 +13,7 @@ import pytest
 
 from flows.compile import compile_graph, engine_params_for_graph, expected_outputs
 from golden.data import load_digits_split
-from golden.intgraph import run_graph
+from golden.intdag import run_graph
 from hw.program import Ctrl, EngineParams, Sel, build_program, predicted_cycles
 from sim.amaranth_sim import run_amaranth
 from test_hw_engine import mismatches, random_layers, samples_for

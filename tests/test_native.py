@@ -23,7 +23,7 @@ import pytest
 
 from flows.compile import compile_graph, expected_outputs
 from golden.data import load_digits_split
-from golden.intgraph import run_graph
+from golden.intdag import run_graph
 from hw.build import engine_ports
 from hw.program import EngineParams, Sel, predicted_cycles
 from sim.compare import compare_outputs

@@ -3,7 +3,7 @@
 The exported integer graph is compiled to an engine program; real digits test samples go through
 the RTL on Icarus and Verilator (cocotb, clock in HDL, Python only for host I/O), and every output
 of every layer — the ASQ codes of the pooled feature maps included — must equal the integer
-executor's (`golden.intgraph.run_graph`), the measured cycles the schedule's. `make demo` runs
+executor's (`golden.intdag.run_graph`), the measured cycles the schedule's. `make demo` runs
 the whole test set; CI runs a slice on each simulator.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from flows.compile import compile_graph
 from golden.data import load_digits_split
-from golden.intgraph import run_graph
+from golden.intdag import run_graph
 from hw.program import predicted_cycles
 from sim.compare import compare_outputs
 from sim.cycle_model import model_perf, program_shapes

@@ -1,18 +1,20 @@
 """The generated Verilog, run by cocotb on Icarus and Verilator, against the golden integer executor.
 
-A trained digits MLP (real QAT, exported to integer form) is compiled to an engine program; real
-digits test samples go through the RTL, and every output of every layer must equal the executor's.
+A trained digits MLP (real QAT, exported to the one integer graph format) is compiled to an engine
+program; real digits test samples go through the RTL, and every output of every layer must equal the
+executor's (golden.intdag.run_graph).
 The last tests prove the comparison can fail: a corrupted weight code and a corrupted expected
 value must both be reported, naming the layer.
 """
 
-import dataclasses
+import copy
 
 import numpy as np
 import pytest
 
-from flows.compile import compile_model
-from golden import executor
+from flows.compile import compile_graph, expected_outputs
+from golden.data import load_digits_split
+from golden.intdag import run_graph
 from hw.program import predicted_cycles
 from sim.compare import compare_outputs
 from sim.cycle_model import model_perf, program_shapes
@@ -21,21 +23,27 @@ from sim.rtl import run_rtl
 SLICE = {"icarus": 24, "verilator": 90}
 
 
-def _expected(model, codes):
-    run = executor.run(model, codes)
-    return run.activations[1:] + [run.logits], run
+def _expected(model, program, n):
+    """What every engine layer must output for the first ``n`` digits test samples, and the golden run."""
+    x_test = load_digits_split()[2]
+    run = run_graph(model, x_test[:n])
+    return expected_outputs(model, program, run), run
+
+
+def _names(program):
+    return [layer.name for layer in program.layers]
 
 
 @pytest.mark.parametrize("backend", ["icarus", "verilator"])
 def test_trained_mlp_bit_exact(backend, trained_model, digits_codes):
     codes, labels = digits_codes
     n = SLICE[backend]
-    program = compile_model(trained_model, rows=4, cols=4)
-    expected, golden = _expected(trained_model, codes[:n])
+    program = compile_graph(trained_model, rows=4, cols=4)
+    expected, golden = _expected(trained_model, program, n)
     rtl = run_rtl(program, codes[:n], backend=backend)
-    cmp = compare_outputs(expected, rtl.outputs, [l.name for l in trained_model.layers])
+    cmp = compare_outputs(expected, rtl.outputs, _names(program))
     assert cmp.ok, cmp.summary()
-    assert cmp.values == n * sum(l.codes.shape[0] for l in trained_model.layers)
+    assert cmp.values == n * sum(st.weights.shape[0] for st in trained_model.stages)
     # the engine's cycle count is deterministic and equals the documented schedule
     assert rtl.cycles == [predicted_cycles(program.params, program)] * n
     assert rtl.cycles[0] == model_perf(program_shapes(program), 4, 4)["total_cycles"]   # the cycle model
@@ -48,35 +56,34 @@ def test_trained_mlp_bit_exact(backend, trained_model, digits_codes):
 def test_other_array_shapes_verilator(rows, cols, trained_model, digits_codes):
     """Non-power-of-two rows and a wide array: tiling and bank addressing differ, results must not."""
     codes, _ = digits_codes
-    program = compile_model(trained_model, rows=rows, cols=cols)
-    expected, _ = _expected(trained_model, codes[:8])
+    program = compile_graph(trained_model, rows=rows, cols=cols)
+    expected, _ = _expected(trained_model, program, 8)
     rtl = run_rtl(program, codes[:8], backend="verilator")
-    cmp = compare_outputs(expected, rtl.outputs, [l.name for l in trained_model.layers])
+    cmp = compare_outputs(expected, rtl.outputs, _names(program))
     assert cmp.ok, cmp.summary()
 
 
 def _corrupt_one_code(model, codes_in, layer_index=0):
     """Flip the sign of one large weight (m == 1: ±alpha) that meets a busy input pixel."""
-    layers = list(model.layers)
-    layer = layers[layer_index]
-    codes = layer.codes.copy()
-    magnitude = codes & ((1 << (layer.wbits - 1)) - 1)
+    bad = copy.deepcopy(model)
+    stage = bad.stages[layer_index]
+    codes = stage.weights
+    magnitude = codes & ((1 << (stage.wbits - 1)) - 1)
     busy = codes_in.mean(axis=0)                       # mean input code of each pixel
     candidates = np.argwhere(magnitude == 1)
     o, i = max(candidates, key=lambda oi: busy[oi[1]])
-    codes[o, i] ^= 1 << (layer.wbits - 1)
-    layers[layer_index] = dataclasses.replace(layer, codes=codes)
-    return dataclasses.replace(model, layers=layers), layer.name
+    codes[o, i] ^= 1 << (stage.wbits - 1)
+    return bad, stage.name
 
 
 def test_corrupted_weight_is_caught(trained_model, digits_codes):
     codes, _ = digits_codes
     n = 24
     bad_model, bad_layer = _corrupt_one_code(trained_model, codes[:n])
-    program = compile_model(bad_model, rows=4, cols=4)          # the RTL gets the corrupted code
-    expected, _ = _expected(trained_model, codes[:n])          # the golden model keeps the right one
+    program = compile_graph(bad_model, rows=4, cols=4)          # the RTL gets the corrupted code
+    expected, _ = _expected(trained_model, program, n)         # the golden model keeps the right one
     rtl = run_rtl(program, codes[:n], backend="icarus")
-    cmp = compare_outputs(expected, rtl.outputs, [l.name for l in trained_model.layers])
+    cmp = compare_outputs(expected, rtl.outputs, _names(program))
     assert not cmp.ok
     assert cmp.per_layer[bad_layer] > 0
     assert cmp.first[0].layer == bad_layer
@@ -86,10 +93,10 @@ def test_corrupted_weight_is_caught(trained_model, digits_codes):
 def test_corrupted_expected_value_is_caught(trained_model, digits_codes):
     codes, _ = digits_codes
     n = 4
-    program = compile_model(trained_model, rows=4, cols=4)
-    expected, _ = _expected(trained_model, codes[:n])
+    program = compile_graph(trained_model, rows=4, cols=4)
+    expected, _ = _expected(trained_model, program, n)
     rtl = run_rtl(program, codes[:n], backend="icarus")
-    names = [l.name for l in trained_model.layers]
+    names = _names(program)
     assert compare_outputs(expected, rtl.outputs, names).ok
     expected[0] = expected[0].copy()
     expected[0][2, 5] += 1

@@ -11,7 +11,7 @@ import pytest
 from flows.compile import compile_graph, expected_outputs
 from golden.dagplan import copy_plan
 from golden.data import load_digits_split
-from golden.intgraph import run_graph
+from golden.intdag import run_graph
 from hw.program import predicted_cycles
 
 

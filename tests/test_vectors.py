@@ -17,7 +17,7 @@ import pytest
 from flows.cli import main
 from golden.data import load_digits_split
 from golden.graphfile import load_graph, save_graph
-from golden.intgraph import run_graph, stage_input_bits
+from golden.intdag import run_graph
 from sim.vectors import Mismatch, VectorChecker, VectorError, compare, load_vectors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def test_round_trip_equals_run_graph(which, fmt, tmp_path, digits, trained_cnn_p
     np.testing.assert_array_equal(vec.array("network", "input_codes"), run.codes[first])
     for i, st in enumerate(graph.stages):
         rec = vec.layer(st.name)
-        assert rec["wbits"] == st.wbits and rec["abits"] == stage_input_bits(graph, i)
+        assert rec["wbits"] == st.wbits and rec["abits"] == graph.stages[i].in_quant.bits
         assert rec["acc_shape"] == list(run.accs[i].shape[1:]) and rec["value_shape"] == list(run.values[i].shape[1:])
         np.testing.assert_array_equal(vec.array(st.name, "in_codes"), run.codes[i])
         np.testing.assert_array_equal(vec.array(st.name, "acc"), run.accs[i])
