@@ -68,6 +68,21 @@ def _check_waves_written(waves: str, before) -> None:
                         f"compared, but no dump exists); check the path and free space")
 
 
+def _expectations(graph, program, golden, n: int):
+    """What every engine layer must output, from the integer graph's run (:func:`flows.compile.expected_outputs`),
+    and the input codes/betas of the stage reading the network input. Returns ``(input codes, input betas,
+    expected per engine layer, engine layer names)``."""
+    import numpy as np
+
+    from flows.compile import expected_outputs
+
+    expected = expected_outputs(graph, program, golden)
+    first = next(k for k, st in enumerate(graph.stages) if st.input_from == "input")
+    x_codes = np.asarray(golden.codes[first]).reshape(n, -1)
+    betas = golden.betas[first] if program.needs_beta else None
+    return x_codes, betas, expected, [layer.name for layer in program.layers]
+
+
 def _model_summary(model, names) -> str:
     """One line of the simulate report: the model file's format and how it maps to engine layers."""
     copies = [n for n in names if "~" in n]
@@ -80,7 +95,7 @@ def run(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from flows.compile import compile_graph, expected_outputs
+    from flows.compile import compile_graph
     from golden.data import check_model_dataset, load_dataset, model_dataset
     from golden.intdag import run_graph
     from sim.compare import compare_outputs
@@ -97,11 +112,7 @@ def run(args) -> int:
     labels = y_test[:n]
     program = compile_graph(model, params)               # every engine layer checked before simulating
     golden = run_graph(model, x_test[:n])
-    expected = expected_outputs(model, program, golden)  # the golden model's value of every engine layer
-    first = next(k for k, st in enumerate(model.stages) if st.input_from == "input")
-    x_codes = np.asarray(golden.codes[first]).reshape(n, -1)
-    betas = golden.betas[first] if program.needs_beta else None
-    names = [layer.name for layer in program.layers]
+    x_codes, betas, expected, names = _expectations(model, program, golden, n)   # the golden model's values
     golden_pred = golden.predictions
 
     jobs = args.jobs or os.cpu_count() or 1

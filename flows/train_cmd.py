@@ -64,9 +64,12 @@ def run(args) -> int:
         kw["edge_weight_quant"] = "post"             # every layer runnable on the POST engine
     if args.edge_act_quant is not None:
         kw["edge_act_quant"] = args.edge_act_quant
-    spec = TrainSpec(model=args.model, wbits=args.wbits, abits=args.abits, weight_quant=args.weight_quant,
-                     act_quant=args.act_quant, seed=args.seed, data=args.data,
-                     train_limit=args.train_samples, test_limit=args.test_samples, **kw)
+    try:
+        spec = TrainSpec(model=args.model, wbits=args.wbits, abits=args.abits, weight_quant=args.weight_quant,
+                         act_quant=args.act_quant, seed=args.seed, data=args.data,
+                         train_limit=args.train_samples, test_limit=args.test_samples, **kw)
+    except ValueError as exc:                          # bit-widths or quantizer names the user chose
+        raise UserError(str(exc).splitlines()[0]) from None
     started = time.perf_counter()
     model, metrics = train_spec(spec, progress=not (args.json or args.quiet), integer=False)
     seconds = time.perf_counter() - started

@@ -116,14 +116,14 @@ def test_simulate_expectations_are_the_integer_graph(graph, program):
     """What `simulate` compares each engine layer with (run_graph's codes of the consumer stage,
     zeros for a residual-only layer, the logits) is what the program's own reference computes, and
     the beta each engine layer's ASQ quantizer chooses is run_graph's beta of that consumer."""
-    from flows.simulate_cmd import _dag_expected
+    from flows.simulate_cmd import _expectations
     from golden.dagplan import copy_plan
     from golden.data import load_digits_split
     from golden.intdag import run_graph
     _, _, x_test, _ = load_digits_split()
     n = 3
     golden = run_graph(graph, x_test[:n])
-    x_codes, betas, expected, names = _dag_expected(graph, program, golden, n)
+    x_codes, betas, expected, names = _expectations(graph, program, golden, n)
     assert names == [l.name for l in program.layers] and len(expected) == len(names)
     assert np.array_equal(expected[-1], golden.logits)
     consumer = {e: c for _, c, e, _ in copy_plan(graph)}

@@ -109,8 +109,8 @@ def test_activation_regions_are_reused_when_they_do_not_fit_side_by_side():
 
 def test_layers_that_cannot_be_split_name_the_reason(trained_cnn):
     params = engine_params_for_graph(trained_cnn)
-    # layer1 (ASQ) holds 32 channels x 8 x 8 values
-    with pytest.raises(ValueError, match=r"layer layer1: its 2048 values .* exceed value_words 1024, and it cannot "
+    # features.3 (ASQ) holds 32 channels x 8 x 8 values
+    with pytest.raises(ValueError, match=r"layer features.3: its 2048 values .* exceed value_words 1024, and it cannot "
                                          r"run in output-channel parts because its ASQ quantizer needs every "
                                          r"channel's sum; regenerate with --value-words 2048"):
         compile_graph(trained_cnn, dataclasses.replace(params, value_words=1024))
