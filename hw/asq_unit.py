@@ -8,9 +8,8 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import arith
-from hw.lut import checked
 from hw.pool import pooled_layout
-from hw.program import DESC_BITS, EngineParams
+from hw.program import DESC_BITS, EngineParams, require_engine_params
 from hw.sequencer import desc_layout
 
 __all__ = ["AsqUnit", "TABLE_ENTRIES"]
@@ -74,10 +73,7 @@ class AsqUnit(wiring.Component):
     """
 
     def __init__(self, params: EngineParams):
-        def check():
-            if not isinstance(params, EngineParams):
-                raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
-        checked(self, check)
+        require_engine_params(self, params)
         self.params = p = params
         tb = arith.ASQ_TABLE_BITS
         super().__init__({

@@ -68,9 +68,8 @@ from hw.array import PostArray
 from hw.asq_unit import AsqUnit
 from hw.feed import FeedGenerator
 from hw.host_port import HostPort, host_read_layout, host_write_layout
-from hw.lut import checked
 from hw.pool import PoolingWalk
-from hw.program import CHAN_BITS, EngineParams
+from hw.program import CHAN_BITS, EngineParams, require_engine_params
 from hw.rescale import chan_layout
 from hw.rescale_unit import RescaleUnit
 from hw.sequencer import Sequencer
@@ -124,10 +123,7 @@ class PostEngine(wiring.Component):
     """
 
     def __init__(self, params: EngineParams):
-        def check():
-            if not isinstance(params, EngineParams):
-                raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
-        checked(self, check)
+        require_engine_params(self, params)
         self.params = params
         super().__init__(self.members_for(params))
 

@@ -8,8 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.array import array_step_layout
-from hw.lut import checked
-from hw.program import DESC_BITS, EngineParams
+from hw.program import DESC_BITS, EngineParams, require_engine_params
 from hw.sequencer import desc_layout
 
 __all__ = ["FeedGenerator"]
@@ -65,10 +64,7 @@ class FeedGenerator(wiring.Component):
     """
 
     def __init__(self, params: EngineParams):
-        def check():
-            if not isinstance(params, EngineParams):
-                raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
-        checked(self, check)
+        require_engine_params(self, params)
         self.params = p = params
         super().__init__({
             "desc": In(desc_layout()), "start": In(1), "active": In(1), "end": Out(1),

@@ -8,8 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import arith
-from hw.lut import checked
-from hw.program import DESC_FIELDS, Ctrl, EngineParams, Sel
+from hw.program import DESC_FIELDS, Ctrl, EngineParams, Sel, require_engine_params
 
 __all__ = ["HostPort", "host_write_layout", "host_read_layout", "TABLE_ENTRIES"]
 
@@ -76,10 +75,7 @@ class HostPort(wiring.Component):
     """
 
     def __init__(self, params: EngineParams):
-        def check():
-            if not isinstance(params, EngineParams):
-                raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
-        checked(self, check)
+        require_engine_params(self, params)
         self.params = p = params
         word_bits = p.addr_bits - p.bank_bits
         slots = range(p.max_layers + 1)

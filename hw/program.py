@@ -24,7 +24,7 @@ import numpy as np
 from golden import arith
 from golden.errors import InputError
 
-__all__ = ["EngineFitError", "EngineParams", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS",
+__all__ = ["EngineFitError", "EngineParams", "require_engine_params", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS",
            "SIGNED_FIELDS", "LayerSpec", "AdapterSpec", "Program", "build_program", "predicted_cycles",
            "layer_cycles", "program_layer_cycles", "Pass", "chan_word", "LAYER_OVERHEAD", "TAIL_CYCLES", "WALK_FLUSH",
            "ADAPT_TAIL", "RUN_OVERHEAD", "CHAN_BITS", "CHAN_MULT_BITS", "CHAN_SHIFT_BITS"]
@@ -278,6 +278,15 @@ class EngineParams:
         """``ACT`` host address of element ``e`` of a region based at word ``base``."""
         return ((base + e // self.rows) << self.bank_bits) | (e % self.rows)
 
+
+
+def require_engine_params(component, params) -> None:
+    """The parameter check every engine component runs before ``super().__init__()``: ``params`` must
+    be an :class:`EngineParams` (TypeError otherwise). A refused component is marked deliberately
+    unused, so Amaranth does not also warn that it was never elaborated."""
+    if not isinstance(params, EngineParams):
+        component._MustUse__silence = True
+        raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
 
 @dataclass(eq=False)
 class AdapterSpec:

@@ -8,8 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import arith
-from hw.lut import checked
-from hw.program import DESC_BITS, EngineParams
+from hw.program import DESC_BITS, EngineParams, require_engine_params
 from hw.rescale import RESCALE_LATENCY, ChannelRescale, chan_layout
 from hw.sequencer import desc_layout
 
@@ -66,10 +65,7 @@ class RescaleUnit(wiring.Component):
     """
 
     def __init__(self, params: EngineParams):
-        def check():
-            if not isinstance(params, EngineParams):
-                raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
-        checked(self, check)
+        require_engine_params(self, params)
         self.params = p = params
         super().__init__({
             "desc": In(desc_layout()), "start": In(1), "beta": In(arith.ASQ_TABLE_BITS),

@@ -15,9 +15,8 @@ from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.lut import checked
-from hw.program import ADAPT_TAIL, DESC_BITS, DESC_FIELDS, DESC_STRIDE, SIGNED_FIELDS, WALK_FLUSH, DescField, \
-    EngineParams
+from hw.program import (ADAPT_TAIL, DESC_BITS, DESC_FIELDS, DESC_STRIDE, SIGNED_FIELDS, WALK_FLUSH, DescField,
+                        EngineParams, require_engine_params)
 
 __all__ = ["Sequencer", "State", "desc_layout", "desc_const", "DESC_FIELD_BITS"]
 
@@ -126,10 +125,7 @@ class Sequencer(wiring.Component):
     """
 
     def __init__(self, params: EngineParams):
-        def check():
-            if not isinstance(params, EngineParams):
-                raise TypeError(f"params must be an EngineParams, got {type(params).__name__}")
-        checked(self, check)
+        require_engine_params(self, params)
         self.params = params
         slots = range(params.max_layers + 1)
         super().__init__({
