@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InputError
+
 __all__ = ["FLOAT_BITS", "PAPER_TABLE1", "AdapterSpec", "layer_params", "layer_ops", "adapter_dims",
            "adapter_params", "adapter_ops", "overhead", "format_table"]
 
@@ -48,9 +50,9 @@ class AdapterSpec:
     def __post_init__(self):
         for name, v, lo in (("ratio", self.ratio, 1), ("bits", self.bits, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"adapter {name} must be an integer >= {lo}, got {v!r}")
+                raise InputError(f"adapter {name} must be an integer >= {lo}, got {v!r}")
         if self.layers not in (1, 2):
-            raise ValueError(f"adapter layers must be 1 or 2, got {self.layers!r}")
+            raise InputError(f"adapter layers must be 1 or 2, got {self.layers!r}")
 
 
 def layer_params(shape) -> int:
@@ -85,11 +87,11 @@ def adapter_ops(channels: int, spec: AdapterSpec) -> int:
 
 def _check_bits(bits_list):
     if not bits_list:
-        raise ValueError("give at least one bit-width")
+        raise InputError("give at least one bit-width")
     out = []
     for b in bits_list:
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= FLOAT_BITS:
-            raise ValueError(f"bit-widths must be integers in 1..{FLOAT_BITS}, got {b!r}")
+            raise InputError(f"bit-widths must be integers in 1..{FLOAT_BITS}, got {b!r}")
         out.append(int(b))
     return out
 
@@ -127,7 +129,7 @@ def overhead(shapes, bits_list, spec: AdapterSpec | None = None, edge_bits: int 
         _check_bits([edge_bits])
     shapes = list(shapes)
     if len(shapes) < 1:
-        raise ValueError("the network has no conv/linear layers")
+        raise InputError("the network has no conv/linear layers")
     last = len(shapes) - 1
     edge = [i in (0, last) for i in range(len(shapes))]
     adapted = [s for s, e in zip(shapes, edge) if adapt_edges or not e]

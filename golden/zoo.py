@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import quantizers as _quantizers
+from .errors import InputError
 
 __all__ = [
     "QConv2d", "QLinear", "QUANT_LAYERS", "make_weight_quantizer", "make_act_quantizer",
@@ -60,7 +61,7 @@ def make_weight_quantizer(name: str, bits: int, **kw) -> nn.Module:
         return nn.Identity()
     if name == "post":
         return _quantizers.POSTWeightQuantizer(bits)
-    raise ValueError(f"unknown weight quantizer {name!r}; valid: {', '.join(_FALLBACK_WEIGHT)} "
+    raise InputError(f"unknown weight quantizer {name!r}; valid: {', '.join(_FALLBACK_WEIGHT)} "
                      f"(the quantizer registry is not installed yet)")
 
 
@@ -88,7 +89,7 @@ def make_act_quantizer(name: str, bits: int, channels: int | None = None, signed
             warnings.warn("fallback LSQ is unsigned; a layer input that can be negative is clipped at 0",
                           UserWarning, stacklevel=3)
         return _quantizers.LSQActQuantizer(bits)
-    raise ValueError(f"unknown activation quantizer {name!r}; valid: {', '.join(_FALLBACK_ACT)} "
+    raise InputError(f"unknown activation quantizer {name!r}; valid: {', '.join(_FALLBACK_ACT)} "
                      f"(the quantizer registry is not installed yet)")
 
 
@@ -267,7 +268,7 @@ class DigitsCNN(nn.Module):
         super().__init__()
         w, hw = int(width), int(in_hw)
         if hw < 4 or hw % 4:
-            raise ValueError(f"DigitsCNN needs a square input whose side is a multiple of 4, got {in_hw!r}")
+            raise InputError(f"DigitsCNN needs a square input whose side is a multiple of 4, got {in_hw!r}")
         self.in_shape = (1, hw, hw)
         self.features = nn.Sequential(
             f.conv(1, w, 3, edge=True, signed_input=signed_input), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
@@ -465,15 +466,15 @@ def _input_shape(name: str, input_shape) -> tuple:
         return MODEL_INPUT_SHAPES[name]
     shape = tuple(input_shape)
     if name not in RESHAPEABLE_MODELS:
-        raise ValueError(f"model {name!r} has the fixed input shape {MODEL_INPUT_SHAPES[name]}; input_shape= "
+        raise InputError(f"model {name!r} has the fixed input shape {MODEL_INPUT_SHAPES[name]}; input_shape= "
                          f"applies to {', '.join(RESHAPEABLE_MODELS)}")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
-        raise ValueError(f"input_shape must hold positive integers, got {input_shape!r}")
+        raise InputError(f"input_shape must hold positive integers, got {input_shape!r}")
     if name == "mlp":
         if len(shape) != 1:
-            raise ValueError(f"mlp takes (features,) inputs, got input_shape {input_shape!r}")
+            raise InputError(f"mlp takes (features,) inputs, got input_shape {input_shape!r}")
     elif len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2] or shape[1] % 4:
-        raise ValueError(f"{name} takes (1, H, H) inputs with H a multiple of 4, got input_shape {input_shape!r}")
+        raise InputError(f"{name} takes (1, H, H) inputs with H a multiple of 4, got input_shape {input_shape!r}")
     return shape
 
 
@@ -514,13 +515,13 @@ def build_model(name: str, wbits: int, abits: int, weight_quant: str = "post", a
     Raises ``ValueError`` for unknown names or invalid widths.
     """
     if name not in MODEL_INPUT_SHAPES:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+        raise InputError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     for label, v in (("wbits", wbits), ("abits", abits), ("edge_bits", edge_bits)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{label} must be a positive integer, got {v!r}")
+            raise InputError(f"{label} must be a positive integer, got {v!r}")
     classes = _DEFAULT_CLASSES[name] if num_classes is None else num_classes
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
     shape = _input_shape(name, input_shape)
     f = _Factory(wbits, abits, weight_quant, act_quant, edge_bits, edge_weight_quant, edge_act_quant)
     if name == "mlp":
@@ -600,12 +601,12 @@ def layer_shapes(model: nn.Module, input_shape=None) -> list[LayerShape]:
     if input_shape is None:
         input_shape = getattr(model, "input_shape", None)
         if input_shape is None:
-            raise ValueError("layer_shapes needs input_shape for a model without an input_shape attribute")
+            raise InputError("layer_shapes needs input_shape for a model without an input_shape attribute")
     shape = tuple(int(s) for s in input_shape)
     if len(shape) in (1, 3):
         shape = (1,) + shape
     if len(shape) not in (2, 4) or any(s < 1 for s in shape):
-        raise ValueError(f"input_shape must be (C, H, W) or (F,), optionally with a batch dimension, got {input_shape!r}")
+        raise InputError(f"input_shape must be (C, H, W) or (F,), optionally with a batch dimension, got {input_shape!r}")
     names = {m: n for n, m in model.named_modules()}
     records: list[LayerShape] = []
 

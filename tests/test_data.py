@@ -208,7 +208,7 @@ def test_train_fashion_subset_betas_and_refusals(tmp_path):
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["data"] == "fashion-mnist" and r["samples"] == 40
-    assert [q["stage"] for q in r["quantizers"]] == ["layer1", "layer2"]     # the two 4-bit ASQ inputs
+    assert [q["stage"] for q in r["quantizers"]] == ["features.3", "features.7"]     # the two 4-bit ASQ inputs
     for q in r["quantizers"]:
         assert sum(h["count"] for h in q["histogram"]) == 40 == q["samples"]
         assert q["distinct"] == len(q["histogram"]) >= 1 and 0 < q["min"] <= q["mean"] <= q["max"] < 2
@@ -226,5 +226,5 @@ def test_train_fashion_subset_betas_and_refusals(tmp_path):
 
 
 def test_betas_refuses_models_without_asq(tmp_path, trained_model_path):
-    assert_clean_error(cli("betas", trained_model_path), "v1 MLP", "no ASQ quantizer")
+    assert_clean_error(cli("betas", trained_model_path), "no ASQ activation quantizer", "--act-quant asq")
     assert_clean_error(cli("betas", tmp_path / "none.safetensors"), "no such file")

@@ -6,7 +6,7 @@ ASQ quantizers with ``lo = 0`` and random integer adapters of one or two layers,
 quantizer's shift holds), writes each with :func:`golden.graphfile.save_graph`, reads it back with
 :func:`golden.graphfile.load_graph` (which must accept it), compiles it, and runs a few samples on the
 engine in Amaranth's simulator: every output of every engine layer must equal the integer executor's
-(:func:`golden.intgraph.run_graph`). A graph the compiler refuses (it proves value widths) must be
+(:func:`golden.intdag.run_graph`). A graph the compiler refuses (it proves value widths) must be
 refused with an :class:`golden.errors.InputError`; those examples are discarded.
 
 The example count is modest (each one elaborates and simulates the engine).
@@ -30,8 +30,8 @@ ABITS = 4
 
 @st.composite
 def graphs(draw):
-    """A 2-stage chain (hidden linear layer with an LSQ or ASQ output quantizer, then a final linear layer)
-    and its real inputs."""
+    """A 2-stage integer DAG (a hidden linear layer, then a final linear layer whose LSQ or ASQ input
+    quantizer reads the hidden value through a random input rescale) and its real inputs."""
     n_in, hidden, classes = draw(st.integers(2, 6)), draw(st.integers(1, 5)), draw(st.integers(2, 4))
     wbits = draw(st.integers(2, 4))
     ints = lambda lo, hi, shape: np.array(draw(st.lists(st.integers(lo, hi), min_size=int(np.prod(shape)),  # noqa: E731
@@ -64,15 +64,21 @@ def graphs(draw):
             out.adapter = Adapter(w1, b1, e1, w2, b2, e2, draw(st.sampled_from(arith.ASQ_FACTORS)))
     m0, s0, o0 = rescale(hidden)
     relu = draw(st.booleans())
+    in_q = ActQuant("lsq", ABITS, 0, 2 ** ABITS - 1, 1.0, 0.0, 1.0, 0)
     s_hidden = Stage(name="hidden", kind="linear", weight_format="post", weights=ints(0, 2 ** wbits - 1, (hidden, n_in)),
                      wbits=wbits, frac_bits=arith.DEFAULT_FRAC_BITS, mult=m0, shift=s0, offset=o0, relu=relu,
-                     relu_floor=draw(st.integers(-64, 64)) if relu else 0, out=out, value_frac=vf)
+                     relu_floor=draw(st.integers(-64, 64)) if relu else 0, input_from="input", in_quant=in_q,
+                     value_unit=1.0)
     m1, s1, o1 = rescale(classes)
+    # the DAG form: the consumer's quantizer reads the hidden value through its own input rescale
+    in_shift = draw(st.integers(14, 16))
     s_out = Stage(name="logits", kind="linear", weight_format="post", weights=ints(0, 2 ** wbits - 1, (classes, hidden)),
                   wbits=wbits, frac_bits=arith.DEFAULT_FRAC_BITS, mult=m1, shift=s1, offset=o1,
-                  input_beta=kind == "asq", value_frac=0)
-    graph = IntGraph(input_quant=ActQuant("lsq", ABITS, 0, 2 ** ABITS - 1, 1.0, 0.0, 1.0, 0), input_shape=(n_in,),
-                     stages=[s_hidden, s_out], meta={"model": "hypothesis"})
+                  input_beta=kind == "asq", input_from="hidden", in_quant=out,
+                  in_mult=draw(st.integers(2 ** (arith.MULT_BITS - 1), 2 ** arith.MULT_BITS - 1)),
+                  in_shift=in_shift, in_offset=arith.rescale_offset(0.0, in_shift), value_unit=1.0)
+    graph = IntGraph(input_quant=in_q, input_shape=(n_in,), stages=[s_hidden, s_out], meta={"model": "hypothesis"},
+                     kind="dag", output="logits")
     x = ints(0, 2 ** ABITS - 1, (3, n_in)).astype(np.float64)
     return graph, x
 
@@ -92,6 +98,6 @@ def test_every_accepted_file_simulates_golden_equal_rtl(tmp_path, case):
         reject()
     golden = run_graph(graph, x)
     expected = expected_outputs(graph, program, golden)
-    run = run_amaranth(program, golden.codes[0].reshape(len(x), -1), betas=golden.betas[0])
+    run = run_amaranth(program, golden.codes[0].reshape(len(x), -1), betas=golden.betas[0] if program.needs_beta else None)
     cmp = compare_outputs(expected, run["outputs"], [layer.name for layer in program.layers])
     assert cmp.ok, cmp.summary()

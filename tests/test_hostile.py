@@ -418,7 +418,7 @@ def test_asq_lo_is_what_golden_and_rtl_disagreed_on(cnn_model):
     from golden import arith
     from golden.graphfile import load_graph
     graph = load_graph(cnn_model)
-    q = next(st.out for st in graph.stages if st.out is not None and st.out.kind == "asq")
+    q = next(st.in_quant for st in graph.stages if st.in_quant.kind == "asq")
     assert q.lo == 0
     codes = arith.asq_quantize(np.arange(-8, 64), np.full(72, 1 << arith.ASQ_BETA_FRAC), 0, q.hi)
     assert codes.min() == 0 and (codes < 5).any()          # values an lo = 5 RTL clip would change

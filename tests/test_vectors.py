@@ -154,13 +154,13 @@ def test_corrupted_vector_is_caught(fmt, tmp_path, digits, trained_cnn_path):
 def test_checker_errors(tmp_path, trained_cnn_path):
     vec = _write(trained_cnn_path, tmp_path / "v", "npy", samples=2)
     check = VectorChecker(vec)
-    with pytest.raises(VectorError, match="no array 'nope' for layer 'layer3'; it has in_codes"):
-        check.compare("layer3", [0], array="nope")
-    with pytest.raises(VectorError, match=r"layer3/value: got shape \[3\], expected \[2, 10\]"):
-        check.compare("layer3", [0, 0, 0])
+    with pytest.raises(VectorError, match="no array 'nope' for layer 'fc'; it has in_codes"):
+        check.compare("fc", [0], array="nope")
+    with pytest.raises(VectorError, match=r"fc/value: got shape \[3\], expected \[2, 10\]"):
+        check.compare("fc", [0, 0, 0])
     with pytest.raises(VectorError, match="is a parameter"):
-        check.compare("layer3", np.zeros(10), array="mult", sample=0)
-    assert check.compare("layer3", vec.array("layer3", "mult"), array="mult") == 0
+        check.compare("fc", np.zeros(10), array="mult", sample=0)
+    assert check.compare("fc", vec.array("fc", "mult"), array="mult") == 0
     with pytest.raises(VectorError, match="no manifest"):
         load_vectors(tmp_path)
 
