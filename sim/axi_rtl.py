@@ -20,13 +20,7 @@ import numpy as np
 
 from hw.axi import AXI_TOP, axi_ports, axi_verilog
 from hw.program import Program, Sel, predicted_cycles
-from sim.rtl import (
-    REPO_ROOT,
-    VERILATOR_ARGS,
-    SimulationError,
-    check_backend,
-    simulator_env,
-)
+from sim.rtl import REPO_ROOT, VERILATOR_ARGS, SimulationError, check_backend, simulator_env, testbench_wrapper
 from sim.toolchain import cached_build, run_folder
 
 __all__ = ["AxiRtlRun", "run_axi_rtl", "axi_testbench_wrapper", "ensure_axi_built"]
@@ -51,25 +45,10 @@ class AxiRtlRun:
 
 
 def axi_testbench_wrapper(ports: list[dict], hdl_clock: bool = True) -> str:
-    """Verilog of ``tb_top``: ``aclk`` (100 MHz in HDL with ``hdl_clock``; else the testbench starts a
-    cocotb ``Clock``), ``aresetn`` low at time 0, regs for the other inputs."""
-    lines = ["`timescale 1ns/1ps", "module tb_top;", "  reg aclk = 1'b0;"]
-    if hdl_clock:
-        lines.append("  always #5 aclk = ~aclk;")
-    conns = [".aclk(aclk)"]
-    for port in ports:
-        name, width = port["name"], int(port["width"])
-        if name == "aclk":
-            continue
-        rng = f"[{width - 1}:0] " if width > 1 else ""
-        if port["direction"] == "input":
-            lines.append(f"  reg {rng}{name} = {width}'d0;")
-        else:
-            lines.append(f"  wire {rng}{name};")
-        conns.append(f".{name}({name})")
-    lines.append(f"  {AXI_TOP} dut (" + ", ".join(conns) + ");")
-    lines.append("endmodule")
-    return "\n".join(lines) + "\n"
+    """Verilog of ``tb_top`` (:func:`sim.rtl.testbench_wrapper`): ``aclk`` (100 MHz in HDL with
+    ``hdl_clock``; else the testbench starts a cocotb ``Clock``), ``aresetn`` low at time 0, regs for the
+    other inputs."""
+    return testbench_wrapper(ports, AXI_TOP, clock="aclk", hdl_clock=hdl_clock, reset_high=())
 
 
 def _hdl_clock(backend: str) -> bool:

@@ -72,20 +72,24 @@ def engine_verilog_cached(params: EngineParams, cache_dir: Path | None = None) -
     return text
 
 
-def testbench_wrapper(ports: list[dict], top: str = "post_engine", waves: str | None = None) -> str:
-    """Verilog of ``tb_top``: regs for the engine's inputs, wires for its outputs, a 100 MHz clock;
-    with ``waves`` (a file path) it dumps every signal there from time 0."""
-    lines = ["`timescale 1ns/1ps", "module tb_top;", "  reg clk = 1'b0;", "  always #5 clk = ~clk;"]
+def testbench_wrapper(ports: list[dict], top: str = "post_engine", waves: str | None = None, *, clock: str = "clk",
+                      hdl_clock: bool = True, reset_high: tuple = ("rst",)) -> str:
+    """Verilog of ``tb_top``: regs for the DUT's inputs (0 at time 0, 1 for the ``reset_high`` ones),
+    wires for its outputs, the ``clock`` reg with a 100 MHz clock in HDL when ``hdl_clock`` (else the
+    testbench drives it); with ``waves`` (a file path) it dumps every signal there from time 0."""
+    lines = ["`timescale 1ns/1ps", "module tb_top;", f"  reg {clock} = 1'b0;"]
+    if hdl_clock:
+        lines.append(f"  always #5 {clock} = ~{clock};")
     if waves:
         lines += [f'  initial begin $dumpfile("{waves}"); $dumpvars(0, tb_top); end']
-    conns = [".clk(clk)"]
+    conns = [f".{clock}({clock})"]
     for port in ports:
         name, width = port["name"], int(port["width"])
-        if name == "clk":
+        if name == clock:
             continue
         rng = f"[{width - 1}:0] " if width > 1 else ""
         if port["direction"] == "input":
-            init = "1'b1" if name == "rst" else f"{width}'d0"
+            init = "1'b1" if name in reset_high else f"{width}'d0"
             lines.append(f"  reg {rng}{name} = {init};")
         else:
             lines.append(f"  wire {rng}{name};")
