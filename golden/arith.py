@@ -61,8 +61,9 @@ ABITS_RANGE = range(2, 9)
 DEFAULT_FRAC_BITS = 8
 FRAC_BITS_RANGE = range(0, 17)
 #: Width of the unsigned requantisation multiplier; it is normalised into
-#: ``[2**(MULT_BITS-1), 2**MULT_BITS)`` so every ratio keeps MULT_BITS significant bits.
-MULT_BITS = 16
+#: ``[2**(MULT_BITS-1), 2**MULT_BITS)`` so every ratio keeps MULT_BITS significant bits. A signed
+#: multiplier (``|mult| < 2**MULT_BITS``) is a 16-bit two's-complement DSP operand.
+MULT_BITS = 15
 #: Allowed requantisation right shifts (the hardware shifter is 6 bits wide).
 SHIFT_RANGE = range(1, 64)
 
@@ -373,17 +374,15 @@ ASQ_Z_FRAC = 6
 ASQ_Z_LIMIT = 8
 #: Fraction bits of the factor ``beta`` and of its inverse in the ASQ tables.
 ASQ_BETA_FRAC = 16
-#: Fraction bits an accumulator keeps after it is scaled by an ASQ factor (:func:`apply_beta`).
-ASQ_ACC_FRAC = 8
 #: Adapter weights are signed fixed-point numbers of at most this many bits (sign included).
 ADAPTER_WEIGHT_BITS = 16
 #: The factor functions the hardware tables support (``z -> beta``).
 ASQ_FACTORS = ("sigmoid", "exp")
 
-__all__ += ["ASQ_ACC_FRAC", "ASQ_VALUE_FRAC", "ASQ_Z_FRAC", "ASQ_Z_LIMIT", "ASQ_BETA_FRAC", "ADAPTER_WEIGHT_BITS",
+__all__ += ["ASQ_VALUE_FRAC", "ASQ_Z_FRAC", "ASQ_Z_LIMIT", "ASQ_BETA_FRAC", "ADAPTER_WEIGHT_BITS",
             "ASQ_FACTORS", "signed_multiplier", "rescale_offset", "rescale", "round_shift",
             "quantize_value", "asq_factor", "asq_tables", "asq_z_index", "asq_quantize",
-            "adapter_weight_exponent", "integer_levels", "apply_beta"]
+            "adapter_weight_exponent", "adapter_layer_exponent", "integer_levels"]
 
 
 def signed_multiplier(ratio: float) -> tuple[int, int]:
@@ -406,16 +405,6 @@ def rescale_offset(real_offset: float, shift: int) -> int:
     if not math.isfinite(real_offset):
         raise ArithError(f"rescale offset must be finite, got {real_offset!r}")
     return int(math.floor(real_offset * 2.0 ** shift + 0.5)) + (1 << (shift - 1))
-
-
-def apply_beta(acc, beta_fixed):
-    """``(acc * beta_fixed) >> (ASQ_BETA_FRAC - ASQ_ACC_FRAC)`` (floor): the accumulator of a layer whose
-    input codes came from an ASQ quantizer, scaled by that sample's factor
-    ``beta = beta_fixed / 2**ASQ_BETA_FRAC`` and kept with ``ASQ_ACC_FRAC`` fraction bits (the stage's
-    rescale ratio is divided by ``2**ASQ_ACC_FRAC`` to match). ``beta_fixed`` broadcasts against ``acc``
-    (one value per sample)."""
-    return (np.asarray(acc, dtype=np.int64) * np.asarray(beta_fixed, dtype=np.int64)) >> (ASQ_BETA_FRAC -
-                                                                                         ASQ_ACC_FRAC)
 
 
 def rescale(acc, mult, offset, shift):
@@ -478,10 +467,12 @@ def asq_z_index(z_fixed, z_frac: int):
 
 
 def asq_quantize(v, inv_beta, value_frac: int, qmax: int):
-    """ASQ codes ``clip(round_half_up(v * inv_beta / 2**(value_frac + ASQ_BETA_FRAC)), 0, qmax)``:
-    ``v`` in units ``step / 2**value_frac``, ``inv_beta`` (one per sample) from :func:`asq_tables`."""
+    """ASQ codes ``clip(round_half_up(v * inv_mant / 2**(value_frac + inv_shift)), 0, qmax)`` with
+    ``(inv_mant, inv_shift) = normalize_fixed(inv_beta, ASQ_BETA_FRAC)``: ``v`` in units
+    ``step / 2**value_frac`` (:data:`VALUE_BITS`), ``inv_beta`` (one per sample) from :func:`asq_tables`."""
     v = np.asarray(v, dtype=np.int64)
-    return np.clip(round_shift(v * np.asarray(inv_beta, dtype=np.int64), value_frac + ASQ_BETA_FRAC), 0, qmax)
+    im, ish = normalize_fixed(inv_beta, ASQ_BETA_FRAC)
+    return np.clip(shift_round(v * im, value_frac + ish), 0, qmax)
 
 
 def adapter_weight_exponent(weights) -> int:
@@ -497,6 +488,32 @@ def adapter_weight_exponent(weights) -> int:
     while round(peak * 2.0 ** e) >= 2 ** (ADAPTER_WEIGHT_BITS - 1):
         e -= 1
     return e
+
+
+def adapter_layer_exponent(w, b, in_bound: int, b_extra: int = 0) -> int:
+    """Exponent ``E`` of one adapter layer in fixed point: ``W = round(w * 2**E)``, ``B = round(b * 2**(E +
+    b_extra))`` with every ``|W| < 2**(ADAPTER_WEIGHT_BITS-1)`` and, for inputs ``|x| <= in_bound``, every
+    ``sum_c |W[j, c]| * in_bound + |B[j]| < 2**(ADAPTER_ACC_BITS-1)``: the largest such ``E`` (at most
+    the weights' own :func:`adapter_weight_exponent`)."""
+    w = np.asarray(w, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+        raise ArithError("adapter weights or biases contain NaN or inf; refusing to export them")
+    w2 = w.reshape(len(b), -1) if w.size else w.reshape(len(b), 0)
+    if np.any(w2 != 0):
+        e = adapter_weight_exponent(w2)
+    else:
+        peak = float(np.max(np.abs(b), initial=0.0))
+        e = 0 if peak == 0 else (ADAPTER_ACC_BITS - 3) - math.floor(math.log2(peak)) - b_extra
+    limit = 1 << (ADAPTER_ACC_BITS - 1)
+    for _ in range(256):
+        W = np.floor(w2 * 2.0 ** e + 0.5)
+        B = np.floor(b * 2.0 ** (e + b_extra) + 0.5)
+        if np.max(np.abs(W), initial=0) < 1 << (ADAPTER_WEIGHT_BITS - 1) and \
+                np.max(np.abs(W).sum(axis=1) * in_bound + np.abs(B), initial=0) < limit:
+            return int(e)
+        e -= 1
+    raise ArithError("adapter layer does not fit its 32-bit accumulator at any exponent")
 
 
 def integer_levels(levels, max_level: int = 1 << 24) -> tuple[np.ndarray, float]:
@@ -520,25 +537,40 @@ def integer_levels(levels, max_level: int = 1 << 24) -> tuple[np.ndarray, float]
     return ints.astype(np.int64), unit
 
 
-# --- v2 hardware widths ---------------------------------------------------------
+# --- hardware-sized stage arithmetic (the engine's registers are these widths) ---------------
 #
-# The engine (hw/engine.py) holds these quantities in fixed-width registers; the compiler
-# (hw.program.build_program) proves from the layer's parameters that they never leave them, so
-# the integer executor's int64 arithmetic and the RTL agree bit for bit.
+# Every multiplier of the post-MAC datapath takes operands of at most 16 bits (two's complement)
+# except the rescale's accumulator operand (RESCALE_ACC_BITS); every value register saturates at
+# VALUE_BITS; adapter accumulators are 32 bits. Export (golden.intdag) chooses the per-stage shifts
+# (acc_shift, the value unit, the adapter exponents and h_shift) so that the operands fit; the
+# saturations are part of the arithmetic, so the golden model and the RTL agree bit for bit.
+# docs/arithmetic.md, "Hardware-sized stage arithmetic", is the prose version.
 
-#: Signed width of the pre-quantization value ``v`` (and of the final layer's logits) in the engine.
-VALUE_BITS = 32
-#: Unsigned width of one ``beta`` or ``inv_beta`` table entry (``exp(8) * 2**16 < 2**28``).
-ASQ_TABLE_BITS = 28
-#: Signed width of a per-channel rescale offset in the engine.
-OFFSET_BITS = 48
-#: Signed width of an ASQ channel sum (``positions * |v|``) in the engine.
-SUM_BITS = 48
-#: Signed width of the adapter's words (biases, weights) and accumulators ``h`` and ``z``.
-ADAPTER_ACC_BITS = 64
+#: Signed width of a value ``v`` (rescaled, pooled, prescaled, the logits) in the engine; every
+#: value write saturates to it (:func:`saturate`).
+VALUE_BITS = 16
+#: Signed width of the rescale multiplier's accumulator operand ``a = acc >> acc_shift``.
+RESCALE_ACC_BITS = 24
+#: Signed width of a per-channel rescale bias (value units; export clamps it).
+BIAS_BITS = 18
+#: Largest right shift the arithmetic applies (larger shift amounts are clamped to it; the result is
+#: then 0 for every operand the datapath can hold).
+MAX_SHIFT = 62
+#: Signed width of the adapter's accumulators ``H`` and ``Z`` and of its biases.
+ADAPTER_ACC_BITS = 32
+#: Unsigned width of a factor mantissa (``beta`` and ``1/beta`` as ``mant / 2**shift``).
+FACTOR_MANT_BITS = MULT_BITS
+#: Width of a factor's shift field.
+FACTOR_SHIFT_BITS = 6
+#: Width of one ASQ table entry in the engine: ``{beta_mant, beta_shift, inv_mant, inv_shift}``.
+ASQ_TABLE_BITS = 2 * (FACTOR_MANT_BITS + FACTOR_SHIFT_BITS)
+#: Width of one factor ``{mant, shift}`` (the ``beta`` the engine keeps per layer).
+FACTOR_BITS = FACTOR_MANT_BITS + FACTOR_SHIFT_BITS
 
-__all__ += ["VALUE_BITS", "ASQ_TABLE_BITS", "OFFSET_BITS", "SUM_BITS", "ADAPTER_ACC_BITS", "adapter_z",
-            "asq_table_index_count"]
+__all__ += ["VALUE_BITS", "RESCALE_ACC_BITS", "BIAS_BITS", "MAX_SHIFT", "ADAPTER_ACC_BITS", "FACTOR_MANT_BITS",
+            "FACTOR_SHIFT_BITS", "ASQ_TABLE_BITS", "FACTOR_BITS", "adapter_z", "asq_table_index_count",
+            "saturate", "shift_round", "normalize_fixed", "factor_words", "acc_shift_for", "beta_multiplier",
+            "stage_value", "finish_value", "sum_pool", "pool_shift", "prescale", "asq_sums", "value_unit_bound"]
 
 
 def asq_table_index_count() -> int:
@@ -546,18 +578,156 @@ def asq_table_index_count() -> int:
     return 2 * (ASQ_Z_LIMIT << ASQ_Z_FRAC)
 
 
-def adapter_z(sums, w1, b1, w2=None, b2=None):
-    """The ASQ adapter in fixed point, for per-sample channel sums ``sums`` ``[N, C]`` -> ``z`` ``[N]``.
+def saturate(v, bits: int = VALUE_BITS):
+    """Two's-complement saturation: ``clip(v, -2**(bits-1), 2**(bits-1) - 1)`` (int64)."""
+    return np.clip(np.asarray(v, dtype=np.int64), -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
-    Two layers (``w2`` given): ``h = relu(sums @ w1.T + b1)``, ``z = h @ w2.T + b2``; one layer:
-    ``z = sums @ w1.T + b1`` (``w1`` has one row). All int64; the engine computes the same sums
-    of products one term a cycle (``h`` starts at ``b1``, ``z`` at 0 and adds ``b2`` last).
+
+def shift_round(value, shift):
+    """``round_half_up(value / 2**shift)`` for shift amounts ``>= 1`` that may differ per element
+    (they broadcast); amounts above :data:`MAX_SHIFT` act as ``MAX_SHIFT``. int64, exact while
+    ``|value| < 2**61``."""
+    value = np.asarray(value, dtype=np.int64)
+    shift = np.minimum(np.asarray(shift, dtype=np.int64), MAX_SHIFT)
+    if np.any(shift < 1):
+        raise ArithError(f"rounding shift {int(np.min(shift))} < 1")
+    return (value + (np.int64(1) << (shift - 1))) >> shift
+
+
+def normalize_fixed(f, frac: int):
+    """A positive fixed-point number ``f / 2**frac`` as ``(mant, shift)`` with ``mant / 2**shift`` its
+    value rounded (half up) to :data:`FACTOR_MANT_BITS` significant bits: ``mant`` in
+    ``[2**(B-1), 2**B)`` (``B = FACTOR_MANT_BITS``). Integer-exact; works on ints and arrays (int64)."""
+    arr = np.asarray(f, dtype=np.int64)
+    if np.any(arr <= 0):
+        raise ArithError("normalize_fixed needs positive numbers")
+    B = FACTOR_MANT_BITS
+    mants, shifts = [], []
+    for x in arr.reshape(-1).tolist():
+        e = x.bit_length() - B
+        if e > 0:
+            m = (x + (1 << (e - 1))) >> e
+            if m == 1 << B:
+                m, e = m >> 1, e + 1
+        else:
+            m = x << -e
+        mants.append(m)
+        shifts.append(frac - e)
+    mant = np.array(mants, dtype=np.int64).reshape(arr.shape)
+    shift = np.array(shifts, dtype=np.int64).reshape(arr.shape)
+    if np.any((shift < 1) | (shift >= 1 << FACTOR_SHIFT_BITS)):
+        raise ArithError(f"factor {arr.max()} / 2**{frac} needs a shift outside 1..{(1 << FACTOR_SHIFT_BITS) - 1}")
+    return mant, shift
+
+
+def factor_words(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ASQ tables as the engine stores them: ``(beta_mant, beta_shift, inv_mant, inv_shift)`` per
+    index, :func:`normalize_fixed` of :func:`asq_tables`' ``beta`` and ``inv_beta``."""
+    beta, inv = asq_tables(name)
+    return (*normalize_fixed(beta, ASQ_BETA_FRAC), *normalize_fixed(inv, ASQ_BETA_FRAC))
+
+
+def acc_shift_for(bound: int) -> int:
+    """The rescale's accumulator pre-shift for accumulators with ``|acc| <= bound``: the smallest
+    ``s >= 0`` with ``bound >> s < 2**(RESCALE_ACC_BITS - 1)``."""
+    bound = int(bound)
+    if bound < 0:
+        raise ArithError(f"accumulator bound must be >= 0, got {bound}")
+    return max(0, bound.bit_length() - (RESCALE_ACC_BITS - 1))
+
+
+def beta_multiplier(mult, shift, beta_fixed):
+    """A channel multiplier ``mult / 2**shift`` times an ASQ factor ``beta_fixed / 2**ASQ_BETA_FRAC``:
+    ``((mult * beta_mant) >> B, shift + beta_shift - B)`` with ``(beta_mant, beta_shift) =
+    normalize_fixed(beta_fixed, ASQ_BETA_FRAC)`` and ``B = FACTOR_MANT_BITS`` (floor; the product
+    keeps ``|m| < 2**MULT_BITS``). Broadcasts. Raises :class:`ArithError` if a combined shift is < 1."""
+    bm, bs = normalize_fixed(beta_fixed, ASQ_BETA_FRAC)
+    B = FACTOR_MANT_BITS
+    m = (np.asarray(mult, dtype=np.int64) * bm) >> B
+    sh = np.asarray(shift, dtype=np.int64) + bs - B
+    if np.any(sh < 1):
+        raise ArithError(f"rescale shift {int(np.min(sh))} after the ASQ factor is < 1: the stage's scale is "
+                         f"too large for its input factor")
+    return m, sh
+
+
+def stage_value(acc, mult, shift, bias, acc_shift: int, beta=None):
+    """The rescale of a stage's accumulators, before the residual add and saturation:
+    ``round_half_up((acc >> acc_shift) * m / 2**sh) + bias`` with ``(m, sh) = (mult, shift)`` or,
+    for ASQ input codes, :func:`beta_multiplier` ``(mult, shift, beta)``.
+
+    ``acc`` ``[N, C, ...]``; ``mult``, ``shift``, ``bias`` per channel ``[C]``; ``beta`` per sample
+    ``[N]`` or None. ``|acc >> acc_shift|`` must fit :data:`RESCALE_ACC_BITS` (export proves it).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    a = acc >> int(acc_shift)
+    if np.any(np.abs(a) >= 1 << (RESCALE_ACC_BITS - 1)):
+        raise ArithError(f"rescale operand leaves {RESCALE_ACC_BITS} bits (acc_shift {acc_shift} too small)")
+    cshape = (1, -1) + (1,) * (acc.ndim - 2)
+    m = np.asarray(mult, dtype=np.int64).reshape(cshape)
+    sh = np.asarray(shift, dtype=np.int64).reshape(cshape)
+    if beta is not None:
+        m, sh = beta_multiplier(m, sh, np.asarray(beta, dtype=np.int64).reshape((-1,) + (1,) * (acc.ndim - 1)))
+    return shift_round(a * m, sh) + np.asarray(bias, dtype=np.int64).reshape(cshape)
+
+
+def finish_value(v, residual=None, relu_floor=None):
+    """``saturate(v + residual)`` then ``max(., relu_floor)`` (ReLU; None: no ReLU)."""
+    if residual is not None:
+        v = np.asarray(v, dtype=np.int64) + residual
+    v = saturate(v)
+    return v if relu_floor is None else np.maximum(v, int(relu_floor))
+
+
+def pool_shift(positions: int) -> int:
+    """``ceil(log2(positions))``: the right shift of a sum over ``positions`` values."""
+    return (int(positions) - 1).bit_length()
+
+
+def sum_pool(v):
+    """Global average pooling of values ``[N, C, H, W]`` in hardware form: ``saturate(round_half_up(sum /
+    2**pool_shift(H*W)))`` per channel, shape ``[N, C, 1, 1]`` (unit ``u * 2**pool_shift / (H*W)``)."""
+    v = np.asarray(v, dtype=np.int64)
+    positions = int(np.prod(v.shape[2:]))
+    s = v.sum(axis=(2, 3), keepdims=True)
+    ps = pool_shift(positions)
+    return saturate(s if ps == 0 else shift_round(s, ps))
+
+
+def prescale(v, mult, offset, shift):
+    """A value re-expressed in another unit, saturated: ``saturate(rescale(v, mult, offset, shift))``."""
+    return saturate(rescale(v, mult, offset, shift))
+
+
+def asq_sums(vq):
+    """The ASQ adapter's input: per-channel sums of ``vq`` ``[N, C, ...]`` over positions ``P``, scaled
+    to the mean's range: ``saturate(round_half_up(sum / 2**pool_shift(P)))`` -> ``[N, C]``."""
+    vq = np.asarray(vq, dtype=np.int64)
+    s = vq.reshape(vq.shape[0], vq.shape[1], -1).sum(axis=2)
+    ps = pool_shift(int(np.prod(vq.shape[2:])) if vq.ndim > 2 else 1)
+    return saturate(s if ps == 0 else shift_round(s, ps))
+
+
+def value_unit_bound(bits: int = VALUE_BITS) -> int:
+    """The magnitude export gives the largest accumulator contribution to a value: ``2**(bits-2)``
+    (one bit of headroom for biases and residuals before saturation)."""
+    return 1 << (bits - 2)
+
+
+def adapter_z(sums, w1, b1, w2=None, b2=None, h_shift: int = 0):
+    """The ASQ adapter in fixed point, for per-sample adapter inputs ``sums`` ``[N, C]`` (:func:`asq_sums`)
+    -> ``z`` ``[N]``.
+
+    ``H = sums @ w1.T + b1``; two layers (``w2`` given): ``z = (relu(H) >> h_shift) @ w2.T + b2``; one
+    layer: ``z = H[:, 0] >> h_shift`` (the engine stores it as ``w2 = [1]``, ``b2 = 0``, no ReLU). All
+    int64; export keeps ``|H|``, ``|z| < 2**(ADAPTER_ACC_BITS-1)`` and the multiplier operands within
+    16 bits. The engine computes the same sums one term a cycle.
     """
     sums = np.asarray(sums, dtype=np.int64)
     h = sums @ np.asarray(w1, dtype=np.int64).T + np.asarray(b1, dtype=np.int64)
     if w2 is None:
-        return h[:, 0]
-    h = np.maximum(h, 0)
+        return h[:, 0] >> int(h_shift)
+    h = np.maximum(h, 0) >> int(h_shift)
     return (h @ np.asarray(w2, dtype=np.int64).T + np.asarray(b2, dtype=np.int64))[:, 0]
 
 

@@ -66,7 +66,8 @@ class Flag(IntFlag):
     """Bits of the ``FLAGS`` descriptor field."""
 
     FINAL = 1         #: write v to RESULT (pixel * n_out + o); no quantizer
-    INPUT_BETA = 2    #: input codes came from an ASQ quantizer: acc = (acc * beta) >> 8 first
+    INPUT_BETA = 2    #: input codes came from an ASQ quantizer: the channel multiplier is scaled by beta
+                      #: (golden.arith.beta_multiplier)
     RELU = 4          #: v = max(v, relu_floor)
     ASQ = 8           #: the output quantizer is ASQ: channel sums, adapter, factor tables
     ADAPTER_RELU = 16 #: two-layer adapter: ReLU on the hidden units
@@ -108,7 +109,7 @@ class DescField(IntEnum):
     KROW_JUMP = 22 #: (signed) word step from the end of one kernel row to the start of the next, (IN_W-K)*CT_in + KX_JUMP
     PIX0 = 23      #: (signed) input word of tap (0, 0) of output pixel (0, 0), in_base - PAD*(IN_W+1)*CT
     RELU_FLOOR = 24  #: (signed) ReLU floor of v
-    Q_SHIFT = 25   #: quantizer shift, value_frac + ASQ_BETA_FRAC
+    Q_SHIFT = 25   #: quantizer shift: non-ASQ the whole shift; ASQ value_frac (the table's inv_shift is added)
     PK = 26        #: max-pooling window (1: no pooling)
     PS = 27        #: pooling stride
     PP = 28        #: pooling padding
@@ -127,7 +128,11 @@ class DescField(IntEnum):
     Q_MULT_HI = 40 #: non-ASQ: quantizer multiplier, high bits; ASQ with PRESCALE: HI = prescale shift (1..63)
     SRC = 41       #: 1 + the layer whose output codes this layer reads (0: the network input); an
                    #: INPUT_BETA layer takes that layer's ASQ factor from the engine's factor memory
-    V_LAST = 42    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
+    ACC_SHIFT = 42 #: rescale operand pre-shift: a = acc >> ACC_SHIFT (golden.arith.stage_value)
+    POOL_SHIFT = 43  #: sum pooling: v = saturate(round_half_up(sum / 2**POOL_SHIFT)) (golden.arith.sum_pool)
+    SUM_SHIFT = 44 #: ASQ adapter input: S = saturate(round_half_up(channel sum / 2**SUM_SHIFT)) (golden.arith.asq_sums)
+    H_SHIFT = 45   #: adapter hidden units: h = relu(H) >> H_SHIFT (golden.arith.adapter_z)
+    V_LAST = 46    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
                    #: the only field not used in the cycle that latches it)
 
 
@@ -151,10 +156,10 @@ WALK_FLUSH = 6
 ADAPT_TAIL = 3
 #: Cycles per run outside the layers: the final LAYER cycle that raises ``done``.
 RUN_OVERHEAD = 1
-#: Width of a CHAN entry: {mult: signed MULT_BITS+1, shift: 6, offset: signed OFFSET_BITS}, LSB first.
+#: Width of a CHAN entry: {mult: signed MULT_BITS+1, shift: 6, bias: signed BIAS_BITS}, LSB first.
 CHAN_MULT_BITS = arith.MULT_BITS + 1
 CHAN_SHIFT_BITS = 6
-CHAN_BITS = CHAN_MULT_BITS + CHAN_SHIFT_BITS + arith.OFFSET_BITS
+CHAN_BITS = CHAN_MULT_BITS + CHAN_SHIFT_BITS + arith.BIAS_BITS
 
 
 @dataclass(frozen=True)
