@@ -27,7 +27,8 @@ from golden.errors import InputError
 __all__ = ["EngineFitError", "EngineParams", "require_engine_params", "Sel", "Ctrl", "Flag", "DescField", "DESC_FIELDS", "DESC_STRIDE", "DESC_BITS",
            "SIGNED_FIELDS", "LayerSpec", "AdapterSpec", "Program", "build_program", "predicted_cycles",
            "layer_cycles", "program_layer_cycles", "Pass", "chan_word", "LAYER_OVERHEAD", "TAIL_CYCLES", "WALK_FLUSH",
-           "ADAPT_TAIL", "RUN_OVERHEAD", "CHAN_BITS", "CHAN_MULT_BITS", "CHAN_SHIFT_BITS"]
+           "ADAPT_TAIL", "RUN_OVERHEAD", "CHAN_BITS", "CHAN_MULT_BITS", "CHAN_SHIFT_BITS", "Q_MULT_FRAC",
+           "chan_fields", "factor_word", "factor_fields", "table_word", "table_fields", "table_words", "adapt_word"]
 
 #: Descriptor slots per layer in the ``DESC`` address space (``layer * 64 + field``).
 DESC_STRIDE = 64
@@ -46,19 +47,19 @@ class Sel(IntEnum):
 
     ACT = 0
     WEIGHT = 1
-    CHAN = 2       #: per-output-channel rescale parameters {mult, shift, offset}
+    CHAN = 2       #: per-output-channel rescale parameters {mult, shift, bias} (:func:`chan_word`)
     DESC = 3
     CTRL = 4
     RESULT = 5
-    ADAPT = 6      #: ASQ adapter words (64-bit two's complement)
-    TABLE = 7      #: ASQ factor tables: entry i = beta[i] | inv_beta[i] << ASQ_TABLE_BITS
+    ADAPT = 6      #: ASQ adapter words (32-bit two's complement, ``ADAPTER_ACC_BITS``)
+    TABLE = 7      #: ASQ factor tables: entry i = {beta_mant, beta_shift, inv_mant, inv_shift} (:func:`table_word`)
 
 
 class Ctrl(IntEnum):
     """``CTRL`` register addresses."""
 
     N_LAYERS = 0     #: a run ends before this descriptor slot
-    BETA = 1         #: fixed-point ASQ factor of the network input (layer 0 with ``INPUT_BETA``)
+    BETA = 1         #: ASQ factor of the network input (layer 0 with ``INPUT_BETA``) as {mant, shift} (:func:`factor_word`)
     FIRST_LAYER = 2  #: a run starts at this descriptor slot (a program in passes: the pass's first)
 
 
@@ -72,9 +73,9 @@ class Flag(IntFlag):
     ASQ = 8           #: the output quantizer is ASQ: channel sums, adapter, factor tables
     ADAPTER_RELU = 16 #: two-layer adapter: ReLU on the hidden units
     SAVE_RES = 32     #: the quantizing walk also stores the pooled values (a later layer's residual)
-    ADD_RES = 64      #: v += align_value(saved value, res_mult, res_shift) before the ReLU
-    POOL_SUM = 128    #: the pooling window sums instead of taking the maximum (global average pooling)
-    PRESCALE = 256    #: ASQ: the pooled value becomes round_shift(v * pre_mult, pre_shift) (Q_MULT_LO/HI) first
+    ADD_RES = 64      #: v += align_value(saved value, res_mult, res_shift) before the saturation and the ReLU
+    POOL_SUM = 128    #: global sum pooling: saturate(round_half_up(sum / 2**POOL_SHIFT)) (golden.arith.sum_pool)
+    PRESCALE = 256    #: ASQ: the pooled value becomes golden.arith.prescale(v) with Q_MULT_LO / 2**Q_MULT_HI first
 
 
 class DescField(IntEnum):
@@ -121,26 +122,25 @@ class DescField(IntEnum):
     Z_SHIFT = 34   #: z_frac - ASQ_Z_FRAC: z on the table grid is round_half_up(z / 2**Z_SHIFT)
     KX_JUMP = 35   #: word step from one tap's last channel tile to the next tap's first, CT_in - CT + 1
     OT_STEP = 36   #: input word offset between output tiles (depthwise: C / R channel tiles; dense: 0)
-    RES_MULT = 37  #: residual alignment multiplier (1..65535)
+    RES_MULT = 37  #: residual alignment multiplier (1..2**15-1)
     RES_SHIFT = 38 #: residual alignment shift (1..63)
-    Q_MULT_LO = 39 #: non-ASQ: quantizer multiplier, low 16 bits (LSQ: 2**16); ASQ with PRESCALE: LO =
-                   #: prescale multiplier (1..65535)
-    Q_MULT_HI = 40 #: non-ASQ: quantizer multiplier, high bits; ASQ with PRESCALE: HI = prescale shift (1..63)
+    Q_MULT_LO = 39 #: non-ASQ: quantizer multiplier (1..2**15-1; LSQ 2**14); ASQ with PRESCALE: prescale
+                   #: multiplier (1..2**15-1); ASQ without: 0
+    Q_MULT_HI = 40 #: ASQ with PRESCALE: prescale shift (1..63); otherwise 0
     SRC = 41       #: 1 + the layer whose output codes this layer reads (0: the network input); an
                    #: INPUT_BETA layer takes that layer's ASQ factor from the engine's factor memory
     ACC_SHIFT = 42 #: rescale operand pre-shift: a = acc >> ACC_SHIFT (golden.arith.stage_value)
-    POOL_SHIFT = 43  #: sum pooling: v = saturate(round_half_up(sum / 2**POOL_SHIFT)) (golden.arith.sum_pool)
-    SUM_SHIFT = 44 #: ASQ adapter input: S = saturate(round_half_up(channel sum / 2**SUM_SHIFT)) (golden.arith.asq_sums)
-    H_SHIFT = 45   #: adapter hidden units: h = relu(H) >> H_SHIFT (golden.arith.adapter_z)
+    POOL_SHIFT = 43  #: sum pooling: v = saturate(round_half_up(sum / 2**POOL_SHIFT)), pool_shift of the
+                     #: convolution's positions (golden.arith.sum_pool); 0 otherwise
+    SUM_SHIFT = 44 #: ASQ adapter input: S = saturate(round_half_up(channel sum / 2**SUM_SHIFT)), pool_shift of
+                   #: the pooled positions (golden.arith.asq_sums)
+    H_SHIFT = 45   #: adapter hidden units: h = (ADAPTER_RELU ? relu(H) : H) >> H_SHIFT (golden.arith.adapter_z)
     V_LAST = 46    #: valid outputs of the last output tile of a pixel, n_out - (n_ot-1)*C (read last:
                    #: the only field not used in the cycle that latches it)
 
 
 #: Number of descriptor fields the engine stores per layer.
 DESC_FIELDS = len(DescField)
-#: Widest supported value register (EngineParams.value_bits): products with the 16-bit multipliers and
-#: the 28-bit quantizer multipliers are proven to stay inside int64 by the compiler.
-MAX_VALUE_BITS = 48
 
 # --- the schedule constants (see hw/engine.py "Schedule") -------------------
 #: Cycles per layer outside the tile loop and the tail: 1 (LAYER) + DESC_FIELDS + 1 (DESC: one
@@ -160,6 +160,8 @@ RUN_OVERHEAD = 1
 CHAN_MULT_BITS = arith.MULT_BITS + 1
 CHAN_SHIFT_BITS = 6
 CHAN_BITS = CHAN_MULT_BITS + CHAN_SHIFT_BITS + arith.BIAS_BITS
+#: Fraction bits of the default (identity) non-ASQ quantizer multiplier ``2**Q_MULT_FRAC`` (< 2**MULT_BITS).
+Q_MULT_FRAC = arith.MULT_BITS - 1
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,10 @@ class EngineParams:
         Depth of the ASQ adapter memory and of the channel-sum memory (largest ASQ layer width).
     res_words : int
         Depth of the residual memory (one layer's pooled values, kept for a later residual add).
-    value_bits : int
-        Signed width of the values v (value buffer, residual and result memories, pooling, the
-        quantizer's input), 16..48; the compiler proves every layer's values fit (default 32).
+
+    The signed width of the values v (value buffer, residual and result memories, pooling, the
+    quantizer's input) is not a parameter: it is ``golden.arith.VALUE_BITS`` (the arithmetic
+    saturates to it), read-only as :attr:`value_bits`.
     """
 
     rows: int = 4
@@ -204,7 +207,6 @@ class EngineParams:
     adapter_words: int = 256
     max_channels: int = 128
     res_words: int = 1024
-    value_bits: int = arith.VALUE_BITS
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -214,9 +216,6 @@ class EngineParams:
         arith.check_wbits(self.wbits)
         arith.check_abits(self.abits)
         arith.check_frac_bits(self.frac_bits)
-        vb = self.value_bits
-        if not isinstance(vb, (int, np.integer)) or isinstance(vb, bool) or not 16 <= vb <= MAX_VALUE_BITS:
-            raise EngineFitError(f"value_bits must be an integer in 16..{MAX_VALUE_BITS}, got {vb!r}")
         for name in ("max_fan_in", "act_words", "weight_words", "chan_words", "result_words", "max_layers",
                      "value_words", "adapter_words", "max_channels", "res_words"):
             v = getattr(self, name)
@@ -249,14 +248,20 @@ class EngineParams:
         return arith.accumulator_bits(self.max_fan_in, self.abits, self.frac_bits)
 
     @property
+    def value_bits(self) -> int:
+        """Signed width of a value v: ``golden.arith.VALUE_BITS`` (fixed by the arithmetic)."""
+        return arith.VALUE_BITS
+
+    @property
     def bank_bits(self) -> int:
         """Bank-select bits of an ``ACT`` address: ``max(1, ceil(log2 R))``."""
         return max(1, math.ceil(math.log2(self.rows)))
 
     @property
     def data_bits(self) -> int:
-        """Host data width: ``max(R*C*W, CHAN_BITS, 64)`` (a weight word, a CHAN entry, an adapter word)."""
-        return max(self.rows * self.cols * self.wbits, CHAN_BITS, arith.ADAPTER_ACC_BITS)
+        """Host data width: ``max(R*C*W, CHAN_BITS, ASQ_TABLE_BITS, ADAPTER_ACC_BITS)`` (a weight word, a
+        CHAN entry, a TABLE entry, an adapter word)."""
+        return max(self.rows * self.cols * self.wbits, CHAN_BITS, arith.ASQ_TABLE_BITS, arith.ADAPTER_ACC_BITS)
 
     @property
     def addr_bits(self) -> int:
@@ -296,7 +301,8 @@ def require_engine_params(component, params) -> None:
 @dataclass(eq=False)
 class AdapterSpec:
     """An ASQ adapter in fixed point (``golden.arith.adapter_z``): ``w1 [H, C]``, ``b1 [H]``; two layers
-    with ``w2 [1, H]``, ``b2 [1]``; ``z_frac`` fraction bits of ``z``; ``factor`` names the tables."""
+    with ``w2 [1, H]``, ``b2 [1]``; the hidden units (one layer: ``z`` itself) are shifted right by
+    ``h_shift``; ``z_frac`` fraction bits of ``z``; ``factor`` names the tables."""
 
     w1: np.ndarray
     b1: np.ndarray
@@ -304,13 +310,19 @@ class AdapterSpec:
     b2: np.ndarray | None
     z_frac: int
     factor: str
+    h_shift: int = 0
 
     @property
     def hidden(self) -> int:
         return int(np.shape(self.w1)[0])
 
+    def z(self, sums) -> np.ndarray:
+        """``z`` ``[N]`` for per-sample channel sums ``[N, C]`` (:func:`golden.arith.adapter_z`)."""
+        return arith.adapter_z(sums, self.w1, self.b1, self.w2, self.b2, int(self.h_shift))
+
     def words(self) -> list[int]:
-        """ADAPT memory image: for each hidden unit ``j``: ``b1[j], w1[j, 0..C-1], w2[j]``, then ``b2``.
+        """ADAPT memory image (signed values; the host writes them as 32-bit two's complement words,
+        :func:`adapt_word`): for each hidden unit ``j``: ``b1[j], w1[j, 0..C-1], w2[j]``, then ``b2``.
         A one-layer adapter is stored as a two-layer one with ``w2 = [1]``, ``b2 = 0`` (no ReLU)."""
         w1, b1 = np.asarray(self.w1, dtype=np.int64), np.asarray(self.b1, dtype=np.int64)
         w2 = np.ones((1, 1), dtype=np.int64) if self.w2 is None else np.asarray(self.w2, dtype=np.int64)
@@ -323,58 +335,54 @@ class AdapterSpec:
 
 @dataclass(eq=False)
 class LayerSpec:
-    """One convolution or fully-connected layer as the engine runs it.
+    """One convolution or fully-connected layer as the engine runs it (``docs/engine.md``; the
+    arithmetic is golden.arith's hardware-sized stage arithmetic).
 
     ``codes``: int array (``[out, C_in, K, K]`` with ``in_shape``; ``[out, fan_in]`` fully connected)
     of POST codes already at the engine's ``wbits``. The rescale of output channel ``o`` is
-    ``v = (acc * mult[o] + offset[o]) >> shift[o]`` (``golden.arith.rescale``), given either
+    ``v = round_half_up((acc >> acc_shift) * chan_mult[o] / 2**chan_shift[o]) + chan_bias[o]``
+    (``golden.arith.stage_value``; with ``input_beta`` the multiplier is first scaled by the input's
+    ASQ factor, ``golden.arith.beta_multiplier``), plus the ``residual`` (``golden.arith.align_value``
+    of an earlier layer's pooled values), saturated to ``VALUE_BITS`` and, with ``relu``,
+    ``max(v, relu_floor)`` (``golden.arith.finish_value``). Then pooling on v: max pooling ``pool =
+    (k, stride, pad)``, or ``pool_mode="sum"``: global sum pooling (``pool = (H, 1, 0)`` over the
+    whole ``H x H`` map, ``golden.arith.sum_pool``). ``final`` layers output v itself. The output
+    quantizer: ``clip(round_half_up(v * q_mult / 2**q_shift), out_lo, out_hi)`` (LSQ, QIL; default
+    ``q_mult = 2**14``, ``q_shift = value_frac + 14``: ``round_half_up(v / 2**value_frac)``), or with
+    ``adapter`` ASQ: channel sums, adapter, tables, ``golden.arith.asq_quantize``.
 
-    * per channel (``chan_mult``, ``chan_offset``, ``chan_shift``: the integer graph's stages), or
-    * per layer, the v1 MLP form: ``bias`` (accumulator units), ``mult``, ``shift``, ``out_bits``;
-      it is the same arithmetic with ``offset = bias*mult + 2**(shift-1)`` (a final layer: ``v =
-      acc + bias`` as ``mult = 2``, ``offset = 2*bias``, ``shift = 1``).
-
-    Then ``relu`` (``v = max(v, relu_floor)``), max pooling ``pool = (k, stride, pad)`` on v, and the
-    output quantizer: ``clip(round_half_up(v / 2**value_frac), out_lo, out_hi)`` (LSQ, QIL), or with
-    ``adapter`` ASQ: channel sums, adapter, tables, ``golden.arith.asq_quantize``. ``final`` layers
-    output v itself. ``input_beta``: the input codes came from an ASQ quantizer (``apply_beta``).
-
-    ASQ prescale (``pre_mult`` and ``pre_shift``, both set or both None; only with ``adapter``): with an
-    ASQ quantizer, the pooled value is first re-expressed in the quantizer's step units,
-    ``vq = golden.arith.round_shift(v * pre_mult, pre_shift)`` (round half up; ``pre_mult`` in
-    1..65535, ``pre_shift`` in 1..63), and the channel sums, the adapter and the quantizer see ``vq``
-    -- the integer graph's ``rescale(v, w, rescale_offset(0, s), s)``. A saved residual (a later
-    layer's ``residual``) stays the pooled ``v``.
+    ASQ prescale (``pre_mult`` and ``pre_shift``, both set or both None; only with ``adapter``): the
+    pooled value is first re-expressed in the quantizer's step units, ``vq = golden.arith.prescale(v,
+    pre_mult, 2**(pre_shift-1), pre_shift)`` (``pre_mult`` in 1..2**15-1, ``pre_shift`` in 1..63), and
+    the channel sums, the adapter and the quantizer see ``vq``. A saved residual (a later layer's
+    ``residual``) stays the pooled ``v``.
     """
 
     codes: np.ndarray
-    bias: np.ndarray | None = None
-    mult: int | None = None
-    shift: int | None = None
-    out_bits: int | None = None
+    chan_mult: np.ndarray | None = None   #: [out] signed, |mult| < 2**MULT_BITS
+    chan_shift: np.ndarray | None = None  #: [out] 1..63
+    chan_bias: np.ndarray | None = None   #: [out] signed BIAS_BITS, value units
+    acc_shift: int = 0                #: a = acc >> acc_shift (|a| < 2**(RESCALE_ACC_BITS-1))
     final: bool = False
     name: str = "layer"
     in_shape: tuple | None = None     #: (C, H, W) of a convolution's input; None: fully connected
     stride: int = 1
     pad: int = 0
     groups: int = 1                   #: 1 (dense) or C_in == C_out (depthwise: codes [C, 1, K, K])
-    chan_mult: np.ndarray | None = None
-    chan_offset: np.ndarray | None = None
-    chan_shift: np.ndarray | None = None
     input_beta: bool = False
     relu: bool = False
     relu_floor: int = 0
-    pool: tuple | None = None         #: (k, stride, pad) max pooling on v
+    pool: tuple | None = None         #: (k, stride, pad) pooling on v
     out_lo: int = 0
     out_hi: int | None = None
     value_frac: int = 0
     adapter: AdapterSpec | None = None
     input_from: str | None = None     #: read this earlier layer's output ("input": the network input); None: previous
     residual: tuple | None = None     #: (earlier layer, mult, shift): v += align_value(its pooled v, mult, shift)
-    pool_mode: str = "max"            #: "max", or "sum" (global average pooling: the 1/positions goes in q_mult)
-    q_mult: int | None = None         #: non-ASQ quantizer multiplier (None: 2**16)
-    q_shift: int | None = None        #: its shift (None: value_frac + 16)
-    pre_mult: int | None = None       #: ASQ prescale multiplier (1..65535): vq = round_shift(v * pre_mult, pre_shift)
+    pool_mode: str = "max"            #: "max", or "sum" (global sum pooling, golden.arith.sum_pool)
+    q_mult: int | None = None         #: non-ASQ quantizer multiplier (None: 2**14)
+    q_shift: int | None = None        #: its shift (None: value_frac + 14)
+    pre_mult: int | None = None       #: ASQ prescale multiplier (1..2**15-1)
     pre_shift: int | None = None      #: ASQ prescale shift (1..63); both None: no prescale
 
     @property
@@ -387,12 +395,13 @@ class LayerSpec:
         return self.pre_mult is not None or self.pre_shift is not None
 
     def prescale(self, v):
-        """The value the ASQ channel sums and quantizer see: ``round_shift(v * pre_mult, pre_shift)``
-        with a prescale, ``v`` itself without (int64)."""
+        """The value the ASQ channel sums and quantizer see: ``golden.arith.prescale(v, pre_mult,
+        2**(pre_shift-1), pre_shift)`` (round half up, saturated) with a prescale, ``v`` itself without."""
         v = np.asarray(v, dtype=np.int64)
         if not self.prescaled:
             return v
-        return arith.round_shift(v * int(self.pre_mult), int(self.pre_shift))
+        ps = int(self.pre_shift)
+        return arith.prescale(v, int(self.pre_mult), 1 << (ps - 1), ps)
 
     @property
     def k(self) -> int:
@@ -453,33 +462,31 @@ class LayerSpec:
     def out_size(self) -> int:
         return int(np.prod(self.out_chw))
 
-    @property
-    def per_channel(self) -> bool:
-        return self.chan_mult is not None
+    def chan_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(mult, shift, bias)`` per output channel, int64 (the CHAN word's fields)."""
+        return tuple(np.asarray(a, dtype=np.int64).reshape(-1) for a in
+                     (self.chan_mult, self.chan_shift, self.chan_bias))
 
-    def rescale_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(mult, offset, shift)`` per output channel, int64 (the v1 per-layer form translated)."""
-        n = self.fan_out
-        if self.per_channel:
-            return tuple(np.asarray(a, dtype=np.int64).reshape(-1) for a in
-                         (self.chan_mult, self.chan_offset, self.chan_shift))
-        bias = np.asarray(self.bias, dtype=np.int64)
-        if self.final:
-            return np.full(n, 2, np.int64), 2 * bias, np.ones(n, np.int64)
-        mult, shift = int(self.mult), int(self.shift)
-        return np.full(n, mult, np.int64), bias * mult + (1 << (shift - 1)), np.full(n, shift, np.int64)
+    @property
+    def pool_shift(self) -> int:
+        """POOL_SHIFT: ``golden.arith.pool_shift`` of the convolution's positions for sum pooling, else 0."""
+        return arith.pool_shift(self.conv_chw[1] * self.conv_chw[2]) if self.pool_mode == "sum" else 0
+
+    @property
+    def sum_shift(self) -> int:
+        """SUM_SHIFT: ``golden.arith.pool_shift`` of the pooled positions for an ASQ layer, else 0."""
+        return arith.pool_shift(self.out_chw[1] * self.out_chw[2]) if self.adapter is not None else 0
 
     def quant_params(self) -> tuple[int, int, int]:
         """``(lo, hi, value_frac)`` of the output quantizer."""
-        if self.per_channel:
-            return int(self.out_lo), int(self.out_hi), int(self.value_frac)
-        return 0, 2 ** int(self.out_bits) - 1, 0
+        return int(self.out_lo), int(self.out_hi), int(self.value_frac)
 
     def quant_mult_shift(self) -> tuple[int, int]:
-        """``(M, S)`` of a non-ASQ quantizer ``clip(round_half_up(v * M / 2**S), lo, hi)``."""
-        vf = self.quant_params()[2]
-        return (1 << arith.ASQ_BETA_FRAC if self.q_mult is None else int(self.q_mult),
-                vf + arith.ASQ_BETA_FRAC if self.q_shift is None else int(self.q_shift))
+        """``(M, S)`` of a non-ASQ quantizer ``clip(round_half_up(v * M / 2**S), lo, hi)``: by default the
+        identity ``(2**14, value_frac + 14)``."""
+        vf = int(self.value_frac)
+        return (1 << Q_MULT_FRAC if self.q_mult is None else int(self.q_mult),
+                vf + Q_MULT_FRAC if self.q_shift is None else int(self.q_shift))
 
 
 @dataclass(frozen=True)
@@ -527,8 +534,6 @@ class Program:
         Weights, channel parameters, adapters, tables, descriptors and ``n_layers``: written once.
     input_base : int
         Activation word of the input region; ``input_size`` its element count.
-    value_bits_needed : int
-        The value width the proven ranges of every layer need (<= ``params.value_bits``).
     slots, slot_layer : list
         Descriptor slots in run order (``layouts`` holds each layer's first): a layer too large for
         the value buffer or the weight memory runs as several output-channel parts.
@@ -549,7 +554,6 @@ class Program:
     config_writes: list = field(default_factory=list)
     input_base: int = 0
     input_size: int = 0
-    value_bits_needed: int = 0
     slots: list = field(default_factory=list)
     slot_layer: list = field(default_factory=list)
     passes: list = field(default_factory=list)
@@ -575,14 +579,17 @@ class Program:
         return x
 
     def _check_beta(self, beta) -> int | None:
+        """The sample's input factor (fixed point, ``2**-ASQ_BETA_FRAC``): a positive integer whose
+        ``normalize_fixed`` form exists and keeps layer 0's combined rescale shifts >= 1."""
         if not self.needs_beta:
             if beta is not None:
                 raise EngineFitError("this program's input is not ASQ-quantized; pass beta=None")
             return None
-        top = 2 ** arith.ASQ_TABLE_BITS - 1
-        if beta is None or not isinstance(beta, (int, np.integer)) or not 0 < int(beta) <= top:
-            raise EngineFitError(f"layer {self.layers[0].name} takes ASQ codes: pass the sample's beta "
-                             f"(fixed point, 2**-{arith.ASQ_BETA_FRAC}) as an integer in 1..{top}, got {beta!r}")
+        first = self.layers[0]
+        top = _host_beta_max(first)
+        if beta is None or isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or not 0 < int(beta) <= top:
+            raise EngineFitError(f"layer {first.name} takes ASQ codes: pass the sample's beta (fixed point, "
+                                 f"2**-{arith.ASQ_BETA_FRAC}) as an integer in 1..{top}, got {beta!r}")
         return int(beta)
 
     def _addresses(self, base: int, chw: tuple) -> list[int]:
@@ -600,7 +607,7 @@ class Program:
         addrs = self._addresses(self.input_base, self.layers[0].in_chw)
         writes = [(int(Sel.ACT), a, int(v)) for a, v in zip(addrs, x)]
         if beta is not None:
-            writes.append((int(Sel.CTRL), int(Ctrl.BETA), beta))
+            writes.append((int(Sel.CTRL), int(Ctrl.BETA), factor_word(beta)))
         return writes
 
     def output_reads(self) -> list[tuple[int, int]]:
@@ -639,8 +646,11 @@ class Program:
         return out
 
     def reference_run(self, x_codes, beta=None) -> tuple[list[np.ndarray], list]:
-        """Per-layer outputs (CHW, flat) and the beta each layer's quantizer chose (None for non-ASQ),
-        computed directly with :mod:`golden.arith`."""
+        """Per-layer outputs (CHW, flat) and the beta each layer's quantizer chose (the table's fixed-point
+        ``beta``, ``2**-ASQ_BETA_FRAC``; None for non-ASQ), computed with :mod:`golden.arith`'s
+        hardware-sized stage arithmetic (``stage_value``, ``finish_value``, ``pool2d``/``sum_pool``,
+        ``prescale``, ``asq_sums``, ``adapter_z``, ``asq_quantize``). ``beta``: the sample's input factor
+        when layer 0 reads ASQ codes."""
         p = self.params
         x0 = self._check_input(x_codes)
         beta0 = self._check_beta(beta)
@@ -651,21 +661,22 @@ class Program:
             cols = _patches(x.reshape(layer.in_chw), layer.k, layer.stride, layer.pad)   # [pixels, fan_in]
             codes = layer.dense_codes().reshape(layer.fan_out, -1)
             acc = arith.post_product(cols[:, None, :], codes[None, :, :], p.wbits, p.abits,
-                                     p.frac_bits).sum(axis=2)                          # [pixels, out]
-            if layer.input_beta:
-                acc = arith.apply_beta(acc, beta)
-            mult, offset, shift = layer.rescale_params()
-            v = arith.rescale(acc, mult[None], offset[None], shift[None])
+                                     p.frac_bits).sum(axis=2).T[None]                  # [1, out, pixels]
+            mult, shift, bias = layer.chan_params()
+            v = arith.stage_value(acc, mult, shift, bias, int(layer.acc_shift),
+                                  np.array([beta]) if layer.input_beta else None)
+            res = None
             if layer.residual is not None:
                 name, rm, rs = layer.residual
                 r = saved[by_name[name]]                                              # CHW
-                v = v + arith.align_value(r.reshape(r.shape[0], -1).T, int(rm), int(rs))
-            if layer.relu:
-                v = np.maximum(v, int(layer.relu_floor))
+                res = arith.align_value(r.reshape(1, r.shape[0], -1), int(rm), int(rs))
+            v = arith.finish_value(v, res, int(layer.relu_floor) if layer.relu else None)
             _, oh, ow = layer.conv_chw
-            v = v.T.reshape(layer.fan_out, oh, ow)                                     # CHW
-            if layer.pool is not None:
-                v = arith.pool2d(v, *layer.pool_kspd, mode=layer.pool_mode)
+            v = v.reshape(layer.fan_out, oh, ow)                                       # CHW
+            if layer.pool_mode == "sum":
+                v = arith.sum_pool(v[None])[0]
+            elif layer.pool is not None:
+                v = arith.pool2d(v, *layer.pool_kspd, mode="max")
             saved[i] = v
             if layer.final:
                 y, b = v, None
@@ -674,15 +685,15 @@ class Program:
                 if layer.adapter is not None:
                     a = layer.adapter
                     vq = layer.prescale(v)          # the ASQ prescale (saved[i] keeps the pooled v)
-                    z = arith.adapter_z(vq.reshape(vq.shape[0], -1).sum(axis=1)[None], a.w1, a.b1, a.w2, a.b2)
-                    idx = int(arith.asq_z_index(z, a.z_frac)[0])
+                    z = a.z(arith.asq_sums(vq[None]))
+                    idx = int(arith.asq_z_index(z, int(a.z_frac))[0])
                     beta_t, inv_t = arith.asq_tables(a.factor)
                     b = int(beta_t[idx])
                     y = np.clip(arith.asq_quantize(vq, int(inv_t[idx]), vf, hi), lo, hi)
                 else:
                     b = None
                     qm, qs = layer.quant_mult_shift()
-                    y = np.clip(arith.round_shift(v * qm, qs), lo, hi)   # == quantize_value(v, vf, ...) for LSQ
+                    y = np.clip(arith.shift_round(v * qm, qs), lo, hi)   # == quantize_value(v, vf, ...) for LSQ
             outs.append(np.asarray(y, dtype=np.int64).reshape(-1))
             betas.append(b)
             by_name[layer.name] = i
@@ -761,35 +772,33 @@ def _fits_signed(v, bits: int) -> bool:
     return bool(np.all((v >= -(1 << (bits - 1))) & (v < (1 << (bits - 1)))))
 
 
-def _beta_max(factor: str | None) -> int:
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _min_beta_shift(factor: str | None) -> int:
+    """The smallest ``beta_shift`` of the factor table (all tables when ``factor`` is None): the largest beta."""
     names = [factor] if factor else list(arith.ASQ_FACTORS)
-    return max(int(arith.asq_tables(f)[0].max()) for f in names)
+    return min(int(arith.factor_words(f)[1].min()) for f in names)
 
 
-def _signed_bits(v: int) -> int:
-    """Smallest two's-complement width holding ``v``."""
-    v = int(v)
-    return (v if v >= 0 else -v - 1).bit_length() + 1
+def _host_beta_max(layer: LayerSpec) -> int:
+    """Largest fixed-point input factor layer 0 accepts: its ``normalize_fixed`` shift ``bs`` must keep
+    ``min(chan_shift) + bs - MANT >= 1`` and ``bs >= 1`` (``MANT = FACTOR_MANT_BITS``), i.e. the
+    rounded mantissa's exponent ``e = ASQ_BETA_FRAC - bs`` at most ``e_max`` (>= 1: shifts are >= 1)."""
+    B = arith.FACTOR_MANT_BITS
+    e_max = min(int(np.min(layer.chan_params()[1])) - B + arith.ASQ_BETA_FRAC - 1, arith.ASQ_BETA_FRAC - 1)
+    return (1 << (e_max + B)) - (1 << (e_max - 1)) - 1     # above: rounds up to 2**(e_max+B), one more shift
 
 
 def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | None, last: bool,
-                 factor: str | None, res_vmax: int | None = None, need: list | None = None) -> int:
-    """Check one layer (``prev``: the layer whose output it reads; ``res_vmax``: the largest |value|
-    its residual source can hold); returns the largest |value| this layer's pooled values can hold.
-    ``need[0]`` is raised to the value width this layer's proven ranges need."""
+                 factor: str | None) -> None:
+    """Check one layer (``prev``: the layer whose output it reads; ``factor``: the program's ASQ factor,
+    None if no layer is ASQ). Values saturate (``golden.arith.finish_value``), so no value range needs a
+    proof; what is checked is every field against its register and the rescale's operand width."""
     if not isinstance(layer, LayerSpec):
         raise EngineFitError(f"layer {l} is not a LayerSpec")
     where = f"layer {layer.name}"
-    need = need if need is not None else [0]
-
-    def fits_value(lo_arr, hi_arr) -> bool:
-        bits = max(_signed_bits(v) for v in list(lo_arr) + list(hi_arr))
-        need[0] = max(need[0], bits)
-        return bits <= p.value_bits
-
-    def widen() -> str:
-        return (f"; regenerate with --value-bits {need[0]}" if need[0] <= MAX_VALUE_BITS
-                else "; the layer's scales are degenerate")
     codes = np.asarray(layer.codes)
     if not isinstance(layer.groups, (int, np.integer)) or layer.groups < 1:
         raise EngineFitError(f"{where}: groups must be an integer >= 1, got {layer.groups!r}")
@@ -838,7 +847,7 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     if layer.pool is not None:
         pk, ps, pp = layer.pool_kspd
         if not (pk >= 1 and ps >= 1 and 0 <= pp < pk) or min(layer.out_chw[1:]) < 1:
-            raise EngineFitError(f"{where}: max pooling {layer.pool} must have k >= 1, stride >= 1, 0 <= pad < k "
+            raise EngineFitError(f"{where}: pooling {layer.pool} must have k >= 1, stride >= 1, 0 <= pad < k "
                              f"and fit the {layer.conv_chw[1]}x{layer.conv_chw[2]} map")
         if layer.final:
             raise EngineFitError(f"{where}: the final layer cannot pool (its values go straight to RESULT); "
@@ -851,103 +860,68 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         if layer.final or layer.adapter is None:
             raise EngineFitError(f"{where}: pre_mult/pre_shift prescale the input of an ASQ quantizer, but the layer "
                              f"has {'no quantizer (final)' if layer.final else 'no adapter'}; drop them")
-        if not (isinstance(pm, (int, np.integer)) and not isinstance(pm, bool) and 1 <= pm < 1 << DESC_BITS):
+        if not (_is_int(pm) and 1 <= pm < 1 << arith.MULT_BITS):
             raise EngineFitError(f"{where}: prescale multiplier pre_mult {pm!r} must be an integer in "
-                             f"1..{(1 << DESC_BITS) - 1}")
+                                 f"1..{(1 << arith.MULT_BITS) - 1}")
         if not (isinstance(ps, (int, np.integer)) and not isinstance(ps, bool) and 1 <= ps <= 63):
             raise EngineFitError(f"{where}: prescale shift pre_shift {ps!r} must be an integer in 1..63")
-    # --- the rescale, proved to stay inside the engine's registers -----------------
-    if layer.per_channel:
-        for nm in ("chan_mult", "chan_offset", "chan_shift"):
-            a = np.asarray(getattr(layer, nm))
-            if a.shape != (fan_out,) or not np.issubdtype(a.dtype, np.integer):
-                raise EngineFitError(f"{where}: {nm} must be an integer array of shape ({fan_out},), got "
+    # --- the rescale: fields against their registers, the accumulator operand against its width ------
+    for nm in ("chan_mult", "chan_shift", "chan_bias"):
+        a = np.asarray(getattr(layer, nm))
+        if a.shape != (fan_out,) or not np.issubdtype(a.dtype, np.integer):
+            raise EngineFitError(f"{where}: {nm} must be an integer array of shape ({fan_out},), got "
                                  f"{a.dtype} {a.shape}")
-    else:
-        bias = np.asarray(layer.bias)
-        if bias.shape != (fan_out,) or not np.issubdtype(bias.dtype, np.integer):
-            raise EngineFitError(f"{where}: bias must be an integer array of shape ({fan_out},), got "
-                             f"{bias.dtype} {bias.shape}")
-        if not layer.final:
-            ob = layer.out_bits
-            if not isinstance(ob, (int, np.integer)) or not (arith.ABITS_RANGE.start <= ob <= p.abits):
-                fix = f"; regenerate with --abits {ob}" if isinstance(ob, (int, np.integer)) and ob > p.abits else ""
-                raise EngineFitError(f"{where}: out_bits {ob!r} must be an integer in {arith.ABITS_RANGE.start}.."
-                                 f"{p.abits} (the engine's activation width){fix}")
-            if not isinstance(layer.mult, (int, np.integer)) or not 0 < int(layer.mult) < 2 ** arith.MULT_BITS:
-                raise EngineFitError(f"{where}: mult {layer.mult!r} outside 1..{2 ** arith.MULT_BITS - 1} "
-                                 f"(the {arith.MULT_BITS}-bit requantisation multiplier)")
-            if not isinstance(layer.shift, (int, np.integer)) or int(layer.shift) not in arith.SHIFT_RANGE:
-                raise EngineFitError(f"{where}: shift {layer.shift!r} outside {arith.SHIFT_RANGE.start}.."
-                                 f"{arith.SHIFT_RANGE.stop - 1} (the requantisation shifter)")
-        # the v1 accumulator check: bias + products within acc_bits
-        prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits,
-                                  p.abits, p.frac_bits)
-        hi = bias.astype(np.int64) + np.where(prod > 0, prod, 0).sum(axis=1)
-        lo = bias.astype(np.int64) + np.where(prod < 0, prod, 0).sum(axis=1)
-        amax, amin = 2 ** (p.acc_bits - 1) - 1, -2 ** (p.acc_bits - 1)
-        if hi.max() > amax or lo.min() < amin:
-            o = int(np.argmax(hi > amax)) if hi.max() > amax else int(np.argmax(lo < amin))
-            raise EngineFitError(f"{where}: output {o} (bias {int(bias[o])}) can reach an accumulator value outside "
-                             f"the engine's {p.acc_bits}-bit range [{amin}, {amax}]; limit the bias to "
-                             f"+-fan_in * {arith.max_product_magnitude(p.abits, p.frac_bits)} or regenerate "
-                             f"with a larger --max-fan-in")
-    mult, offset, shift = layer.rescale_params()
-    if np.any(np.abs(mult) >= 2 ** arith.MULT_BITS) or np.any((shift < 1) | (shift >= 2 ** CHAN_SHIFT_BITS)):
-        raise EngineFitError(f"{where}: rescale multipliers must lie within +-{2 ** arith.MULT_BITS - 1} and shifts "
-                         f"in 1..{2 ** CHAN_SHIFT_BITS - 1}")
-    if not _fits_signed(offset, arith.OFFSET_BITS):
-        raise EngineFitError(f"{where}: a rescale offset does not fit the engine's {arith.OFFSET_BITS}-bit "
-                         f"signed offsets; the layer's scales are degenerate")
-    # bounds of v: acc in [alo, ahi] per channel (no bias: it is in the offset)
+    mult, shift, bias = layer.chan_params()
+    mlim = 1 << arith.MULT_BITS
+    if np.any(np.abs(mult) >= mlim):
+        o = int(np.argmax(np.abs(mult) >= mlim))
+        raise EngineFitError(f"{where}: output {o}: rescale multiplier {int(mult[o])} outside +-{mlim - 1} (a "
+                             f"{CHAN_MULT_BITS}-bit signed operand); re-export the model")
+    if np.any((shift < 1) | (shift >= 1 << CHAN_SHIFT_BITS)):
+        o = int(np.argmax((shift < 1) | (shift >= 1 << CHAN_SHIFT_BITS)))
+        raise EngineFitError(f"{where}: output {o}: rescale shift {int(shift[o])} outside "
+                             f"1..{(1 << CHAN_SHIFT_BITS) - 1}; re-export the model")
+    if not _fits_signed(bias, arith.BIAS_BITS):
+        o = int(np.argmax(np.abs(bias) >= 1 << (arith.BIAS_BITS - 1)))
+        raise EngineFitError(f"{where}: output {o}: bias {int(bias[o])} does not fit the engine's "
+                             f"{arith.BIAS_BITS}-bit signed biases (value units); re-export the model")
+    s_acc = layer.acc_shift
+    if not (_is_int(s_acc) and 0 <= s_acc < 1 << CHAN_SHIFT_BITS):
+        raise EngineFitError(f"{where}: acc_shift {s_acc!r} must be an integer in 0..{(1 << CHAN_SHIFT_BITS) - 1}")
+    # the accumulators' range for this layer's weights and any input code (fan_in <= max_fan_in keeps them
+    # inside the engine's acc_bits accumulators): a = acc >> acc_shift must fit RESCALE_ACC_BITS
     prod = arith.post_product(2 ** p.abits - 1, codes.astype(np.int64).reshape(fan_out, -1), p.wbits, p.abits,
                               p.frac_bits)
-    ahi = np.where(prod > 0, prod, 0).sum(axis=1).astype(object)
-    alo = np.where(prod < 0, prod, 0).sum(axis=1).astype(object)
+    bound = max(int(np.where(prod > 0, prod, 0).sum(axis=1).max()), -int(np.where(prod < 0, prod, 0).sum(axis=1).min()))
+    alim = 1 << (arith.RESCALE_ACC_BITS - 1)
+    if bound >> int(s_acc) >= alim or -(-bound >> int(s_acc)) > alim:
+        raise EngineFitError(f"{where}: accumulators up to +-{bound} leave the rescale's {arith.RESCALE_ACC_BITS}-bit "
+                             f"operand after acc_shift {s_acc}; use acc_shift {arith.acc_shift_for(bound)}")
     if layer.input_beta:
-        bmax = _beta_max(factor)
-        if max(max(abs(int(a)) for a in ahi), max(abs(int(a)) for a in alo)) * bmax >= 1 << 63:
-            raise EngineFitError(f"{where}: acc * beta can leave 63 bits (the executor's int64 apply_beta); "
-                             f"reduce max_fan_in or the input width")
-        ahi = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in ahi], dtype=object)
-        alo = np.array([(a * bmax) >> (arith.ASQ_BETA_FRAC - arith.ASQ_ACC_FRAC) for a in alo], dtype=object)
-    mo = mult.astype(object)
-    t_a, t_b = alo * mo + offset.astype(object), ahi * mo + offset.astype(object)
-    if not (_fits_signed(t_a, 63) and _fits_signed(t_b, 63)):
-        raise EngineFitError(f"{where}: acc * mult + offset can leave 63 bits; the layer's scales are degenerate")
-    sh = shift.astype(object)
-    v_lo = np.array([min(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
-    v_hi = np.array([max(a, b) >> s for a, b, s in zip(t_a, t_b, sh)], dtype=object)
-    if not fits_value(v_lo, v_hi):
-        raise EngineFitError(f"{where}: rescaled values can leave the engine's {p.value_bits}-bit value registers "
-                         f"(range [{min(v_lo)}, {max(v_hi)}]){widen()}")
-    if layer.relu and not -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1)):
+        in_factor = prev.adapter.factor if prev is not None and prev.adapter is not None else factor
+        bs = _min_beta_shift(in_factor)
+        low = shift + bs - arith.FACTOR_MANT_BITS
+        if np.any(low < 1):
+            o = int(np.argmax(low < 1))
+            raise EngineFitError(f"{where}: output {o}: rescale shift {int(shift[o])} plus the input factor's "
+                                 f"smallest shift {bs} less {arith.FACTOR_MANT_BITS} is {int(low[o])} < 1 (the "
+                                 f"largest {in_factor or 'ASQ'} beta); the stage's scale is too large, re-export "
+                                 f"the model")
+    if layer.relu and not (_is_int(layer.relu_floor)
+                           and -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1))):
         raise EngineFitError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field")
     if layer.residual is not None:
         _, rm, rs = layer.residual
-        if not (isinstance(rm, (int, np.integer)) and 1 <= rm < 1 << 16 and isinstance(rs, (int, np.integer))
-                and 1 <= rs < 1 << CHAN_SHIFT_BITS):
-            raise EngineFitError(f"{where}: residual alignment (mult {rm!r}, shift {rs!r}) must have mult in 1..65535 "
-                             f"and shift in 1..{(1 << CHAN_SHIFT_BITS) - 1}")
-        r = ((int(res_vmax) * int(rm)) >> int(rs)) + 1
-        v_lo, v_hi = v_lo - r, v_hi + r
-        if not fits_value(v_lo, v_hi):
-            raise EngineFitError(f"{where}: values plus the residual can leave the engine's {p.value_bits}-bit "
-                             f"value registers{widen()}")
-    if layer.relu:
-        fl = int(layer.relu_floor)
-        v_lo = np.array([max(int(v), fl) for v in v_lo], dtype=object)
-        v_hi = np.array([max(int(v), fl) for v in v_hi], dtype=object)
+        if not (_is_int(rm) and 1 <= rm < mlim and _is_int(rs) and 1 <= rs < 1 << CHAN_SHIFT_BITS):
+            raise EngineFitError(f"{where}: residual alignment (mult {rm!r}, shift {rs!r}) must have mult in "
+                                 f"1..{mlim - 1} and shift in 1..{(1 << CHAN_SHIFT_BITS) - 1}")
     if layer.pool_mode not in ("max", "sum"):
         raise EngineFitError(f"{where}: pool_mode {layer.pool_mode!r} must be 'max' or 'sum'")
     if layer.pool_mode == "sum":
-        if layer.pool is None:
-            raise EngineFitError(f"{where}: pool_mode 'sum' needs a pooling window (pool=(k, stride, pad))")
-        n = layer.pool_kspd[0] ** 2
-        v_lo, v_hi = v_lo * n, v_hi * n
-        if not fits_value(v_lo, v_hi):
-            raise EngineFitError(f"{where}: pooling sums can leave the engine's {p.value_bits}-bit value registers{widen()}")
-    vmax = max(max(abs(int(v)) for v in v_lo), max(abs(int(v)) for v in v_hi))
+        _, ch, cw = layer.conv_chw
+        if layer.pool is None or ch != cw or layer.pool_kspd[0] != ch or layer.pool_kspd[2] != 0:
+            raise EngineFitError(f"{where}: pool_mode 'sum' is global sum pooling: it needs pool=({ch}, 1, 0) over "
+                                 f"the whole {ch}x{cw} map, got {layer.pool}")
     if layer.final:
         if not last:
             raise EngineFitError(f"{where}: only the last layer may be final (its outputs go to RESULT, "
@@ -955,67 +929,72 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
         if layer.out_size > p.result_words:
             raise EngineFitError(f"{where}: {layer.out_size} outputs exceed result_words {p.result_words}; "
                              f"regenerate with --result-words {layer.out_size}")
-        return vmax
+        return
     lo, hi, vf = layer.quant_params()
     if not (0 <= lo <= hi <= 2 ** p.abits - 1):
         raise EngineFitError(f"{where}: output codes {lo}..{hi} do not fit the engine's unsigned {p.abits}-bit "
                          f"activations; regenerate with a larger --abits")
     if not 0 <= vf <= 63 - arith.ASQ_BETA_FRAC:
         raise EngineFitError(f"{where}: value_frac {vf} outside 0..{63 - arith.ASQ_BETA_FRAC}")
-    qm, qs = layer.quant_mult_shift()
-    if layer.adapter is not None and (layer.q_mult is not None or layer.q_shift is not None):
-        raise EngineFitError(f"{where}: an ASQ quantizer takes its multiplier from the factor table; drop q_mult/q_shift")
-    if not (1 <= qm < 1 << arith.ASQ_TABLE_BITS and 1 <= qs <= 63):
-        raise EngineFitError(f"{where}: quantizer multiplier {qm} / shift {qs} outside 1..{(1 << arith.ASQ_TABLE_BITS) - 1}"
-                         f" / 1..63")
     a = layer.adapter
-    if a is None and vmax * qm + (1 << (qs - 1)) >= 1 << 63:
-        raise EngineFitError(f"{where}: value * quantizer multiplier {qm} can leave 63 bits (int64 round_shift)")
-    if a is not None:
-        if a.factor not in arith.ASQ_FACTORS:
-            raise EngineFitError(f"{where}: ASQ factor {a.factor!r} has no table; use one of {arith.ASQ_FACTORS}")
-        w1 = np.asarray(a.w1)
-        if w1.ndim != 2 or w1.shape[1] != fan_out or np.shape(a.b1) != (w1.shape[0],):
-            raise EngineFitError(f"{where}: adapter w1 must be [hidden, {fan_out}] with b1 [hidden], got "
-                             f"{w1.shape} and {np.shape(a.b1)}")
-        if a.w2 is None and w1.shape[0] != 1:
-            raise EngineFitError(f"{where}: a one-layer adapter has one output row, got {w1.shape[0]}")
-        if a.w2 is not None and (np.shape(a.w2) != (1, w1.shape[0]) or np.shape(a.b2) != (1,)):
-            raise EngineFitError(f"{where}: adapter w2 must be [1, {w1.shape[0]}] and b2 [1]")
-        ws = [w1] + ([np.asarray(a.w2)] if a.w2 is not None else [])
-        if not all(_fits_signed(w, arith.ADAPTER_WEIGHT_BITS) for w in ws):
-            raise EngineFitError(f"{where}: adapter weights must fit {arith.ADAPTER_WEIGHT_BITS}-bit signed words")
-        if not arith.ASQ_Z_FRAC <= int(a.z_frac) <= arith.ASQ_Z_FRAC + 63:
-            raise EngineFitError(f"{where}: adapter z_frac {a.z_frac} below the table grid's {arith.ASQ_Z_FRAC} "
-                             f"fraction bits; the engine only rounds z down to the grid")
-        if fan_out > p.max_channels:
-            raise EngineFitError(f"{where}: {fan_out} channels exceed max_channels {p.max_channels} (the ASQ "
-                             f"channel-sum memory); regenerate with --max-channels {fan_out}")
-        qmax = vmax                   # the largest |value| the channel sums and the quantizer see
-        if layer.prescaled:           # vq = round_shift(v * pre_mult, pre_shift), monotone in v
-            pm, ps = int(layer.pre_mult), int(layer.pre_shift)
-            if vmax * pm + (1 << (ps - 1)) >= 1 << 63:
-                raise EngineFitError(f"{where}: v * pre_mult can leave 63 bits (the executor's int64 round_shift); "
-                                 f"reduce pre_mult")
-            q_lo = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_lo], dtype=object)
-            q_hi = np.array([(int(v) * pm + (1 << (ps - 1))) >> ps for v in v_hi], dtype=object)
-            if not fits_value(q_lo, q_hi):
-                raise EngineFitError(f"{where}: prescaled values round_shift(v * {pm}, {ps}) can leave the engine's "
-                                 f"{p.value_bits}-bit value registers (range [{min(q_lo)}, {max(q_hi)}]){widen()}")
-            qmax = max(max(abs(int(v)) for v in q_lo), max(abs(int(v)) for v in q_hi))
-        inv_max = int(arith.asq_tables(a.factor)[1].max())
-        if qmax * inv_max + (1 << (vf + arith.ASQ_BETA_FRAC - 1)) >= 1 << 63:
-            raise EngineFitError(f"{where}: value * 1/beta can leave 63 bits (the executor's int64 asq_quantize)")
-        _, oh, ow = layer.out_chw
-        smax = oh * ow * qmax
-        if smax >= 1 << (arith.SUM_BITS - 1):
-            raise EngineFitError(f"{where}: channel sums can leave the engine's {arith.SUM_BITS}-bit sum registers")
-        hmax = np.abs(w1.astype(object)).sum(axis=1) * smax + np.abs(np.asarray(a.b1).astype(object))
-        zmax = (sum(abs(int(v)) for v in np.asarray(a.w2).reshape(-1)) * max(hmax) + abs(int(np.asarray(a.b2)[0]))
-                if a.w2 is not None else max(hmax))
-        if max(hmax) >= 1 << 62 or zmax >= 1 << 62:
-            raise EngineFitError(f"{where}: adapter sums can leave the engine's {arith.ADAPTER_ACC_BITS}-bit accumulators")
-    return vmax
+    if a is not None and (layer.q_mult is not None or layer.q_shift is not None):
+        raise EngineFitError(f"{where}: an ASQ quantizer takes its multiplier from the factor table; drop q_mult/q_shift")
+    qm, qs = layer.quant_mult_shift()
+    if not (1 <= qm < mlim and 1 <= qs < 1 << CHAN_SHIFT_BITS):
+        raise EngineFitError(f"{where}: quantizer multiplier {qm} / shift {qs} outside 1..{mlim - 1} / "
+                             f"1..{(1 << CHAN_SHIFT_BITS) - 1}")
+    if a is None:
+        return
+    if a.factor not in arith.ASQ_FACTORS:
+        raise EngineFitError(f"{where}: ASQ factor {a.factor!r} has no table; use one of {arith.ASQ_FACTORS}")
+    w1 = np.asarray(a.w1)
+    if w1.ndim != 2 or w1.shape[1] != fan_out or np.shape(a.b1) != (w1.shape[0],):
+        raise EngineFitError(f"{where}: adapter w1 must be [hidden, {fan_out}] with b1 [hidden], got "
+                         f"{w1.shape} and {np.shape(a.b1)}")
+    if a.w2 is None and w1.shape[0] != 1:
+        raise EngineFitError(f"{where}: a one-layer adapter has one output row, got {w1.shape[0]}")
+    if a.w2 is not None and (np.shape(a.w2) != (1, w1.shape[0]) or np.shape(a.b2) != (1,)):
+        raise EngineFitError(f"{where}: adapter w2 must be [1, {w1.shape[0]}] and b2 [1]")
+    ws = [w1] + ([np.asarray(a.w2)] if a.w2 is not None else [])
+    if not all(np.issubdtype(w.dtype, np.integer) and _fits_signed(w, arith.ADAPTER_WEIGHT_BITS) for w in ws):
+        raise EngineFitError(f"{where}: adapter weights must be integers that fit {arith.ADAPTER_WEIGHT_BITS}-bit "
+                             f"signed words")
+    bs = [np.asarray(a.b1)] + ([np.asarray(a.b2)] if a.w2 is not None else [])
+    if not all(np.issubdtype(b.dtype, np.integer) and _fits_signed(b, arith.ADAPTER_ACC_BITS) for b in bs):
+        raise EngineFitError(f"{where}: adapter biases must be integers that fit {arith.ADAPTER_ACC_BITS}-bit "
+                             f"signed words")
+    if not (_is_int(a.h_shift) and 0 <= a.h_shift < arith.ADAPTER_ACC_BITS):
+        raise EngineFitError(f"{where}: adapter h_shift {a.h_shift!r} must be an integer in "
+                             f"0..{arith.ADAPTER_ACC_BITS - 1}")
+    if not (_is_int(a.z_frac) and arith.ASQ_Z_FRAC <= int(a.z_frac) <= arith.ASQ_Z_FRAC + 63):
+        raise EngineFitError(f"{where}: adapter z_frac {a.z_frac} gives Z_SHIFT = z_frac - {arith.ASQ_Z_FRAC} "
+                             f"outside 0..63; the engine only rounds z down to the table grid")
+    if fan_out > p.max_channels:
+        raise EngineFitError(f"{where}: {fan_out} channels exceed max_channels {p.max_channels} (the ASQ "
+                         f"channel-sum memory); regenerate with --max-channels {fan_out}")
+    # the adapter's registers: S is a saturated VALUE_BITS sum, H and Z are ADAPTER_ACC_BITS, h (and the
+    # one-layer z) is the 16-bit operand of the adapter's multiplier
+    slim, acc_lim = 1 << (arith.VALUE_BITS - 1), 1 << (arith.ADAPTER_ACC_BITS - 1)
+    h_hi = np.abs(w1.astype(object)).sum(axis=1) * slim + np.asarray(a.b1).astype(object)
+    h_lo = -np.abs(w1.astype(object)).sum(axis=1) * slim + np.asarray(a.b1).astype(object)
+    if max(h_hi) >= acc_lim or min(h_lo) < -acc_lim:
+        raise EngineFitError(f"{where}: adapter hidden sums H (up to +-{max(max(h_hi), -min(h_lo))} for 16-bit "
+                             f"channel sums) can leave the engine's {arith.ADAPTER_ACC_BITS}-bit accumulators; "
+                             f"re-export the adapter with smaller weights")
+    relu_h = a.w2 is not None
+    h_top, h_bot = max(h_hi), (0 if relu_h else min(h_lo))
+    need = 0
+    while (h_top >> need) >= slim or (h_bot >> need) < -slim:
+        need += 1
+    if int(a.h_shift) < need:
+        raise EngineFitError(f"{where}: adapter hidden units h = H >> h_shift (up to {h_top}) leave the "
+                             f"{arith.VALUE_BITS}-bit multiplier operand with h_shift {a.h_shift}; use h_shift {need}")
+    if relu_h:
+        hmax = h_top >> int(a.h_shift)
+        zmax = sum(abs(int(v)) for v in np.asarray(a.w2).reshape(-1)) * hmax + abs(int(np.asarray(a.b2)[0]))
+        if zmax >= acc_lim:
+            raise EngineFitError(f"{where}: adapter output z (up to +-{zmax}) can leave the engine's "
+                                 f"{arith.ADAPTER_ACC_BITS}-bit accumulator; re-export the adapter")
 
 
 def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
@@ -1049,8 +1028,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         raise EngineFitError(f"ASQ layers use the factors {factors}; the engine holds one factor table")
     factor = factors[0] if factors else None
     # sources: which earlier layer each layer reads, and whose values it adds (one saved map at a time)
-    index, sources, vmax, saves = {}, [], [], set()
-    need_bits = [0]                       # the value width the proven ranges need
+    index, sources, saves = {}, [], set()
     for l, layer in enumerate(layers):
         if not isinstance(layer, LayerSpec):
             raise EngineFitError(f"layer {l} is not a LayerSpec")
@@ -1067,7 +1045,6 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         if l > 0 and src < 0 and layer.in_chw != layers[0].in_chw:
             raise EngineFitError(f"layer {layer.name}: reads the network input {layers[0].in_chw}, but its input shape "
                              f"is {layer.in_chw}")
-        res_vmax = None
         if layer.residual is not None:
             rname = layer.residual[0]
             if rname not in index:
@@ -1085,9 +1062,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                 raise EngineFitError(f"layer {layer.name}: residual from layer {rname} needs {layers[r].out_size} "
                                  f"words, more than res_words {p.res_words}; regenerate with --res-words "
                                  f"{layers[r].out_size}")
-            res_vmax = vmax[r]
-        vmax.append(_check_layer(l, layer, p, layers[src] if src >= 0 else None, l == len(layers) - 1, factor,
-                                 res_vmax, need_bits))
+        _check_layer(l, layer, p, layers[src] if src >= 0 else None, l == len(layers) - 1, factor)
         index[layer.name] = l
         sources.append(src)
 
@@ -1146,10 +1121,15 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                  | (Flag.POOL_SUM if layer.pool_mode == "sum" else 0)
                  | (Flag.PRESCALE if layer.prescaled else 0))
         lo, hi, vf = (0, 0, 0) if layer.final else layer.quant_params()
-        qm, qs = (1 << arith.ASQ_BETA_FRAC, arith.ASQ_BETA_FRAC) if layer.final else layer.quant_mult_shift()
-        # ASQ layers take their quantizer multiplier from the tables: Q_MULT_LO/HI carry the prescale
-        q_lo_f, q_hi_f = ((int(layer.pre_mult), int(layer.pre_shift)) if layer.prescaled
-                          else (qm & mask16, qm >> DESC_BITS))
+        # the quantizer: non-ASQ M = Q_MULT_LO, S = Q_SHIFT; ASQ M = the table's inv_mant, S = Q_SHIFT (value_frac)
+        # + inv_shift, and Q_MULT_LO/HI carry the prescale (0, 0 without); a final layer has none (all 0)
+        if layer.final:
+            qs, q_lo_f, q_hi_f = 0, 0, 0
+        elif layer.adapter is not None:
+            qs = vf
+            q_lo_f, q_hi_f = (int(layer.pre_mult), int(layer.pre_shift)) if layer.prescaled else (0, 0)
+        else:
+            (q_lo_f, qs), q_hi_f = layer.quant_mult_shift(), 0
         rm, rs = (int(layer.residual[1]), int(layer.residual[2])) if layer.residual is not None else (0, 1)
         first_slot.append(len(slots))
         for p0, p1 in parts:                  # output channels p0..p1-1 (p0 a multiple of lcm(R, C))
@@ -1173,16 +1153,18 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                  DescField.Z_SHIFT: (int(layer.adapter.z_frac) - arith.ASQ_Z_FRAC if layer.adapter is not None
                                      else 0),
                  DescField.SRC: (first_slot[src] + 1) if src >= 0 else 0,
+                 DescField.ACC_SHIFT: int(layer.acc_shift), DescField.POOL_SHIFT: layer.pool_shift,
+                 DescField.SUM_SHIFT: layer.sum_shift,
+                 DescField.H_SHIFT: int(layer.adapter.h_shift) if layer.adapter is not None else 0,
                  DescField.V_LAST: pn - (pn_ot - 1) * C}
             slots.append(v)
             slot_layer.append(l)
             slot_tiles.append([_pack_tile(codes, p0 // C + ot, it, ct, p, ct_base=(p0 // C + ot) * ot_step)
                                for ot in range(pn_ot) for it in range(n_it)])
-        mult, offset, shift = layer.rescale_params()
-        chan_writes += [(int(Sel.CHAN), c_base + o, chan_word(int(mult[o]), int(shift[o]), int(offset[o])))
+        mult, shift, bias = layer.chan_params()
+        chan_writes += [(int(Sel.CHAN), c_base + o, chan_word(int(mult[o]), int(shift[o]), int(bias[o])))
                         for o in range(n_out)]
-        amask = (1 << arith.ADAPTER_ACC_BITS) - 1
-        adapt_writes += [(int(Sel.ADAPT), a_base + i, w & amask) for i, w in enumerate(adapter_words)]
+        adapt_writes += [(int(Sel.ADAPT), a_base + i, adapt_word(w)) for i, w in enumerate(adapter_words)]
         out_bases.append(out_base)
     if len(slots) > p.max_layers:
         raise EngineFitError(f"the layers need {len(slots)} descriptor slots ({len(layers)} layers, the larger ones "
@@ -1216,11 +1198,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
     writes = [] if len(passes) > 1 else weight_writes(0, len(slots))
     writes += chan_writes + adapt_writes
     if factor is not None:
-        beta_t, inv_t = arith.asq_tables(factor)
-        tb = arith.ASQ_TABLE_BITS
-        if beta_t.max() >= 1 << tb or inv_t.max() >= 1 << tb:
-            raise EngineFitError(f"ASQ factor {factor!r}: table entries do not fit {tb} bits")
-        writes += [(int(Sel.TABLE), i, int(b) | int(v) << tb) for i, (b, v) in enumerate(zip(beta_t, inv_t))]
+        writes += [(int(Sel.TABLE), i, w) for i, w in enumerate(table_words(factor))]
     for i, lay in enumerate(layouts_all):
         for f, val in zip(DescField, lay.fields()):
             writes.append((int(Sel.DESC), i * DESC_STRIDE + int(f), int(val) & mask16))
@@ -1234,7 +1212,7 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
                                   + [(int(Sel.CTRL), int(Ctrl.FIRST_LAYER), first),
                                      (int(Sel.CTRL), int(Ctrl.N_LAYERS), stop)]))
     return Program(params=p, layers=layers, layouts=[layouts_all[i] for i in first_slot], config_writes=writes,
-                   input_base=0, input_size=input_size, value_bits_needed=need_bits[0], slots=layouts_all,
+                   input_base=0, input_size=input_size, slots=layouts_all,
                    slot_layer=slot_layer, passes=pass_list, kept=kept)
 
 
@@ -1324,10 +1302,59 @@ def _channel_parts(layer: LayerSpec, saved: bool, pixels: int, n_it: int, p: Eng
     return [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
 
 
-def chan_word(mult: int, shift: int, offset: int) -> int:
-    """A CHAN entry: ``mult`` (signed, MULT_BITS+1) | ``shift`` (6) | ``offset`` (signed, OFFSET_BITS), LSB first."""
+def chan_word(mult: int, shift: int, bias: int) -> int:
+    """A CHAN entry: ``mult`` (signed, CHAN_MULT_BITS) | ``shift`` (CHAN_SHIFT_BITS) | ``bias`` (signed,
+    BIAS_BITS), LSB first (:data:`CHAN_BITS` = 40)."""
     return ((mult & ((1 << CHAN_MULT_BITS) - 1)) | (shift << CHAN_MULT_BITS)
-            | ((offset & ((1 << arith.OFFSET_BITS) - 1)) << (CHAN_MULT_BITS + CHAN_SHIFT_BITS)))
+            | ((bias & ((1 << arith.BIAS_BITS) - 1)) << (CHAN_MULT_BITS + CHAN_SHIFT_BITS)))
+
+
+def chan_fields(word: int) -> tuple[int, int, int]:
+    """``(mult, shift, bias)`` of a CHAN entry (the inverse of :func:`chan_word`)."""
+    return (_signed(word, CHAN_MULT_BITS), (word >> CHAN_MULT_BITS) & ((1 << CHAN_SHIFT_BITS) - 1),
+            _signed(word >> (CHAN_MULT_BITS + CHAN_SHIFT_BITS), arith.BIAS_BITS))
+
+
+def _signed(word: int, bits: int) -> int:
+    word &= (1 << bits) - 1
+    return word - (1 << bits) if word >> (bits - 1) else word
+
+
+def factor_word(beta_fixed: int) -> int:
+    """A factor ``beta_fixed / 2**ASQ_BETA_FRAC`` as the engine holds it (the per-layer factor memory,
+    ``Ctrl.BETA``): ``{mant: FACTOR_MANT_BITS, shift: FACTOR_SHIFT_BITS}`` of
+    ``golden.arith.normalize_fixed``, LSB first (``FACTOR_BITS`` = 21)."""
+    mant, shift = arith.normalize_fixed(int(beta_fixed), arith.ASQ_BETA_FRAC)
+    return int(mant) | int(shift) << arith.FACTOR_MANT_BITS
+
+
+def factor_fields(word: int) -> tuple[int, int]:
+    """``(mant, shift)`` of a factor word (the inverse of :func:`factor_word`)."""
+    return word & ((1 << arith.FACTOR_MANT_BITS) - 1), (word >> arith.FACTOR_MANT_BITS) & ((1 << arith.FACTOR_SHIFT_BITS) - 1)
+
+
+def table_word(beta_mant: int, beta_shift: int, inv_mant: int, inv_shift: int) -> int:
+    """A TABLE entry: ``{beta_mant, beta_shift, inv_mant, inv_shift}`` (15, 6, 15, 6 bits), LSB first
+    (``ASQ_TABLE_BITS`` = 42): the factor word of ``beta`` and, above it, that of ``1/beta``."""
+    fb = arith.FACTOR_BITS
+    return (int(beta_mant) | int(beta_shift) << arith.FACTOR_MANT_BITS
+            | (int(inv_mant) | int(inv_shift) << arith.FACTOR_MANT_BITS) << fb)
+
+
+def table_fields(word: int) -> tuple[int, int, int, int]:
+    """``(beta_mant, beta_shift, inv_mant, inv_shift)`` of a TABLE entry (the inverse of :func:`table_word`)."""
+    return (*factor_fields(word), *factor_fields(word >> arith.FACTOR_BITS))
+
+
+def table_words(factor: str) -> list[int]:
+    """The TABLE memory image of an ASQ factor: :func:`table_word` of ``golden.arith.factor_words``."""
+    return [table_word(*e) for e in zip(*(a.tolist() for a in arith.factor_words(factor)))]
+
+
+def adapt_word(value: int) -> int:
+    """An ADAPT word: a signed ``ADAPTER_ACC_BITS`` value as two's complement (weights use its low
+    ``ADAPTER_WEIGHT_BITS``, sign-extended)."""
+    return int(value) & ((1 << arith.ADAPTER_ACC_BITS) - 1)
 
 
 def layer_cycles(params: EngineParams, n_it: int, n_ot: int, n_out: int, n_pix: int = 1, *, final: bool = True,
