@@ -96,8 +96,7 @@ def add_common_flags(p) -> None:
 
 #: Engine parameters that have a flag (``--act-words`` -> ``act_words``); rows/cols are separate.
 ENGINE_FLAGS = ("wbits", "abits", "frac_bits", "max_fan_in", "act_words", "weight_words", "chan_words",
-                "result_words", "max_layers", "value_words", "adapter_words", "max_channels", "res_words",
-                "value_bits")
+                "result_words", "max_layers", "value_words", "adapter_words", "max_channels", "res_words")
 
 
 def add_engine_flags(p, with_defaults: bool) -> None:
@@ -122,9 +121,6 @@ def add_engine_flags(p, with_defaults: bool) -> None:
                    help="depth of the residual memory (the values one layer keeps for a later residual add)")
     p.add_argument("--result-words", type=positive_int, default=None, help="depth of the result memory")
     p.add_argument("--max-layers", type=positive_int, default=None, help="layer descriptor slots")
-    p.add_argument("--value-bits", type=positive_int, default=None,
-                   help="signed width of the pre-quantization values (value buffer, residual and result "
-                        "memories), 16..48 (default: what the model needs, at least 32)")
 
 
 def engine_params(args, model=None):

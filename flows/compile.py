@@ -8,7 +8,6 @@ layer fits before anything is simulated.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from golden import arith
 from golden.errors import InputError
 from golden.dagplan import copy_plan
-from hw.program import MAX_VALUE_BITS, EngineParams, LayerSpec, Program, build_program
+from hw.program import EngineParams, LayerSpec, Program, build_program
 
 __all__ = ["CompileError", "engine_params_for_graph", "graph_layer_specs", "compile_graph", "expected_outputs"]
 
@@ -80,8 +79,9 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
                          in_shape=(in_chw if len(in_chw) == 3 else None) if st.kind == "conv" else None,
                          stride=int(st.stride), pad=int(st.padding), groups=int(st.groups),
                          chan_mult=np.asarray(st.mult, dtype=np.int64),
-                         chan_offset=np.asarray(st.offset, dtype=np.int64),
-                         chan_shift=np.asarray(st.shift, dtype=np.int64), input_beta=bool(st.input_beta),
+                         chan_shift=np.asarray(st.shift, dtype=np.int64),
+                         chan_bias=np.asarray(st.bias, dtype=np.int64), acc_shift=int(st.acc_shift),
+                         input_beta=bool(st.input_beta),
                          relu=bool(st.relu), relu_floor=int(st.relu_floor),
                          input_from=src_name, out_lo=0, out_hi=0)
         for op in st.post_ops:
@@ -94,7 +94,7 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
                 if h != w:
                     raise CompileError(f"{where}: global average pooling of a {h} x {w} map; the engine's pooling "
                                      f"window is square")
-                pool, pool_mode = (h, h, 0), "sum"
+                pool, pool_mode = (h, h, 0), "sum"             # golden.arith.sum_pool
         spec.pool, spec.pool_mode = pool, pool_mode
         if st.residual is not None:
             rname, rm, rs = st.residual
@@ -108,7 +108,8 @@ def _dag_layer_specs(graph, params: EngineParams) -> list[LayerSpec]:
             spec.out_lo, spec.out_hi, spec.value_frac = int(q.lo), int(q.hi), int(q.value_frac)
             if q.kind == "asq":
                 a = q.adapter
-                spec.adapter = AdapterSpec(w1=a.w1, b1=a.b1, w2=a.w2, b2=a.b2, z_frac=a.z_frac, factor=a.factor)
+                spec.adapter = AdapterSpec(w1=a.w1, b1=a.b1, w2=a.w2, b2=a.b2, z_frac=int(a.z_frac), factor=a.factor,
+                                           h_shift=int(a.h_shift))
                 spec.pre_mult, spec.pre_shift = int(consumer.in_mult), int(consumer.in_shift)
             else:
                 spec.q_mult, spec.q_shift = int(consumer.in_mult), int(consumer.in_shift)
@@ -182,11 +183,8 @@ def _engine_params_for_dag(graph, rows: int, cols: int) -> EngineParams:
                           max_fan_in=_pow2(fan_in), act_words=_pow2(act), weight_words=_pow2(weights),
                           chan_words=_pow2(chans), result_words=_pow2(result), max_layers=_pow2(len(specs)),
                           value_words=_pow2(max(values, 1)), adapter_words=_pow2(max(adapters, 1)),
-                          max_channels=_pow2(max(max_ch, 1)), res_words=_pow2(max(res, 1)),
-                          value_bits=MAX_VALUE_BITS)
-    # values: as wide as the proven ranges need (residual chains grow them), never below the default
-    need = build_program(params, _dag_layer_specs(graph, params)).value_bits_needed
-    return dataclasses.replace(params, value_bits=max(arith.VALUE_BITS, need))
+                          max_channels=_pow2(max(max_ch, 1)), res_words=_pow2(max(res, 1)))
+    return params
 
 
 def expected_outputs(graph, program: Program, run) -> list[np.ndarray]:

@@ -59,9 +59,9 @@ def manifest_for(params: EngineParams, verilog: str, bus: str = "native") -> dic
                 "entry_bits": lut_bits, "bits_per_lut": lut_entries * lut_bits,
                 "total_bits": params.rows * lut_entries * lut_bits},
         "memories": memories(params),
-        "asq": {"table_entries": arith.asq_table_index_count(), "table_bits": 2 * arith.ASQ_TABLE_BITS,
+        "asq": {"table_entries": arith.asq_table_index_count(), "table_bits": arith.ASQ_TABLE_BITS,
                 "z_frac": arith.ASQ_Z_FRAC, "z_limit": arith.ASQ_Z_LIMIT, "beta_frac": arith.ASQ_BETA_FRAC,
-                "value_bits": params.value_bits, "sum_bits": arith.SUM_BITS,
+                "value_bits": params.value_bits, "sum_bits": arith.VALUE_BITS, "factor_bits": arith.FACTOR_BITS,
                 "adapter_bits": arith.ADAPTER_ACC_BITS},
         "descriptor": {"fields": [f.name.lower() for f in DescField], "stride": DESC_STRIDE, "bits": DESC_BITS},
         "ports": engine_ports(params) if bus == "native" else axi_ports(params),
@@ -78,15 +78,17 @@ def memories(params: EngineParams) -> list[dict]:
     rows = [
         ("act", p.rows, p.act_words, p.abits, "activation codes, one bank per array row (HWC regions)"),
         ("weight", 1, p.weight_words, p.rows * p.cols * p.wbits, "POST codes, one R x C tile a word"),
-        ("chan", 1, p.chan_words, CHAN_BITS, "per-output-channel rescale {mult, shift, offset}"),
+        ("chan", 1, p.chan_words, CHAN_BITS, "per-output-channel rescale {mult, shift, bias}"),
         ("value", 1, p.value_words, p.value_bits, "one layer's values v before pooling and quantizing"),
         ("result", 1, p.result_words, p.value_bits, "the final layer's values (logits)"),
         ("desc", 1, p.max_layers * DESC_STRIDE, DESC_BITS, "layer descriptors"),
         ("adapt", 1, p.adapter_words, arith.ADAPTER_ACC_BITS, "ASQ adapter weights and biases"),
-        ("sums", 1, p.max_channels, arith.SUM_BITS, "ASQ channel sums of one layer"),
+        ("sums", 1, p.max_channels, arith.VALUE_BITS, "ASQ channel sums of one layer (saturated, golden.arith.asq_sums)"),
         ("res", 1, p.res_words, p.value_bits, "one layer's pooled values kept for a later residual add"),
-        ("table", 1, arith.asq_table_index_count(), 2 * arith.ASQ_TABLE_BITS, "ASQ beta | inv_beta per z"),
-        ("betas", 1, p.max_layers, arith.ASQ_TABLE_BITS, "the ASQ factor each layer chose (its readers' apply_beta)"),
+        ("table", 1, arith.asq_table_index_count(), arith.ASQ_TABLE_BITS,
+         "ASQ {beta, 1/beta} as {mant, shift} pairs per z (golden.arith.factor_words)"),
+        ("betas", 1, p.max_layers, arith.FACTOR_BITS,
+         "the ASQ factor {mant, shift} each layer chose (its readers' beta_multiplier)"),
     ]
     return [{"name": n, "banks": b, "depth": d, "width": w, "bits": b * d * w, "role": r} for n, b, d, w, r in rows]
 
