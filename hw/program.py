@@ -776,10 +776,9 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _min_beta_shift(factor: str | None) -> int:
-    """The smallest ``beta_shift`` of the factor table (all tables when ``factor`` is None): the largest beta."""
-    names = [factor] if factor else list(arith.ASQ_FACTORS)
-    return min(int(arith.factor_words(f)[1].min()) for f in names)
+def _min_beta_shift(factor: str) -> int:
+    """The smallest ``beta_shift`` of the factor table: that of the largest beta."""
+    return int(arith.factor_words(factor)[1].min())
 
 
 def _host_beta_max(layer: LayerSpec) -> int:
@@ -897,15 +896,16 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     if bound >> int(s_acc) >= alim or -(-bound >> int(s_acc)) > alim:
         raise EngineFitError(f"{where}: accumulators up to +-{bound} leave the rescale's {arith.RESCALE_ACC_BITS}-bit "
                              f"operand after acc_shift {s_acc}; use acc_shift {arith.acc_shift_for(bound)}")
-    if layer.input_beta:
-        in_factor = prev.adapter.factor if prev is not None and prev.adapter is not None else factor
+    if layer.input_beta and prev is not None and prev.adapter is not None:
+        # the factor comes from prev's table (the host's input factor is checked per sample: _check_beta)
+        in_factor = prev.adapter.factor
         bs = _min_beta_shift(in_factor)
         low = shift + bs - arith.FACTOR_MANT_BITS
         if np.any(low < 1):
             o = int(np.argmax(low < 1))
             raise EngineFitError(f"{where}: output {o}: rescale shift {int(shift[o])} plus the input factor's "
                                  f"smallest shift {bs} less {arith.FACTOR_MANT_BITS} is {int(low[o])} < 1 (the "
-                                 f"largest {in_factor or 'ASQ'} beta); the stage's scale is too large, re-export "
+                                 f"largest {in_factor} beta); the stage's scale is too large, re-export "
                                  f"the model")
     if layer.relu and not (_is_int(layer.relu_floor)
                            and -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1))):
@@ -920,7 +920,7 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     if layer.pool_mode == "sum":
         _, ch, cw = layer.conv_chw
         if layer.pool is None or ch != cw or layer.pool_kspd[0] != ch or layer.pool_kspd[2] != 0:
-            raise EngineFitError(f"{where}: pool_mode 'sum' is global sum pooling: it needs pool=({ch}, 1, 0) over "
+            raise EngineFitError(f"{where}: pool_mode 'sum' is global sum pooling: it needs pool=({ch}, {ch}, 0) over "
                                  f"the whole {ch}x{cw} map, got {layer.pool}")
     if layer.final:
         if not last:

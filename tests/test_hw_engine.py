@@ -29,7 +29,10 @@ SMALL = dict(max_fan_in=16, act_words=16, weight_words=64, chan_words=32, result
 
 def random_layers(rng, params, sizes, wbits=None, out_bits=None, zero_frac=0.25, max_frac=0.1):
     """Layers ``sizes[0] -> sizes[1] -> ... `` (the last final). ``wbits[l]``: the layer's own
-    code width (widened exactly to the engine's); ``out_bits[l]``: non-final output widths."""
+    code width (widened exactly to the engine's); ``out_bits[l]``: non-final output widths (codes
+    ``0..2**out_bits - 1``, value_frac 0, the default identity quantizer). Per-channel rescales with
+    the smallest ``acc_shift`` the layer's accumulators need, multipliers of both signs, biases in
+    value units; the logits reach the 16-bit saturation for the all-largest input."""
     n = len(sizes) - 1
     wbits = wbits or [params.wbits] * n
     out_bits = out_bits or [params.abits] * (n - 1)
@@ -43,18 +46,23 @@ def random_layers(rng, params, sizes, wbits=None, out_bits=None, zero_frac=0.25,
         codes[big] = np.where(rng.random(big.sum()) < 0.5, arith.post_code(0, 0, w), arith.post_code(1, 0, w))
         codes = arith.widen_post_code(codes, w, params.wbits)
         limit = fan_in * arith.max_product_magnitude(params.abits, params.frac_bits)
-        bias = rng.integers(-limit // 3, limit // 3 + 1, size=fan_out)
+        acc_shift = arith.acc_shift_for(limit)
+        # typical accumulators (after acc_shift) are this large
+        scale = 0.4 * np.sqrt(fan_in) * (2 ** params.abits) * (2 ** params.frac_bits) / 2 ** acc_shift
         name = f"fc{l + 1}" if l < n - 1 else "out"
-        if l == n - 1:
-            bias[0] = -limit // 2                      # the all-zero sample gives a negative logit
-            layers.append(LayerSpec(codes=codes, bias=bias, mult=None, shift=None, out_bits=None,
-                                    final=True, name=name))
+        final = l == n - 1
+        top = 1 << 13 if final else 2 ** out_bits[l]                  # typical |v|
+        mult, shift = (np.array(a, dtype=np.int64) for a in zip(*[arith.fixed_point_multiplier(top / scale * f)
+                                                                  for f in rng.uniform(0.7, 1.4, fan_out)]))
+        mult = np.where(rng.random(fan_out) < 0.2, -mult, mult)
+        bias = rng.integers(-top // 2, top // 2 + 1, size=fan_out)
+        if final:
+            bias[0] = -top                             # the all-zero sample gives a negative logit
+            layers.append(LayerSpec(codes=codes, chan_mult=mult, chan_shift=shift, chan_bias=bias,
+                                    acc_shift=acc_shift, final=True, name=name))
         else:
-            # scale so that typical accumulators span the output range (some clip, some are 0)
-            scale = 0.4 * np.sqrt(fan_in) * (2 ** params.abits) * (2 ** params.frac_bits)
-            mult, shift = arith.fixed_point_multiplier((2 ** out_bits[l]) / scale)
-            layers.append(LayerSpec(codes=codes, bias=bias, mult=mult, shift=shift, out_bits=out_bits[l],
-                                    final=False, name=name))
+            layers.append(LayerSpec(codes=codes, chan_mult=mult, chan_shift=shift, chan_bias=bias,
+                                    acc_shift=acc_shift, out_hi=2 ** out_bits[l] - 1, name=name))
     return layers
 
 
@@ -124,15 +132,16 @@ def test_cycle_formula():
     rng = np.random.default_rng(0)
     program = build_program(params, random_layers(rng, params, [5, 7, 3]))
     # 5 -> 7: n_it 2, n_ot 4, last tile 1 valid; 7 -> 3: n_it 3, n_ot 2, last tile 1 valid
-    # per layer: 1 + 43 descriptor fields + 1 (LAYER, DESC); per tile max(n_it, C); MAC tail 7 + last
+    # per layer: 1 + 47 descriptor fields + 1 (LAYER, DESC); per tile max(n_it, C); MAC tail 7 + last
     # valid; a non-final layer then walks its n_out values (one a cycle) and flushes 6 cycles
-    assert layer_cycles(params, 2, 4, 7, final=False) == 45 + 4 * max(2, 2) + 7 + 1 + 7 + 6
-    assert layer_cycles(params, 3, 2, 3) == 45 + 2 * max(3, 2) + 7 + 1
-    assert predicted_cycles(params, program) == 1 + 74 + 59
+    assert len(DescField) == 47
+    assert layer_cycles(params, 2, 4, 7, final=False) == 49 + 4 * max(2, 2) + 7 + 1 + 7 + 6
+    assert layer_cycles(params, 3, 2, 3) == 49 + 2 * max(3, 2) + 7 + 1
+    assert predicted_cycles(params, program) == 1 + 78 + 63
     # ASQ: a second walk (channel sums), the adapter (hidden * (n_out + 2) + 1 reads) and 3 table cycles;
     # pooling: taps = n_out * pooled pixels * k * k
     assert (layer_cycles(params, 9, 4, 8, 16, final=False, pool_taps=8 * 4 * 4, hidden=2)
-            == 45 + 16 * 4 * 9 + 7 + 2 + 2 * (8 * 4 * 4 + 6) + 2 * 10 + 1 + 3)
+            == 49 + 16 * 4 * 9 + 7 + 2 + 2 * (8 * 4 * 4 + 6) + 2 * 10 + 1 + 3)
 
 
 def test_corrupted_weight_is_caught():
@@ -176,9 +185,9 @@ def test_host_protocol():
         assert not ctx.get(dut.done) and not ctx.get(dut.busy)
         assert ctx.get(dut.host_wr.ready) and ctx.get(dut.rd_req.ready)
         act = lambda word, bank: (word << params.bank_bits) | bank  # noqa: E731
-        # CHAN {mult 2, shift 1, offset 2*bias}: v = acc + bias
+        # CHAN {mult 2, shift 1, bias}: v = acc + bias
         await host_write(ctx, dut, [(Sel.ACT, act(3, 2), 0xFFFF), (Sel.WEIGHT, 0, 0xABC),
-                                    (Sel.CHAN, 1, chan_word(2, 1, 14)), (Sel.CHAN, 0, chan_word(2, 1, -10)),
+                                    (Sel.CHAN, 1, chan_word(2, 1, 7)), (Sel.CHAN, 0, chan_word(2, 1, -5)),
                                     (Sel.DESC, 0, 5), (Sel.CTRL, 0, 0), (Sel.RESULT, 0, 99),
                                     (Sel.ACT, act(3, 3), 0xF)])          # bank 3 of 3 does not exist
         values, _ = await host_read(ctx, dut, [(Sel.ACT, act(3, 2)), (Sel.WEIGHT, 0), (Sel.CHAN, 1),
@@ -229,16 +238,21 @@ def _layers_ok(params):
      r"layer fc1: fan_in 20 exceeds max_fan_in 16 .*--max-fan-in 20"),
     (lambda L, p: [dataclasses.replace(L[0], codes=L[0].codes + 16), L[1]],
      r"layer fc1: POST code .* 4-bit"),
-    (lambda L, p: [dataclasses.replace(L[0], out_bits=5), L[1]], r"layer fc1: out_bits 5 .*--abits 5"),
-    (lambda L, p: [dataclasses.replace(L[0], mult=0), L[1]], r"layer fc1: mult 0"),
-    (lambda L, p: [dataclasses.replace(L[0], shift=64), L[1]], r"layer fc1: shift 64"),
-    (lambda L, p: [L[0], dataclasses.replace(L[1], bias=L[1].bias + (1 << 30))],
-     r"layer out: output 0 .*accumulator"),
+    (lambda L, p: [dataclasses.replace(L[0], out_hi=31), L[1]],
+     r"layer fc1: output codes 0\.\.31 do not fit the engine's unsigned 4-bit activations; regenerate with a larger "
+     r"--abits"),
+    (lambda L, p: [dataclasses.replace(L[0], chan_mult=np.full(7, 1 << 15)), L[1]],
+     r"layer fc1: output 0: rescale multiplier 32768 outside \+-32767"),
+    (lambda L, p: [dataclasses.replace(L[0], chan_shift=np.full(7, 64)), L[1]],
+     r"layer fc1: output 0: rescale shift 64 outside 1\.\.63"),
+    (lambda L, p: [L[0], dataclasses.replace(L[1], chan_bias=np.full(3, 1 << 17))],
+     r"layer out: output 0: bias 131072 does not fit the engine's 18-bit signed biases"),
     (lambda L, p: [L[0], dataclasses.replace(L[1], codes=L[1].codes[:, :6])],
      r"layer out: fan_in 6 does not match the previous layer's 7 outputs"),
     (lambda L, p: [dataclasses.replace(L[0], final=True), L[1]], r"layer fc1: only the last layer may be final"),
     (lambda L, p: [L[0], dataclasses.replace(L[1], codes=np.zeros((12, 7), dtype=np.int64),
-                                             bias=np.zeros(12, dtype=np.int64))],
+                                             chan_mult=np.ones(12, np.int64), chan_shift=np.ones(12, np.int64),
+                                             chan_bias=np.zeros(12, dtype=np.int64))],
      r"layer out: 12 outputs exceed result_words 8.*--result-words 12"),
     (lambda L, p: [L[0]] * 5, r"5 layers exceed max_layers 4 .*--max-layers 5"),
 ])
@@ -285,9 +299,11 @@ def test_engine_params_derived():
     p = EngineParams()
     assert (p.rows, p.cols, p.wbits, p.abits, p.frac_bits, p.max_fan_in) == (4, 4, 4, 4, 8, 256)
     assert p.acc_bits == arith.accumulator_bits(256, 4, 8) and p.bank_bits == 2 and p.addr_bits == 16
-    assert p.data_bits == max(64, CHAN_BITS) == 71 and p.lut_entries == 16 and p.lut_bits == 12
+    assert p.data_bits == 64 and p.lut_entries == 16 and p.lut_bits == 12
+    assert EngineParams(rows=1, cols=2, wbits=2).data_bits == arith.ASQ_TABLE_BITS == 42 > CHAN_BITS == 40
+    assert p.value_bits == arith.VALUE_BITS == 16
     assert EngineParams(rows=3).bank_bits == 2 and EngineParams(rows=1).bank_bits == 1
-    assert [f.value for f in DescField] == list(range(43)) and DESC_STRIDE == 64
+    assert [f.value for f in DescField] == list(range(47)) and DESC_STRIDE == 64
     assert [s.value for s in Sel] == list(range(8))
 
 
