@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from hw.program import EngineParams, build_program
+from hw.program import LAYER_OVERHEAD, DescField, EngineParams, build_program, predicted_cycles
 from sim.amaranth_sim import run_amaranth
 from sim.cycle_model import (Shape, layer_perf, model_perf, program_shapes, shapes_for_model,
                              write_shapes_file)
@@ -42,6 +42,18 @@ def test_cycle_model_equals_rtl(cfg):
     perf = model_perf(program_shapes(program), rows, cols)
     assert run["cycles"] == [perf["total_cycles"]]
     assert perf["rtl_checked_layers"] == len(sizes) - 1
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"{r}x{c}_w{w}a{a}_" + "-".join(map(str, s))
+                                                for r, c, w, a, s in CONFIGS])
+def test_cycle_model_equals_schedule(cfg):
+    """Without a simulator: the model's cycles equal hw.program's schedule (47 descriptor fields a layer)."""
+    rows, cols, wbits, abits, sizes = cfg
+    params = EngineParams(rows=rows, cols=cols, wbits=wbits, abits=abits, **SMALL)
+    program = build_program(params, random_layers(np.random.default_rng(zlib.crc32(repr(cfg).encode())), params, sizes))
+    perf = model_perf(program_shapes(program), rows, cols)
+    assert perf["total_cycles"] == predicted_cycles(params, program)
+    assert LAYER_OVERHEAD == 1 + len(DescField) + 1 == 49
 
 
 def test_fc_layer_figures():

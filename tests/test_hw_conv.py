@@ -27,9 +27,22 @@ def _codes(rng, shape, w):
     return codes
 
 
+def _rescale(rng, params, fan_in, n, top):
+    """Per-channel ``chan_mult``/``chan_shift``/``chan_bias`` and the ``acc_shift`` for ``n`` outputs of
+    fan-in ``fan_in`` so that typical values span about ``top`` (some clip, some are 0)."""
+    limit = fan_in * arith.max_product_magnitude(params.abits, params.frac_bits)
+    acc_shift = arith.acc_shift_for(limit)
+    scale = 0.4 * np.sqrt(fan_in) * (2 ** params.abits) * (2 ** params.frac_bits) / 2 ** acc_shift
+    mult, shift = (np.array(a, dtype=np.int64) for a in zip(*[arith.fixed_point_multiplier(top / scale * f)
+                                                              for f in rng.uniform(0.7, 1.4, n)]))
+    return dict(chan_mult=mult, chan_shift=shift, chan_bias=rng.integers(-top // 4, top // 4 + 1, size=n),
+                acc_shift=acc_shift)
+
+
 def conv_stack(rng, params, in_shape, convs, fc_out):
     """``convs``: list of (out_ch, k, stride, pad[, "dw"]); then a final FC with ``fc_out`` outputs.
-    ``"dw"``: a depthwise convolution (``out_ch`` must equal the input channels)."""
+    ``"dw"``: a depthwise convolution (``out_ch`` must equal the input channels). Hidden layers quantize
+    with value_frac 0 (codes = values clipped); the logits span about +-2**12."""
     layers, shape = [], tuple(in_shape)
     for i, conv in enumerate(convs):
         oc, k, stride, pad = conv[:4]
@@ -38,19 +51,14 @@ def conv_stack(rng, params, in_shape, convs, fc_out):
         assert not dw or oc == c
         codes = _codes(rng, (oc, 1 if dw else c, k, k), params.wbits)
         fan_in = (1 if dw else c) * k * k
-        limit = fan_in * arith.max_product_magnitude(params.abits, params.frac_bits)
-        bias = rng.integers(-limit // 4, limit // 4 + 1, size=oc)
-        scale = 0.4 * np.sqrt(fan_in) * (2 ** params.abits) * (2 ** params.frac_bits)
-        mult, sh = arith.fixed_point_multiplier((2 ** params.abits) / scale)
-        layer = LayerSpec(codes=codes, bias=bias, mult=mult, shift=sh, out_bits=params.abits, final=False,
-                          name=f"conv{i}", in_shape=shape, stride=stride, pad=pad, groups=c if dw else 1)
+        layer = LayerSpec(codes=codes, **_rescale(rng, params, fan_in, oc, 2 ** params.abits),
+                          out_hi=2 ** params.abits - 1, name=f"conv{i}", in_shape=shape, stride=stride, pad=pad,
+                          groups=c if dw else 1)
         layers.append(layer)
         shape = layer.out_chw
     fan_in = int(np.prod(shape))
-    limit = fan_in * arith.max_product_magnitude(params.abits, params.frac_bits)
     layers.append(LayerSpec(codes=_codes(rng, (fc_out, fan_in), params.wbits),
-                            bias=rng.integers(-limit // 4, limit // 4, size=fc_out), mult=None, shift=None,
-                            out_bits=None, final=True, name="fc"))
+                            **_rescale(rng, params, fan_in, fc_out, 1 << 12), final=True, name="fc"))
     return layers
 
 
@@ -100,6 +108,23 @@ def test_conv_engine_matches_reference(case):
     assert (hidden == 0).any() and (hidden > 0).any()
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_conv_program_cycles_and_reference_spread(case):
+    """Without a simulator: the cycle model equals the engine's cycle formula (47 descriptor fields a
+    layer) and the reference's hidden codes both clip and are 0 for these layers."""
+    rows, cols, w, a, in_shape, convs, fc_out = CASES[case]
+    params = EngineParams(rows=rows, cols=cols, wbits=w, abits=a, **SMALL)
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    layers = conv_stack(rng, params, in_shape, convs, fc_out)
+    program = build_program(params, layers)
+    assert predicted_cycles(params, program) == model_perf(_shapes(layers), rows, cols)["total_cycles"]
+    n_in, top = int(np.prod(in_shape)), 2 ** a - 1
+    samples = [np.zeros(n_in, np.int64), np.full(n_in, top, np.int64)] + [rng.integers(0, top + 1, n_in)
+                                                                          for _ in range(4)]
+    hidden = np.concatenate([program.reference(x)[0] for x in samples])
+    assert (hidden == 0).any() and (hidden > 0).any()
+
+
 def test_depthwise_reference_is_per_channel():
     """Program.reference of a depthwise layer equals a direct per-channel convolution (it goes through
     the block-diagonal dense codes, which the engine's weight tiles also come from)."""
@@ -110,14 +135,15 @@ def test_depthwise_reference_is_per_channel():
     dw = layers[0]
     x = rng.integers(0, 16, size=4 * 5 * 5)
     xp = np.pad(x.reshape(4, 5, 5), ((0, 0), (1, 1), (1, 1)))
-    mult, offset, shift = dw.rescale_params()
+    mult, shift, bias = dw.chan_params()
     want = np.empty((4, 3, 3), dtype=np.int64)
     for ch in range(4):
         for y in range(3):
             for xx in range(3):
                 acc = arith.post_product(xp[ch, 2 * y:2 * y + 3, 2 * xx:2 * xx + 3], dw.codes[ch, 0], 4, 4, 8).sum()
-                v = arith.rescale(acc, mult[ch], offset[ch], shift[ch])
-                want[ch, y, xx] = arith.quantize_value(v, 0, 0, 15)
+                v = arith.stage_value(np.array([[acc]]), mult[ch:ch + 1], shift[ch:ch + 1], bias[ch:ch + 1],
+                                      dw.acc_shift)
+                want[ch, y, xx] = arith.quantize_value(arith.finish_value(v), 0, 0, 15)[0, 0]
     assert np.array_equal(program.reference(x)[0], want.reshape(-1))
     assert program.layouts[0].ct == 1 and program.layouts[0].ot_step == 1 and program.layouts[0].n_it == 9
 
