@@ -3,7 +3,8 @@ the engine (Amaranth simulator) against Program.reference_run (golden.arith).
 
 A small ResNet-like stack: conv → conv → conv + residual(first conv) → {1x1 stride-2 shortcut conv,
 3x3 stride-2 conv, both reading the block output} → conv + residual(shortcut) → global average
-pooling (sum pooling over the whole map, 1/positions in the quantizer's multiplier) → FC. Every
+pooling (golden.arith.sum_pool over the whole map, 2**pool_shift/positions in the quantizer's
+multiplier) → FC. Every
 layer's parameters are calibrated on the samples so that the codes spread over their range; every
 output of every layer must equal the reference and the cycles the schedule.
 """
@@ -29,30 +30,36 @@ def _codes(rng, shape, w=4):
 
 
 def _calibrate(layers, layer, samples, hi=15):
-    """Per-channel mult/offset/shift mapping the layer's accumulators (on ``samples``, after the
-    layers before it) to roughly ``-0.2*hi .. 1.2*hi`` codes (value_frac 0)."""
+    """Per-channel mult/shift/bias (and the acc_shift the layer's accumulators need) mapping the layer's
+    accumulators (on ``samples``, after the layers before it) to roughly ``-0.2*hi .. 1.2*hi`` codes
+    (value_frac 0). The accumulators are measured by a final probe layer with the identity rescale
+    (``2**14 / 2**14``) after a pre-shift that keeps them inside its 16-bit values."""
+    bound = layer.fan_in * arith.max_product_magnitude(PARAMS.abits, PARAMS.frac_bits)
+    s_probe, s_layer = max(0, bound.bit_length() - 15), arith.acc_shift_for(bound)
+    n = layer.fan_out
     probe = dataclasses.replace(layer, final=True, residual=None, pool=None, pool_mode="max", relu=False,
-                                chan_mult=np.full(layer.fan_out, 2), chan_offset=np.zeros(layer.fan_out, np.int64),
-                                chan_shift=np.ones(layer.fan_out, np.int64), out_hi=0, q_mult=None, q_shift=None,
+                                chan_mult=np.full(n, 1 << 14), chan_bias=np.zeros(n, np.int64),
+                                chan_shift=np.full(n, 14), acc_shift=s_probe, out_hi=0, q_mult=None, q_shift=None,
                                 adapter=None)
     program = build_program(dataclasses.replace(PARAMS, result_words=1024), layers + [probe])
-    acc = np.stack([program.reference(x)[-1].reshape(layer.fan_out, -1) for x in samples], axis=1)
-    acc = acc.reshape(layer.fan_out, -1)
-    mult, shift, offset = [], [], []
-    for o in range(layer.fan_out):
+    acc = np.stack([program.reference(x)[-1].reshape(n, -1) for x in samples], axis=1)
+    acc = acc.reshape(n, -1) * 2.0 ** (s_probe - s_layer)        # in units of acc >> s_layer
+    mult, shift, bias = [], [], []
+    for o in range(n):
         lo, hi_ = np.percentile(acc[o], 10), np.percentile(acc[o], 90)
         span = max(hi_ - lo, 1.0)
         m, s = arith.signed_multiplier(1.4 * hi / span)
         mult.append(m)
         shift.append(s)
-        offset.append(arith.rescale_offset(-lo * m / 2 ** s - 0.2 * hi, s))
-    return dataclasses.replace(layer, chan_mult=np.array(mult), chan_offset=np.array(offset),
-                               chan_shift=np.array(shift))
+        bias.append(int(round(-lo * m / 2 ** s - 0.2 * hi)))
+    return dataclasses.replace(layer, chan_mult=np.array(mult), chan_bias=np.array(bias),
+                               chan_shift=np.array(shift), acc_shift=s_layer)
 
 
 def resnet_like(rng, samples):
     base = dict(relu=True, out_lo=0, out_hi=15, value_frac=0)
     al_m, al_s = arith.signed_multiplier(0.7)                   # residual alignment: 0.7 x the shortcut
+    gap_m, gap_s = arith.fixed_point_multiplier(16 / 9)        # sum_pool gives sum / 16; the mean is sum / 9
     specs = [
         LayerSpec(codes=_codes(rng, (4, 2, 3, 3)), name="c0", in_shape=(2, 5, 5), pad=1, **base),
         LayerSpec(codes=_codes(rng, (4, 4, 3, 3)), name="c1", in_shape=(4, 5, 5), pad=1, **base),
@@ -63,10 +70,10 @@ def resnet_like(rng, samples):
         LayerSpec(codes=_codes(rng, (6, 4, 3, 3)), name="c3", in_shape=(4, 5, 5), stride=2, pad=1,
                   input_from="c2", **base),
         LayerSpec(codes=_codes(rng, (6, 6, 3, 3)), name="c4", in_shape=(6, 3, 3), pad=1,
-                  residual=("short", al_m, al_s), pool=(3, 1, 0), pool_mode="sum", q_mult=1 << 15,
-                  q_shift=15 + 3, **base),                      # global average: sum / 9 ~ sum * 2**15 / 2**18
-        LayerSpec(codes=_codes(rng, (3, 6)), name="fc", final=True, chan_mult=np.full(3, 2),
-                  chan_offset=np.zeros(3, np.int64), chan_shift=np.ones(3, np.int64)),
+                  residual=("short", al_m, al_s), pool=(3, 1, 0), pool_mode="sum", q_mult=gap_m,
+                  q_shift=gap_s, **base),                       # global average: golden.arith.sum_pool
+        LayerSpec(codes=_codes(rng, (3, 6)), name="fc", final=True, chan_mult=np.full(3, 1 << 14),
+                  chan_bias=np.zeros(3, np.int64), chan_shift=np.full(3, 14)),
     ]
     layers = []
     for spec in specs:
@@ -100,9 +107,28 @@ def test_resnet_like_stack_matches_reference():
         assert len(np.unique(codes)) >= 4, (layer.name, np.unique(codes))
 
 
+def test_resnet_like_program_without_simulator():
+    """The stack's layout (saves, adds, the branch, POOL_SHIFT of the 9-position global sum), the cycle
+    model against the schedule and the spread of the reference's codes."""
+    rng = np.random.default_rng(42)
+    samples = np.concatenate([rng.integers(0, 16, size=(5, 50)), np.full((1, 50), 15), np.zeros((1, 50), int)])
+    layers = resnet_like(rng, samples)
+    program = build_program(PARAMS, layers)
+    lay = {l.name: x for l, x in zip(layers, program.layouts)}
+    assert lay["c0"].flags & Flag.SAVE_RES and lay["c2"].flags & Flag.ADD_RES and lay["c4"].flags & Flag.POOL_SUM
+    assert lay["c4"].pool_shift == 4 and all(x.pool_shift == 0 for n, x in lay.items() if n != "c4")
+    assert [x.acc_shift for x in program.layouts] == [l.acc_shift for l in layers]
+    assert predicted_cycles(PARAMS, program) == model_perf(layer_spec_shapes(layers), 2, 2)["total_cycles"]
+    refs = [program.reference(x) for x in samples]
+    for l, layer in enumerate(layers[:-1]):
+        codes = np.concatenate([r[l] for r in refs])
+        assert len(np.unique(codes)) >= 4, (layer.name, np.unique(codes))
+
+
 def test_residual_reference_is_the_integer_dag_add():
     """The reference's residual add is golden.arith.align_value on the saved (pooled) values, added
-    before the ReLU — recomputed here by hand for layer c2 from c0's and c1's outputs."""
+    before the saturation and the ReLU (golden.arith.finish_value) — recomputed here by hand for layer c2
+    from c0's and c1's outputs."""
     rng = np.random.default_rng(7)
     samples = rng.integers(0, 16, size=(3, 50))
     layers = resnet_like(rng, samples)
@@ -118,18 +144,18 @@ def test_residual_reference_is_the_integer_dag_add():
                 for xx in range(5):
                     acc[:, y, xx] = arith.post_product(xp[None, :, y:y + 3, xx:xx + 3], layer.codes, 4, 4, 8
                                                        ).sum(axis=(1, 2, 3))
-            m, o, s = (a.reshape(-1, 1, 1) for a in layer.rescale_params())
-            return arith.rescale(acc, m, o, s)
-        v0 = np.maximum(values(c0, x), 0)
-        v2 = values(c2, outs[1]) + arith.align_value(v0, *c2.residual[1:])
-        want = arith.quantize_value(np.maximum(v2, 0), 0, 0, 15)
+            m, s, b = layer.chan_params()
+            return arith.stage_value(acc[None], m, s, b, layer.acc_shift)[0]
+        v0 = arith.finish_value(values(c0, x), None, 0)
+        v2 = arith.finish_value(values(c2, outs[1]), arith.align_value(v0, *c2.residual[1:]), 0)
+        want = arith.quantize_value(v2, 0, 0, 15)
         assert np.array_equal(outs[2], want.reshape(-1))
 
 
 @pytest.mark.parametrize("change,match", [
     (lambda L: L[:2] + [dataclasses.replace(L[2], residual=("nope", 1, 1))] + L[3:], r"layer c2: residual 'nope'"),
     (lambda L: L[:2] + [dataclasses.replace(L[2], residual=("c0", 0, 1))] + L[3:],
-     r"layer c2: residual alignment .* mult in 1..65535"),
+     r"layer c2: residual alignment .* mult in 1\.\.32767"),
     (lambda L: L[:5] + [dataclasses.replace(L[5], residual=("c0", 100, 8))] + L[6:],
      r"layer c4: residual from layer c0 of shape \(4, 5, 5\) cannot be added"),
     (lambda L: L[:4] + [dataclasses.replace(L[4], input_from="later")] + L[5:],
