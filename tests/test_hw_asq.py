@@ -1,15 +1,17 @@
 """v2 layers on the engine: per-channel rescale, ReLU floors, max pooling, LSQ and ASQ quantizers.
 
-Random v2 stacks (``LayerSpec`` with ``chan_mult``/``chan_offset``/``chan_shift``, ``relu_floor``,
-``pool``, ``value_frac``, ``AdapterSpec``) run on the RTL in Amaranth's simulator; every output of
+Random v2 stacks in the v4 arithmetic (``LayerSpec`` with ``chan_mult``/``chan_shift``/``chan_bias``,
+``acc_shift``, ``relu_floor``, ``pool``, ``value_frac``, ``AdapterSpec`` with ``h_shift``) run on the RTL in Amaranth's simulator; every output of
 every layer must equal :meth:`hw.program.Program.reference_run` and the measured ``cycles`` must
 equal :func:`hw.program.predicted_cycles`.
 
 The parameters are calibrated on the samples themselves, like a compiler would from a trained
 model (``flows/compile.py::graph_layer_specs`` gives the realistic ranges): per channel, a signed
-16-bit mantissa ``mult`` and ``shift`` map the accumulators' 10..90 % range onto a little more than
+15-bit mantissa ``mult`` and ``shift`` map the accumulators' 10..90 % range onto a little more than
 the output code range (so codes saturate at both ends and take many values in between); some
-multipliers are negative, some zero. ASQ adapters get 16-bit weights, large biases and a ``z_frac``
+multipliers are negative, some zero; a layer reading ASQ codes keeps its shifts large enough for the
+largest factor of the table. ASQ adapters get 16-bit weights, the smallest ``h_shift`` that keeps the
+hidden units in 16 bits for any 16-bit channel sums, large biases and a ``z_frac``
 chosen so that ``z`` spreads over a few tenths (the betas differ between samples; one case drives
 ``z`` off both ends of the factor table, with ``z_frac`` 6, the grid itself); two-layer adapters
 center each hidden unit so that its ReLU cuts about a third of the samples. The spread is asserted,
@@ -17,9 +19,9 @@ so a degenerate case (every code 0, every code saturated, one beta for all sampl
 
 ASQ prescale (``LayerSpec.pre_mult``/``pre_shift``, ``Flag.PRESCALE``): the layer's values are
 calibrated in a unit ``1/pre`` of the quantizer's value unit (with sum pooling, per pooled position),
-and the prescale ``round_shift(v * pre_mult, pre_shift)`` brings the pooled value into the
-quantizer's unit before the channel sums, the adapter and the quantizer -- the integer executor's
-``rescale(v, w, rescale_offset(0, s), s)`` (``golden/intgraph.py::_codes_from_value``). Every
+and the prescale ``golden.arith.prescale(v, pre_mult, 2**(pre_shift-1), pre_shift)`` (saturating)
+brings the pooled value into the quantizer's unit before the channel sums, the adapter and the
+quantizer -- the integer executor's input rescale of an ASQ stage. Every
 program's :meth:`Program.reference_run` is also checked against an independent NumPy computation
 (:func:`numpy_run`) written with :mod:`golden.arith` primitives.
 
@@ -65,6 +67,7 @@ class Spec:
     pool_mode: str = "max"          #: "max" or "sum" (sum over the window: global average pooling)
     pre: float | None = None        #: ASQ prescale: the quantizer's value unit over v's (per pooled position)
     residual: tuple | None = None   #: (earlier layer index, residual range as a fraction of the value range)
+    acc_extra: int = 0              #: acc_shift beyond the smallest that fits the rescale operand
 
 
 def _codes(rng, shape, w):
@@ -78,7 +81,7 @@ def _codes(rng, shape, w):
     return codes
 
 
-def _accumulators(p, x_chw, codes4, stride, pad, beta):
+def _accumulators(p, x_chw, codes4, stride, pad):
     """``[out, oh, ow]`` accumulators of one sample, independently of hw.program (calibration only)."""
     c, h, w = x_chw.shape
     k = codes4.shape[2]
@@ -89,7 +92,7 @@ def _accumulators(p, x_chw, codes4, stride, pad, beta):
         for x in range(ow):
             patch = xp[:, y * stride:y * stride + k, x * stride:x * stride + k]
             acc[:, y, x] = arith.post_product(patch[None], codes4, p.wbits, p.abits, p.frac_bits).sum(axis=(1, 2, 3))
-    return acc if beta is None else arith.apply_beta(acc, beta)
+    return acc
 
 
 def _maxpool(v, k, s, pad):
@@ -100,45 +103,73 @@ def _maxpool(v, k, s, pad):
                      for ch in range(c)], dtype=np.int64)
 
 
-def _w16(rng, shape, lo_bits=13):
-    """Signed adapter weights with magnitudes in [2**lo_bits, 2**15)."""
-    mag = rng.integers(1 << lo_bits, 1 << 15, size=shape)
+def _w16(rng, shape, lo_bits=11, hi_bits=13):
+    """Signed adapter weights with magnitudes in [2**lo_bits, 2**hi_bits)."""
+    mag = rng.integers(1 << lo_bits, 1 << hi_bits, size=shape)
     return np.where(rng.random(shape) < 0.5, -mag, mag).astype(np.int64)
 
 
+def _h_shift(w1, b1, relu: bool) -> int:
+    """The smallest h_shift that keeps ``h`` in 16 bits for any 16-bit channel sums (hw.program's check)."""
+    s = 1 << (arith.VALUE_BITS - 1)
+    top = int(np.abs(w1).sum(axis=1).max()) * s + int(np.abs(b1).max())
+    bot = 0 if relu else -top
+    need = 0
+    while (top >> need) >= s or (bot >> need) < -s:
+        need += 1
+    return need
+
+
 def _adapter(rng, spec: Spec, sums):
-    """An adapter on the per-sample channel sums ``sums`` ``[N, C]`` whose real z spans ``spec.z_range``
-    over the samples (the smallest pre-bias sum maps to its low end)."""
+    """An adapter on the per-sample adapter inputs ``sums`` ``[N, C]`` (golden.arith.asq_sums) whose real
+    z spans ``spec.z_range`` over the samples (the smallest pre-bias z maps to its low end); ``h_shift``
+    the smallest that fits the hidden units in 16 bits."""
     factor, hidden = spec.asq
     z_lo, z_hi = spec.z_range
     w1 = _w16(rng, (max(hidden, 1), sums.shape[1]))
-    if hidden == 0:
-        w2 = b1 = None
-        g = (sums @ w1.T)[:, 0]
-    else:
-        u = sums @ w1.T                                              # [N, H]
-        b1 = -np.floor(np.percentile(u, 35, axis=0)).astype(np.int64)  # ReLU cuts about a third of the samples
-        w2 = _w16(rng, (1, hidden), lo_bits=11)
-        g = (np.maximum(u + b1, 0) @ w2.T)[:, 0]
-    span = max(int(g.max() - g.min()), 1)
-    if spec.z_frac is None:
-        zf = max(arith.ASQ_Z_FRAC, round(math.log2(span / (z_hi - z_lo))))
-    else:                                # scale the (one-layer) weights to the forced grid instead
-        assert hidden == 0
-        zf = spec.z_frac
-        w1 = np.round(w1 * ((z_hi - z_lo) * 2.0 ** zf / span)).astype(np.int64)
+    if hidden == 0:                      # z = (S @ w1 + b1) >> h_shift: the bias is in H units
+        forced = spec.z_frac is not None
+        if forced:                       # one channel: 16-bit channel sums must stay within 16 bits of h
+            w1[:, 1:] = 0
+        unit = w1
+        g_unit = (sums @ unit.T)[:, 0]
+        for hs in range(32):             # the smallest h_shift that fits (weights scaled to a forced grid)
+            w1 = unit
+            if forced:
+                span_u = max(int(g_unit.max() - g_unit.min()), 1)
+                w1 = np.round(unit * ((z_hi - z_lo) * 2.0 ** (spec.z_frac + hs) / span_u)).astype(np.int64)
+            g = (sums @ w1.T)[:, 0]
+            span = max(int(g.max() - g.min()) >> hs, 1)
+            zf = spec.z_frac if forced else max(arith.ASQ_Z_FRAC, round(math.log2(span / (z_hi - z_lo))))
+            b1 = np.array([(int(np.floor(z_lo * 2.0 ** zf)) << hs) - int(g.min())])
+            if np.any(w1 != 0) and _h_shift(w1, b1, relu=False) <= hs:
+                break
         assert np.abs(w1).max() < 1 << 15 and np.any(w1 != 0), w1
-        g = (sums @ w1.T)[:, 0]
+        return AdapterSpec(w1=w1, b1=b1, w2=None, b2=None, z_frac=int(zf), factor=factor, h_shift=hs)
+    u = sums @ w1.T                                              # [N, H]
+    b1 = -np.floor(np.percentile(u, 35, axis=0)).astype(np.int64)  # ReLU cuts about a third of the samples
+    hs = _h_shift(w1, b1, relu=True)
+    w2 = _w16(rng, (1, hidden), lo_bits=9, hi_bits=13)
+    g = ((np.maximum(u + b1, 0) >> hs) @ w2.T)[:, 0]
+    span = max(int(g.max() - g.min()), 1)
+    zf = max(arith.ASQ_Z_FRAC, round(math.log2(span / (z_hi - z_lo))))
     bias = np.array([int(np.floor(z_lo * 2.0 ** zf)) - int(g.min())])
-    if hidden == 0:
-        return AdapterSpec(w1=w1, b1=bias, w2=None, b2=None, z_frac=int(zf), factor=factor)
-    return AdapterSpec(w1=w1, b1=b1, w2=w2, b2=bias, z_frac=int(zf), factor=factor)
+    return AdapterSpec(w1=w1, b1=b1, w2=w2, b2=bias, z_frac=int(zf), factor=factor, h_shift=hs)
+
+
+def _stage(layer, acc, b_in):
+    """golden.arith's rescale of ``[out, oh, ow]`` accumulators, written per channel: ``(m, sh)`` from
+    beta_multiplier for ASQ inputs, shift_round, the bias."""
+    mult, shift, bias = layer.chan_params()
+    a = acc >> layer.acc_shift
+    m, sh = arith.beta_multiplier(mult, shift, b_in) if layer.input_beta else (mult, shift)
+    return np.stack([arith.shift_round(a[o] * int(m[o]), int(sh[o])) + int(bias[o]) for o in range(len(mult))])
 
 
 def numpy_run(p, layers, x, beta=None):
     """Every layer's outputs (CHW, flat), betas and pooled values, computed here with golden.arith primitives
     (independently of :meth:`hw.program.Program.reference_run`). The ASQ prescale is written as the integer
-    executor writes it: ``rescale(v, pre_mult, rescale_offset(0.0, pre_shift), pre_shift)``."""
+    executor writes it: ``prescale(v, pre_mult, rescale_offset(0.0, pre_shift), pre_shift)``."""
     outs, betas, saved = [], [], []
     names = {}
     for i, layer in enumerate(layers):
@@ -149,16 +180,16 @@ def numpy_run(p, layers, x, beta=None):
         else:
             xi, stride, pad = inp.reshape(-1, 1, 1), 1, 0
             codes4 = np.asarray(layer.codes, dtype=np.int64)[:, :, None, None]
-        acc = _accumulators(p, xi, codes4, stride, pad, b_in if layer.input_beta else None)    # [out, oh, ow]
-        mult, offset, shift = (a[:, None, None] for a in layer.rescale_params())
-        v = arith.rescale(acc, mult, offset, shift)
+        v = _stage(layer, _accumulators(p, xi, codes4, stride, pad), b_in)           # [out, oh, ow]
+        res = None
         if layer.residual is not None:
             rname, rm, rs = layer.residual
-            v = v + arith.align_value(saved[names[rname]], rm, rs)
-        if layer.relu:
-            v = np.maximum(v, layer.relu_floor)
-        if layer.pool is not None:
-            v = arith.pool2d(v, *layer.pool, mode=layer.pool_mode)
+            res = arith.align_value(saved[names[rname]], rm, rs)
+        v = arith.finish_value(v, res, layer.relu_floor if layer.relu else None)
+        if layer.pool_mode == "sum":
+            v = arith.sum_pool(v[None])[0]
+        elif layer.pool is not None:
+            v = arith.pool2d(v, *layer.pool, mode="max")
         saved.append(v)
         b = None
         if layer.final:
@@ -167,8 +198,8 @@ def numpy_run(p, layers, x, beta=None):
             a = layer.adapter
             vq = v
             if layer.pre_mult is not None:
-                vq = arith.rescale(v, layer.pre_mult, arith.rescale_offset(0.0, layer.pre_shift), layer.pre_shift)
-            z = arith.adapter_z(vq.sum(axis=(1, 2))[None], a.w1, a.b1, a.w2, a.b2)
+                vq = arith.prescale(v, layer.pre_mult, arith.rescale_offset(0.0, layer.pre_shift), layer.pre_shift)
+            z = arith.adapter_z(arith.asq_sums(vq[None]), a.w1, a.b1, a.w2, a.b2, a.h_shift)
             idx = int(arith.asq_z_index(z, a.z_frac)[0])
             beta_t, inv_t = arith.asq_tables(a.factor)
             b = int(beta_t[idx])
@@ -177,7 +208,7 @@ def numpy_run(p, layers, x, beta=None):
         else:
             lo, hi, vf = layer.quant_params()
             qm, qs = layer.quant_mult_shift()
-            y = np.clip(arith.round_shift(v * qm, qs), lo, hi)
+            y = np.clip(arith.shift_round(v * qm, qs), lo, hi)
         outs.append(np.asarray(y, dtype=np.int64).reshape(-1))
         betas.append(b)
         names[layer.name] = i
@@ -212,7 +243,14 @@ def build_stack(rng, params, in_shape, specs, samples, betas=None):
         if spec.zero_w_chan:
             codes[spec.out // 2] = 0
             codes4 = codes if spec.conv is not None else codes[:, :, None, None]
-        acc = np.stack([_accumulators(p, x, codes4, stride, pad, b) for x, b in zip(xs, bs)])  # [N, out, oh, ow]
+        fan_in = int(np.prod(codes4.shape[1:]))
+        if input_beta:              # the smallest beta_shift of the input factors
+            bs_min = (int(arith.factor_words(layers[-1].adapter.factor)[1].min()) if layers else
+                      min(int(arith.normalize_fixed(b, arith.ASQ_BETA_FRAC)[1]) for b in betas))
+        acc_shift = arith.acc_shift_for(fan_in * arith.max_product_magnitude(p.abits, p.frac_bits)) + spec.acc_extra
+        # the rescale operand a = acc >> acc_shift times the input factor (beta_multiplier), as floats
+        acc = np.stack([_accumulators(p, x, codes4, stride, pad) / 2.0 ** acc_shift
+                        * (1.0 if b is None else b / 2.0 ** arith.ASQ_BETA_FRAC) for x, b in zip(xs, bs)])
         calib = acc[2:]              # the random samples (the all-zero and all-largest ones may saturate)
         # per-channel rescale: accumulators' 10..90 % range -> a bit more than the code range
         hi = spec.hi if spec.hi is not None else 2 ** p.abits - 1
@@ -221,16 +259,17 @@ def build_stack(rng, params, in_shape, specs, samples, betas=None):
         else:
             width = (hi - spec.lo + 1) * 2 ** spec.vf
             t_lo, t_hi = spec.lo * 2 ** spec.vf - 0.15 * width, hi * 2 ** spec.vf + 0.15 * width
-        # ASQ prescale: v in units 1/pre of the quantizer's (a sum-pooled value: of its mean), the pooled
-        # value times pre_mult / 2**pre_shift = pre / positions in the quantizer's unit
+        # ASQ prescale: v in units 1/pre of the quantizer's (a sum-pooled value: per position); sum_pool's
+        # value is sum / 2**pool_shift = mean * gain, and pre_mult / 2**pre_shift = pre / gain
         n_sum = spec.pool[0] ** 2 if spec.pool_mode == "sum" else 1
+        gain = n_sum / 2 ** arith.pool_shift(n_sum)
         pre_mult = pre_shift = None
         scale = 1.0
         if spec.pre is not None:
             assert spec.asq is not None
-            pre_mult, pre_shift = arith.signed_multiplier(spec.pre / n_sum)
-            assert 0 < pre_mult < 1 << 16
-            scale = pre_mult / 2.0 ** pre_shift * n_sum
+            pre_mult, pre_shift = arith.signed_multiplier(spec.pre / gain)
+            assert 0 < pre_mult < 1 << 15
+            scale = pre_mult / 2.0 ** pre_shift * gain
         t_lo, t_hi = t_lo / scale, t_hi / scale
         # a residual add: r = align_value(the source's pooled values), spanning a fraction of the value range
         res, res_r = None, None
@@ -242,7 +281,7 @@ def build_stack(rng, params, in_shape, specs, samples, betas=None):
             rm, rsh = arith.signed_multiplier(frac * (t_hi - t_lo) / r_span)
             res = (layers[r_src].name, rm, rsh)
             res_r = arith.align_value(r_in, rm, rsh)
-        mult, offset, shift = (np.zeros(spec.out, dtype=np.int64) for _ in range(3))
+        mult, bias, shift = (np.zeros(spec.out, dtype=np.int64) for _ in range(3))
         for o in range(spec.out):
             neg = rng.random() < spec.neg
             a = calib[:, o]                                   # [N - 2, oh, ow]
@@ -252,39 +291,37 @@ def build_stack(rng, params, in_shape, specs, samples, betas=None):
                 a = np.stack([(-1 if neg else 1) * _maxpool((-1 if neg else 1) * x[None], *spec.pool)[0] for x in a])
             a = a.reshape(-1)
             a_lo, a_hi = np.percentile(a, 10), np.percentile(a, 90)
-            if a_hi - a_lo < 1:                    # all-zero weights: a constant accumulator, any scale
+            if a_hi - a_lo < 1e-3:                 # all-zero weights: a constant accumulator, any scale
                 a_hi = a_lo + 1000.0
             o_lo, o_hi = t_lo, t_hi
             if res_r is not None:                  # room for the residual: center the sum on the range
                 r_mid = float(np.median(res_r[:, o]))
                 o_lo, o_hi = t_lo - r_mid, t_hi - r_mid
             if spec.zero_mult and o == spec.out - 1 and spec.out > 1:
-                # multiplier 0: v = offset >> shift, a constant inside the range
-                mult[o], shift[o] = 0, int(rng.integers(1, 46 - math.ceil(math.log2(max(-o_lo, o_hi) + 1))))
-                offset[o] = arith.rescale_offset(float(rng.uniform(o_lo, o_hi)), int(shift[o]))
+                # multiplier 0: v = bias, a constant inside the range
+                mult[o], shift[o] = 0, int(rng.integers(arith.FACTOR_MANT_BITS + 1 - bs_min if input_beta else 1, 40))
+                bias[o] = int(round(rng.uniform(o_lo, o_hi)))
                 continue
-            m, s = arith.signed_multiplier((-1.0 if neg else 1.0) * (o_hi - o_lo) / (a_hi - a_lo))
+            ratio = (o_hi - o_lo) / (a_hi - a_lo)
+            if input_beta:          # the largest input factor must leave a rescale shift >= 1 (hw.program)
+                ratio = min(ratio, ((1 << 15) - 1) / 2.0 ** (arith.FACTOR_MANT_BITS + 1 - bs_min))
+            m, s = arith.signed_multiplier((-1.0 if neg else 1.0) * ratio)
             r = m / 2.0 ** s
-            real_off = o_lo - r * (a_hi if neg else a_lo)
-            mult[o], shift[o], offset[o] = m, s, arith.rescale_offset(real_off, s)
-        v = arith.rescale(acc, mult[None, :, None, None], offset[None, :, None, None], shift[None, :, None, None])
-        if res_r is not None:
-            v = v + res_r
-        floor = 0
-        if spec.relu is not None:
-            floor = int(round(spec.relu * (hi - spec.lo) * 2 ** spec.vf / scale))
-            v = np.maximum(v, floor)
-        if spec.pool is not None:
-            v = np.stack([arith.pool2d(vs, *spec.pool, mode=spec.pool_mode) for vs in v])
-        if pre_mult is not None:
-            v = arith.round_shift(v * pre_mult, pre_shift)
-        adapter = _adapter(rng, spec, v.sum(axis=(2, 3))) if spec.asq is not None else None
-        layers.append(LayerSpec(
+            mult[o], shift[o], bias[o] = m, s, int(round(o_lo - r * (a_hi if neg else a_lo)))
+        layer = LayerSpec(
             codes=codes, name=f"l{i}", final=spec.final, in_shape=shape if spec.conv is not None else None,
-            stride=stride, pad=pad, chan_mult=mult, chan_offset=offset, chan_shift=shift, input_beta=input_beta,
-            relu=spec.relu is not None, relu_floor=floor, pool=spec.pool, out_lo=0 if spec.final else spec.lo,
-            out_hi=0 if spec.final else hi, value_frac=spec.vf, adapter=adapter, pool_mode=spec.pool_mode,
-            pre_mult=pre_mult, pre_shift=pre_shift, residual=res))
+            stride=stride, pad=pad, chan_mult=mult, chan_bias=bias, chan_shift=shift, acc_shift=acc_shift,
+            input_beta=input_beta, relu=spec.relu is not None, pool=spec.pool, out_lo=0 if spec.final else spec.lo,
+            out_hi=0 if spec.final else hi, value_frac=spec.vf, pool_mode=spec.pool_mode,
+            pre_mult=pre_mult, pre_shift=pre_shift, residual=res,
+            relu_floor=int(round(spec.relu * (hi - spec.lo) * 2 ** spec.vf / scale)) if spec.relu is not None else 0)
+        if spec.asq is not None:             # the adapter sees the engine's channel sums of this layer
+            vs = np.stack([numpy_run(p, layers + [dataclasses.replace(layer, adapter=None, out_hi=hi, pre_mult=None,
+                                                                      pre_shift=None)], x,
+                                     None if betas is None else int(betas[s]))[2][-1] for s, x in enumerate(samples)])
+            vq = layer.prescale(vs) if layer.prescaled else vs
+            layer.adapter = _adapter(rng, spec, arith.asq_sums(vq))
+        layers.append(layer)
     return layers
 
 
@@ -336,27 +373,28 @@ CASES = {
     # 7 channels = 2 output tiles of 5
     "cols5_single_channel_zfrac6": (dict(rows=2, cols=5), (2, 3, 5), [
         Spec(out=1, conv=(1, 1, 0), relu=0.0, vf=0, hi=12, zero_mult=False),
-        Spec(out=3, conv=(2, 1, 1), pool=(2, 1, 0), vf=0, asq=("sigmoid", 0), z_frac=6, z_range=(-9.0, 9.0)),
+        Spec(out=3, conv=(2, 1, 1), pool=(2, 1, 0), vf=7, asq=("sigmoid", 0), z_frac=6, z_range=(-9.0, 9.0)),
         Spec(out=7, conv=(1, 1, 0), vf=8, relu=0.0),
         Spec(out=4, final=True)], "sigmoid"),
     # 8-bit weights and activations: largest codes, 255-level outputs, ASQ sigmoid two-layer adapter, then
-    # LSQ with value_frac 12 and lo > 0
+    # LSQ with value_frac 6 (200 codes of 2**6 units: 16-bit values) and lo > 0; ACC_SHIFT 3 on the conv
     "w8a8_asq_sigmoid_2layer": (dict(rows=2, cols=2, wbits=8, abits=8), (2, 3, 3), [
-        Spec(out=3, conv=(2, 1, 0), relu=0.0, vf=8, asq=("sigmoid", 2)),
-        Spec(out=4, vf=12, lo=3, hi=200),
+        Spec(out=3, conv=(2, 1, 0), relu=0.0, vf=6, asq=("sigmoid", 2), acc_extra=3),
+        Spec(out=4, vf=6, lo=3, hi=200),
         Spec(out=2, final=True)], None),
     # ASQ prescale (Flag.PRESCALE): a conv whose values are ~27x finer than the quantizer's unit (pre < 1:
-    # a 16-bit mantissa with a large shift), max pooling (3,2,1), two-layer sigmoid adapter; then an
-    # input_beta conv, ASQ again with a prescale > 1 (one-layer adapter) and a negative ReLU floor; final FC
+    # a 15-bit mantissa with a large shift; value_frac 4 keeps 27x the code range inside 16 bits), max
+    # pooling (3,2,1), two-layer sigmoid adapter; then an input_beta conv, ASQ again with a prescale > 1
+    # (one-layer adapter) and a negative ReLU floor; final FC
     "asq_prescale_conv_maxpool": (dict(rows=2, cols=3), (3, 5, 5), [
-        Spec(out=5, conv=(3, 1, 1), pool=(3, 2, 1), relu=0.0, vf=8, asq=("sigmoid", 2), pre=0.0371),
+        Spec(out=5, conv=(3, 1, 1), pool=(3, 2, 1), relu=0.0, vf=4, asq=("sigmoid", 2), pre=0.0371),
         Spec(out=4, conv=(2, 1, 0), relu=-0.05, vf=8, asq=("sigmoid", 0), pre=3.3),
         Spec(out=3, final=True)], None),
-    # global average pooling as sum pooling over the whole 4x4 map, then ASQ with a prescale of exactly
-    # 1/16 (pre_mult 2**15: the rounding ties of sums = 8 mod 16 occur), no ReLU (negative values round
-    # half up too); exp one-layer adapter; then the input_beta FC (final)
+    # global average pooling as sum pooling over the whole 4x4 map (golden.arith.sum_pool: sum / 16, the
+    # rounding ties of sums = 8 mod 16 occur), then ASQ with a prescale of exactly 1/2 (ties at every odd
+    # value), no ReLU (negative values round half up too); exp one-layer adapter; then the input_beta FC
     "asq_prescale_global_sum_fc": (dict(rows=2, cols=2), (2, 4, 4), [
-        Spec(out=6, conv=(3, 1, 1), pool=(4, 1, 0), pool_mode="sum", vf=8, asq=("exp", 0), pre=1.0,
+        Spec(out=6, conv=(3, 1, 1), pool=(4, 1, 0), pool_mode="sum", vf=8, asq=("exp", 0), pre=0.5,
              z_range=(-0.6, 0.6)),
         Spec(out=3, final=True)], None),
     # a prescaled ASQ layer (pre 1/2: ties at every odd value, a negative ReLU floor) whose pooled values a
@@ -433,15 +471,20 @@ def test_v2_reference_matches_numpy(case):
 # --- the ASQ prescale ---------------------------------------------------------------------------
 
 def test_prescale_rounding_trick_is_round_shift():
-    """The engine's (((v * m) >> (s - 1)) + 1) >> 1 is round_shift(v * m, s) and the integer executor's
-    rescale(v, m, rescale_offset(0, s), s), ties (round half up) and negative values included."""
+    """The engine's (((v * m) >> (s - 1)) + 1) >> 1 is round_shift(v * m, s), shift_round and the integer
+    executor's rescale(v, m, rescale_offset(0, s), s), ties (round half up) and negative values included;
+    golden.arith.prescale saturates it to 16 bits."""
     rng = np.random.default_rng(11)
-    v = np.concatenate([rng.integers(-(1 << 31), 1 << 31, 4000), np.arange(-40, 41)]).astype(np.int64)
-    for m, s in [(1, 1), (32768, 16), (65535, 17), (1, 63), (65535, 63), (40000, 30)] + \
-                [(int(rng.integers(1, 1 << 16)), int(rng.integers(1, 64))) for _ in range(30)]:
-        hw = (((v * m) >> (s - 1)) + 1) >> 1
+    v = np.concatenate([rng.integers(-(1 << 15), 1 << 15, 4000), np.arange(-40, 41),
+                        [-(1 << 15), (1 << 15) - 1]]).astype(np.int64)
+    for m, s in [(1, 1), (16384, 15), (32767, 17), (1, 63), (32767, 63), (30000, 14)] + \
+                [(int(rng.integers(1, 1 << 15)), int(rng.integers(1, 64))) for _ in range(30)]:
+        hw = (((v * m) >> (min(s, arith.MAX_SHIFT) - 1)) + 1) >> 1
         assert np.array_equal(hw, arith.round_shift(v * m, s)), (m, s)
+        assert np.array_equal(hw, arith.shift_round(v * m, s)), (m, s)
         assert np.array_equal(hw, arith.rescale(v, m, arith.rescale_offset(0.0, s), s)), (m, s)
+        assert np.array_equal(arith.saturate(hw), arith.prescale(v, m, arith.rescale_offset(0.0, s), s)), (m, s)
+    assert arith.prescale(np.array([(1 << 15) - 1, -(1 << 15)]), 30000, 1 << 13, 14).tolist() == [32767, -32768]
     # ties: half-way values round up, for negative values too
     assert list(arith.round_shift(np.array([-3, -1, 1, 3]) * 32768, 16)) == [-1, 0, 1, 2]
 
@@ -455,8 +498,8 @@ def test_prescale_descriptor_and_effect(case):
         if layer.pre_mult is None:
             assert not lay.flags & Flag.PRESCALE
             if not layer.final:
-                qm, _ = layer.quant_mult_shift()
-                assert (lay.q_mult_lo, lay.q_mult_hi) == (qm & 0xFFFF, qm >> 16)
+                qm, qs = layer.quant_mult_shift()
+                assert (lay.q_mult_lo, lay.q_mult_hi, lay.q_shift) == (qm, 0, qs)
             continue
         assert lay.flags & Flag.PRESCALE and lay.flags & Flag.ASQ
         assert (lay.q_mult_lo, lay.q_mult_hi) == (layer.pre_mult, layer.pre_shift)
@@ -483,22 +526,23 @@ def test_prescale_saved_residual_is_the_pooled_value():
         assert np.array_equal(outs[1], refs[s][0][1])
         # the consumer by hand, from the source's codes/beta and its saved (un-prescaled) values
         xi = refs[s][0][0].reshape(cons.in_chw)
-        acc = _accumulators(params, xi, cons.dense_codes(), cons.stride, cons.pad, refs[s][1][0])
-        mult, offset, shift = (a[:, None, None] for a in cons.rescale_params())
-        v_main = arith.rescale(acc, mult, offset, shift)
+        acc = _accumulators(params, xi, cons.dense_codes(), cons.stride, cons.pad)
+        mult, shift, bias = cons.chan_params()
+        v_main = arith.stage_value(acc[None], mult, shift, bias, cons.acc_shift, np.array([refs[s][1][0]]))[0]
         _, rm, rs = cons.residual
         lo, hi, vf = cons.quant_params()
         def codes(r):
-            v = np.maximum(v_main + arith.align_value(r, rm, rs), cons.relu_floor)
-            return np.clip(arith.round_shift(v * (1 << 16), vf + 16), lo, hi).reshape(-1)
+            v = arith.finish_value(v_main, arith.align_value(r, rm, rs), cons.relu_floor)
+            return np.clip(arith.shift_round(v * (1 << 14), vf + 14), lo, hi).reshape(-1)
         assert np.array_equal(codes(saved[0]), refs[s][0][1])
         differ += not np.array_equal(codes(src.prescale(saved[0])), refs[s][0][1])
     assert differ >= len(samples) // 2, differ
 
 
-@pytest.mark.parametrize("fields", [(65535, 17), (65535, 4), (1, 1), (65535, 63)])
+@pytest.mark.parametrize("fields", [(32767, 17), (32767, 4), (1, 1), (32767, 63)])
 def test_prescale_field_extremes_on_rtl(fields):
-    """The largest multiplier (all 16 bits of q_mult_lo, unsigned), the shortest shift (1: no pre-shift
+    """The largest multiplier (all 15 bits of q_mult_lo, unsigned; with shift 4 most values saturate), the
+    shortest shift (1: no pre-shift
     in the rounding trick) and the longest (63: every value rounds to 0) run bit exact."""
     params, layers = _asq_pair()
     pm, ps = fields
@@ -519,8 +563,8 @@ def _pre(layer, pm, ps):
 
 
 @pytest.mark.parametrize("change,match", [
-    (lambda L: [_pre(L[0], 0, 8), L[1]], r"layer l0: prescale multiplier pre_mult 0 must be an integer in 1\.\.65535"),
-    (lambda L: [_pre(L[0], 65536, 8), L[1]], r"layer l0: prescale multiplier pre_mult 65536 .* 1\.\.65535"),
+    (lambda L: [_pre(L[0], 0, 8), L[1]], r"layer l0: prescale multiplier pre_mult 0 must be an integer in 1\.\.32767"),
+    (lambda L: [_pre(L[0], 32768, 8), L[1]], r"layer l0: prescale multiplier pre_mult 32768 .* 1\.\.32767"),
     (lambda L: [_pre(L[0], -5, 8), L[1]], r"layer l0: prescale multiplier pre_mult -5"),
     (lambda L: [_pre(L[0], 1.5, 8), L[1]], r"layer l0: prescale multiplier pre_mult 1\.5 must be an integer"),
     (lambda L: [_pre(L[0], True, 8), L[1]], r"layer l0: prescale multiplier pre_mult True must be an integer"),
@@ -533,17 +577,30 @@ def _pre(layer, pm, ps):
      r"layer l0: pre_mult/pre_shift prescale the input of an ASQ quantizer, but the layer has no adapter"),
     (lambda L: [L[0], _pre(L[1], 300, 8)],
      r"layer l1: pre_mult/pre_shift prescale .* has no quantizer \(final\)"),
-    # the proofs downstream see the prescaled bound: a gain of 2**15 on a value of up to 2**23 leaves the value
-    # registers; on this layer's values (up to 17442) it fits them but the adapter's sums leave 64 bits
-    (lambda L: [_pre(dataclasses.replace(L[0], chan_mult=np.ones(4, np.int64), chan_shift=np.ones(4, np.int64),
-                                         chan_offset=np.full(4, 1 << 24, np.int64)), 65535, 1), L[1]],
-     r"layer l0: prescaled values round_shift\(v \* 65535, 1\) can leave the engine's 32-bit value registers"),
-    (lambda L: [_pre(L[0], 65535, 1), L[1]], r"layer l0: adapter sums can leave the engine's 64-bit accumulators"),
 ])
 def test_prescale_build_errors(change, match):
     params, layers = _asq_pair()
     with pytest.raises(ValueError, match=match):
         build_program(params, change(layers))
+
+
+def test_prescale_gain_saturates_instead_of_refusing():
+    """v4: a prescale gain of almost 2**15 is no longer refused (the value, channel-sum and adapter
+    registers saturate or are proven from the 16-bit bound): the prescaled values and the channel sums
+    pin at the 16-bit limits, and the reference equals the NumPy computation."""
+    params, layers = _asq_pair()
+    layers = [_pre(layers[0], 32767, 1), layers[1]]
+    program = build_program(params, layers)
+    rng = np.random.default_rng(13)
+    pinned = 0
+    for x in make_samples(rng, params, layers[0].in_size, n=4):
+        ref = program.reference_run(x)
+        outs, bs, saved = numpy_run(params, layers, x)
+        assert bs == ref[1] and all(np.array_equal(a, b) for a, b in zip(outs, ref[0]))
+        vq = layers[0].prescale(saved[0])
+        pinned += int(np.sum(np.abs(vq) >= (1 << 15) - 1))
+        assert np.abs(arith.asq_sums(vq[None])).max() < 1 << 15
+    assert pinned > 0
 
 
 # --- build_program errors -----------------------------------------------------------------------
@@ -577,11 +634,14 @@ def _adapt(layer, **kw):
      r"layer l0: its 64 values .* exceed value_words 63.*--value-words 64"),
     (lambda P, L: (dataclasses.replace(P, adapter_words=12), L),
      r"layer l0: ASQ adapters need 13 words .*adapter_words 12.*--adapter-words 13"),
-    (lambda P, L: (P, [_adapt(L[0], z_frac=5), L[1]]), r"layer l0: adapter z_frac 5 below the table grid's 6"),
+    (lambda P, L: (P, [_adapt(L[0], z_frac=5), L[1]]), r"layer l0: adapter z_frac 5 gives Z_SHIFT = z_frac - 6 "
+                                                        r"outside 0\.\.63"),
+    (lambda P, L: (P, [_adapt(L[0], h_shift=L[0].adapter.h_shift - 1), L[1]]),
+     r"layer l0: adapter hidden units h = H >> h_shift .* leave the 16-bit multiplier operand"),
     (lambda P, L: (P, [_adapt(L[0], w1=np.where(np.arange(8).reshape(2, 4) == 3, 1 << 15, L[0].adapter.w1)), L[1]]),
-     r"layer l0: adapter weights must fit 16-bit signed words"),
+     r"layer l0: adapter weights must be integers that fit 16-bit signed words"),
     (lambda P, L: (P, [_adapt(L[0], w2=np.array([[-(1 << 15) - 1, 5]])), L[1]]),
-     r"layer l0: adapter weights must fit 16-bit signed words"),
+     r"layer l0: adapter weights must be integers that fit 16-bit signed words"),
     (lambda P, L: (P, [dataclasses.replace(L[0], out_hi=16), L[1]]),
      r"layer l0: output codes 0..16 do not fit the engine's unsigned 4-bit activations.*--abits"),
 ])
