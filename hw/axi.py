@@ -127,7 +127,7 @@ class AxiMap:
         """Width of one word of each select (index = ``Sel``)."""
         p = self.params
         return [p.abits, p.weight_word_bits, CHAN_BITS, DESC_BITS, 32, p.value_bits, arith.ADAPTER_ACC_BITS,
-                2 * arith.ASQ_TABLE_BITS]
+                arith.ASQ_TABLE_BITS]
 
     @property
     def beats(self) -> list[int]:
