@@ -1,6 +1,6 @@
 """The engine's sequencer: run control, descriptor fetch and the layer schedule (``docs/engine.md``).
 
-The sequencer owns the descriptor memory (``DESC``), reads one layer's 43 fields into the
+The sequencer owns the descriptor memory (``DESC``), reads one layer's DESC_FIELDS (47) fields into the
 descriptor register :func:`desc_layout` and steps through the layer's phases (FEED, TAIL, WALK,
 FLUSH, ADAPT, TABLE), starting and waiting for the component that does each phase's work: the
 feed generator (:class:`hw.feed.FeedGenerator`), the channel rescale unit
