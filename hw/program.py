@@ -4,12 +4,16 @@ Pure Python + NumPy + :mod:`golden.arith` (no Amaranth), so the compiler, the co
 the tests can build and check programs without the HDL toolchain.
 
 * :class:`EngineParams` -- the generator parameters of ``docs/engine.md`` and their derived widths.
-* :class:`LayerSpec` -- one fully-connected layer, codes already at the engine's weight width.
+* :class:`LayerSpec` -- one convolution or fully-connected layer (codes already at the engine's weight
+  width, per-channel ``{mult, shift, bias}``, ``acc_shift``, pooling, the output quantizer).
 * :func:`build_program` -- lays the layers out in the engine's memories (activation regions,
-  weight tiles, biases, descriptors) and checks that everything fits before any simulation;
-  every error names the layer and what to change.
+  weight tiles, CHAN words, adapters, tables, descriptors) and checks every field against its
+  register before any simulation; every error names the layer and what to change.
 * :class:`Program` -- the host writes (configuration and per-sample input), the reads that fetch
-  every layer's outputs, their decoding, and a direct :mod:`golden.arith` reference.
+  every layer's outputs, their decoding, and a direct reference on golden.arith's hardware-sized
+  stage arithmetic (:meth:`Program.reference_run`).
+* The word encoders of the memory map: :func:`chan_word`, :func:`table_word`, :func:`factor_word`,
+  :func:`adapt_word` (and their inverses).
 * :func:`predicted_cycles` -- the engine's exact cycle count (the schedule of ``hw/engine.py``).
 """
 
@@ -586,7 +590,9 @@ class Program:
                 raise EngineFitError("this program's input is not ASQ-quantized; pass beta=None")
             return None
         first = self.layers[0]
-        top = _host_beta_max(first)
+        readers = [layer for i, layer in enumerate(self.layers)       # every layer reading the network input
+                   if layer.input_beta and (i == 0 or layer.input_from == "input")]
+        top = min(_host_beta_max(layer) for layer in readers)
         if beta is None or isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or not 0 < int(beta) <= top:
             raise EngineFitError(f"layer {first.name} takes ASQ codes: pass the sample's beta (fixed point, "
                                  f"2**-{arith.ASQ_BETA_FRAC}) as an integer in 1..{top}, got {beta!r}")
@@ -1008,8 +1014,8 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
 
     Raises
     ------
-    ValueError
-        Naming the layer and what to change, if anything does not fit.
+    EngineFitError
+        (an InputError and ValueError) naming the layer and what to change, if anything does not fit.
     """
     if not isinstance(params, EngineParams):
         raise EngineFitError(f"params must be an EngineParams, got {type(params).__name__}")
@@ -1045,6 +1051,9 @@ def build_program(params: EngineParams, layers: list[LayerSpec]) -> Program:
         if l > 0 and src < 0 and layer.in_chw != layers[0].in_chw:
             raise EngineFitError(f"layer {layer.name}: reads the network input {layers[0].in_chw}, but its input shape "
                              f"is {layer.in_chw}")
+        if l > 0 and src < 0 and bool(layer.input_beta) != bool(layers[0].input_beta):
+            raise EngineFitError(f"layer {layer.name}: reads the network input, so input_beta must be "
+                                 f"{bool(layers[0].input_beta)} like layer {layers[0].name}'s")
         if layer.residual is not None:
             rname = layer.residual[0]
             if rname not in index:

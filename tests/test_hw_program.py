@@ -233,6 +233,24 @@ def test_host_beta_limit():
         build_program(p, _saturating_pair(rng, p)).reference_run(np.zeros(50, np.int64), 65536)
 
 
+def test_host_beta_limit_covers_every_layer_reading_the_input():
+    """A second layer reading the network input (a branch) with smaller shifts lowers the largest host
+    beta; a reader of the input must agree with layer 0 on input_beta."""
+    p = EngineParams(rows=2, cols=2, **MEM)
+    rng = np.random.default_rng(31)
+    l0 = dataclasses.replace(_beta_layer(rng, 20), final=False, out_hi=15, name="a")
+    l1 = dataclasses.replace(_beta_layer(rng, 20), chan_shift=np.full(6, 3), input_from="input", name="b")
+    program = build_program(p, [l0, l1])
+    top = _host_beta_max(l1)
+    assert top < _host_beta_max(l0)
+    _same(program, [l0, l1], np.full(10, 15, np.int64), top)
+    with pytest.raises(EngineFitError, match=rf"layer a takes ASQ codes: .* 1\.\.{top}, got {top + 1}"):
+        program.reference_run(np.zeros(10, np.int64), top + 1)
+    with pytest.raises(EngineFitError, match=r"^layer b: reads the network input, so input_beta must be True like "
+                                             r"layer a's$"):
+        build_program(p, [l0, dataclasses.replace(l1, input_beta=False)])
+
+
 @pytest.mark.parametrize("hw", [1, 3, 4, 5])
 def test_sum_pooling_rounds_and_saturates(hw):
     """Global sum pooling over 1, 9, 16 and 25 positions (pool_shift 0, 4, 4, 5): ties round half up,
