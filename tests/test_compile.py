@@ -3,10 +3,13 @@
 engine layers, the descriptor and the reference."""
 
 import numpy as np
+import pytest
 
+from flows.cli import main
+from flows.cliutil import ENGINE_FLAGS
+from flows.compile import compile_graph, engine_params_for_graph
 from golden import arith
 from golden.intgraph import ActQuant, Adapter, IntGraph, Stage
-from flows.compile import compile_graph, engine_params_for_graph
 from hw.program import Flag
 
 
@@ -53,3 +56,16 @@ def test_v4_stage_fields_reach_the_program():
     assert lay.flags & Flag.POOL_SUM and lay.flags & Flag.PRESCALE and lay.flags & Flag.ADAPTER_RELU
     outs, betas = program.reference_run(rng.integers(0, 16, 32))
     assert betas[0] is not None and outs[1].shape == (4,)
+
+
+def test_value_bits_flag_is_gone(tmp_path, capsys):
+    """Values are golden.arith.VALUE_BITS: `--value-bits` is no longer an engine flag (argparse refuses it,
+    exit 2, before anything is built)."""
+
+    assert "value_bits" not in ENGINE_FLAGS
+    for cmd in (["generate", "--out", str(tmp_path / "rtl")], ["synth", "--no-pnr"]):
+        with pytest.raises(SystemExit) as exc:
+            main(cmd + ["--value-bits", "32"])
+        assert exc.value.code == 2
+        assert "unrecognized arguments: --value-bits 32" in capsys.readouterr().err
+    assert not (tmp_path / "rtl").exists()
