@@ -915,7 +915,8 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
                                  f"the model")
     if layer.relu and not (_is_int(layer.relu_floor)
                            and -(1 << (DESC_BITS - 1)) <= int(layer.relu_floor) < (1 << (DESC_BITS - 1))):
-        raise EngineFitError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field")
+        raise EngineFitError(f"{where}: relu_floor {layer.relu_floor} does not fit a {DESC_BITS}-bit signed field "
+                             f"(the values' range); re-export the model")
     if layer.residual is not None:
         _, rm, rs = layer.residual
         if not (_is_int(rm) and 1 <= rm < mlim and _is_int(rs) and 1 <= rs < 1 << CHAN_SHIFT_BITS):
@@ -964,11 +965,11 @@ def _check_layer(l: int, layer: LayerSpec, p: EngineParams, prev: LayerSpec | No
     ws = [w1] + ([np.asarray(a.w2)] if a.w2 is not None else [])
     if not all(np.issubdtype(w.dtype, np.integer) and _fits_signed(w, arith.ADAPTER_WEIGHT_BITS) for w in ws):
         raise EngineFitError(f"{where}: adapter weights must be integers that fit {arith.ADAPTER_WEIGHT_BITS}-bit "
-                             f"signed words")
+                             f"signed words; re-export the model")
     bs = [np.asarray(a.b1)] + ([np.asarray(a.b2)] if a.w2 is not None else [])
     if not all(np.issubdtype(b.dtype, np.integer) and _fits_signed(b, arith.ADAPTER_ACC_BITS) for b in bs):
         raise EngineFitError(f"{where}: adapter biases must be integers that fit {arith.ADAPTER_ACC_BITS}-bit "
-                             f"signed words")
+                             f"signed words; re-export the model")
     if not (_is_int(a.h_shift) and 0 <= a.h_shift < arith.ADAPTER_ACC_BITS):
         raise EngineFitError(f"{where}: adapter h_shift {a.h_shift!r} must be an integer in "
                              f"0..{arith.ADAPTER_ACC_BITS - 1}")
