@@ -4,7 +4,7 @@ For the first ``--samples`` digits of the test split, the exported integer graph
 executor (:func:`golden.intgraph.run_graph`) and everything a testbench needs is written to ``--out``:
 the input codes, every stage's input codes, sums of products and pre-quantization values, the logits
 and predictions, and every stage's arithmetic parameters (POST weight codes, √2 LUT, rescale
-``mult``/``shift``/``offset``, quantizer and ASQ adapter parameters and tables), with a
+``mult``/``shift``/``bias`` and ``acc_shift``, quantizer and ASQ adapter parameters and tables), with a
 ``manifest.json`` describing each array. ``docs/vectors.md`` documents the layout;
 :mod:`sim.vectors` loads it (numpy only) and compares a DUT's outputs with it.
 """
@@ -52,8 +52,8 @@ def _quant_dict(q) -> dict:
          "zero": float(q.zero), "value_step": float(q.value_step), "value_frac": int(q.value_frac), "adapter": None}
     ad = q.adapter
     if ad is not None and hasattr(ad, "e1"):
-        d["adapter"] = {"integer": True, "e1": int(ad.e1), "e2": int(ad.e2), "factor": ad.factor,
-                        "layers": 1 if ad.w2 is None else 2, "z_frac": int(ad.z_frac)}
+        d["adapter"] = {"integer": True, "e1": int(ad.e1), "e2": int(ad.e2), "h_shift": int(ad.h_shift),
+                        "factor": ad.factor, "layers": 1 if ad.w2 is None else 2, "z_frac": int(ad.z_frac)}
     elif ad is not None:
         d["adapter"] = {"integer": False, "factor": ad.adapter.factor,
                         "note": "float adapter on the real input, run by the host; its per-sample beta is "
@@ -98,6 +98,7 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
                "stride": int(st.stride), "padding": int(st.padding), "groups": int(st.groups),
                "weight_shape": list(st.weights.shape), "input_beta": bool(st.input_beta), "relu": bool(st.relu),
                "relu_floor": int(st.relu_floor), "post_ops": [list(op) for op in st.post_ops],
+               "acc_shift": int(st.acc_shift),
                "value_frac": int(st.value_frac),
                "input_from": st.input_from if st.input_from is not None else
                ("input" if i == 0 else graph.stages[i - 1].name),
@@ -119,12 +120,13 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
             arrays.append((n, "in_beta", run.betas[i], True,
                            f"per-sample ASQ factor of {n}'s input quantizer, fixed point 2**-{arith.ASQ_BETA_FRAC}"))
         arrays.append((n, "acc", run.accs[i], True,
-                       f"sums of products of {n} [N, out channels, ...] before the ASQ beta and the rescale"
+                       f"sums of products of {n} [N, out channels, ...] before the rescale"
                        + (" (POST products, units 2**-frac_bits)" if st.weight_format == "post" else "")))
         arrays.append((n, "value", run.values[i], True,
-                       f"pre-quantization value of {n}: rescale (acc*mult + offset) >> shift"
-                       + (" of apply_beta(acc, in_beta)" if st.input_beta else "")
+                       f"pre-quantization value of {n}: round_half_up((acc >> acc_shift) * mult / 2**shift) + bias"
+                       + (" with mult, shift scaled by in_beta (beta_multiplier)" if st.input_beta else "")
                        + (", + residual" if st.residual is not None else "")
+                       + f", saturated to {arith.VALUE_BITS} bits"
                        + (", ReLU" if st.relu else "") + "".join(f", {op[0]}" for op in st.post_ops)))
         wmeaning = ("POST weight codes (sign bit MSB, magnitude m: |w| = alpha * 2**(-(m-1)/2), m = 0 is zero)"
                     if st.weight_format == "post" else "integer weights (level table)")
@@ -133,9 +135,10 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
         arrays.append((n, "mult", st.mult, False,
                        f"per output channel rescale multiplier, signed, |mult| < 2**{arith.MULT_BITS}",
                        (arith.MULT_BITS + 1, True)))
-        arrays.append((n, "shift", st.shift, False, "per output channel rescale right shift (arithmetic, floor)",
+        arrays.append((n, "shift", st.shift, False, "per output channel rescale right shift (round half up)",
                        ((arith.SHIFT_RANGE.stop - 1).bit_length(), False)))
-        arrays.append((n, "offset", st.offset, False, "per output channel rescale offset (added before the shift)"))
+        arrays.append((n, "bias", st.bias, False, "per output channel bias in value units (added after the shift)",
+                       (arith.BIAS_BITS, True)))
         if st.weight_format == "post":
             arrays.append((n, "lut", np.asarray(arith.sqrt2_lut(in_bits, st.frac_bits), dtype=np.int64), False,
                            (f"sqrt(2) LUT: round_half_up(x * 2**{st.frac_bits} / sqrt 2) for each input code "

@@ -30,7 +30,7 @@ __all__ = ["VECTORS_FORMAT", "VECTORS_VERSION", "VectorError", "Vectors", "Misma
            "load_vectors", "compare"]
 
 VECTORS_FORMAT = "post-accel-vectors"      #: manifest.json "format" (``post-accel vectors`` writes it)
-VECTORS_VERSION = 1                        #: manifest.json "version"
+VECTORS_VERSION = 2                        #: manifest.json "version" (2: v4 arithmetic, bias and acc_shift)
 
 
 class VectorError(ValueError):

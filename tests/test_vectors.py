@@ -81,8 +81,9 @@ def test_round_trip_equals_run_graph(which, fmt, tmp_path, digits, trained_cnn_p
             assert "in_beta" not in vec.names(st.name)
         else:
             np.testing.assert_array_equal(vec.array(st.name, "in_beta"), run.betas[i])
-        for name in ("weights", "mult", "shift", "offset"):
+        for name in ("weights", "mult", "shift", "bias"):
             np.testing.assert_array_equal(vec.array(st.name, name), getattr(st, name))
+        assert rec["acc_shift"] == st.acc_shift
         if st.residual is not None:
             assert rec["residual"] == {"from": st.residual[0], "mult": st.residual[1], "shift": st.residual[2]}
     # the stage values are what the golden model quantizes: the output stage's value is the logits
@@ -280,8 +281,9 @@ def test_acc_and_value_follow_the_arithmetic(tmp_path, digits, trained_cnn_path)
                 want = arith.post_product(patch, w[o], first["wbits"], first["abits"], first["frac_bits"]).sum()
                 assert acc[o, i, j] == want, (o, i, j)
     assert not first["input_beta"] and not first["post_ops"]
-    v = arith.rescale(acc, *(vec.array(first["name"], k).reshape(-1, 1, 1) for k in ("mult", "offset", "shift")))
-    v = np.maximum(v, first["relu_floor"]) if first["relu"] else v
+    mult, shift, bias = (vec.array(first["name"], k) for k in ("mult", "shift", "bias"))
+    v = arith.stage_value(acc[None], mult, shift, bias, first["acc_shift"])
+    v = arith.finish_value(v, None, first["relu_floor"] if first["relu"] else None)[0]
     np.testing.assert_array_equal(vec.array(first["name"], "value")[1], v)
     # last layer: products, sums, then the per-channel rescale (no ASQ input, no ReLU, no pooling)
     assert not last["input_beta"] and not last["relu"] and not last["post_ops"]
@@ -289,7 +291,8 @@ def test_acc_and_value_follow_the_arithmetic(tmp_path, digits, trained_cnn_path)
     prods = arith.post_product(vec.array(n, "in_codes")[:, None, :], vec.array(n, "weights")[None, :, :],
                                last["wbits"], last["abits"], last["frac_bits"])
     np.testing.assert_array_equal(vec.array(n, "acc"), prods.sum(axis=-1))
-    np.testing.assert_array_equal(vec.array(n, "value"), arith.rescale(vec.array(n, "acc"), vec.array(n, "mult"),
-                                                                       vec.array(n, "offset"), vec.array(n, "shift")))
+    v = arith.stage_value(vec.array(n, "acc"), vec.array(n, "mult"), vec.array(n, "shift"), vec.array(n, "bias"),
+                          last["acc_shift"])
+    np.testing.assert_array_equal(vec.array(n, "value"), arith.finish_value(v))
     lut = vec.array(n, "lut")
     assert [int(v) for v in lut] == [arith.sqrt2_lut_entry(x, last["frac_bits"]) for x in range(2 ** last["abits"])]

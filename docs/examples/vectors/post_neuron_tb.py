@@ -30,20 +30,20 @@ async def post_neuron_matches_vectors(dut):
         raise ValueError(f"{layer}: post_neuron models a POST linear layer without an ASQ input")
     x_all = vec.array(layer, "in_codes")               # [N, K]
     weights = vec.array(layer, "weights")              # [O, K] POST codes
-    mult, shift, offset = (vec.array(layer, n) for n in ("mult", "shift", "offset"))
+    mult, shift, bias = (vec.array(layer, n) for n in ("mult", "shift", "bias"))
     samples = int(os.environ.get("VECTORS_SAMPLES") or vec.samples)
     check = VectorChecker(vec)
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value, dut.in_valid.value, dut.in_last.value = 1, 0, 0
-    dut.relu.value, dut.relu_floor.value = int(rec["relu"]), rec["relu_floor"]
+    dut.relu.value, dut.relu_floor.value, dut.acc_shift.value = int(rec["relu"]), rec["relu_floor"], rec["acc_shift"]
     for _ in range(2):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
     for s in range(samples):
         x = x_all[s].reshape(-1)
         for o in range(weights.shape[0]):
-            dut.mult.value, dut.shift.value, dut.offset.value = int(mult[o]), int(shift[o]), int(offset[o])
+            dut.mult.value, dut.shift.value, dut.bias.value = int(mult[o]), int(shift[o]), int(bias[o])
             w = weights[o].reshape(-1)
             for i in range(len(x)):
                 dut.x.value, dut.w.value = int(x[i]), int(w[i])
