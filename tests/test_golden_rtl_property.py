@@ -2,12 +2,13 @@
 
 ``hypothesis`` draws small random integer graphs *within the ranges the loader accepts* (POST codes of
 2..4 bits, signed per-channel rescales, ReLU with a floor, LSQ output quantizers with any ``lo < hi``,
-ASQ quantizers with ``lo = 0`` and random integer adapters of one or two layers, any ``value_frac`` the
+ASQ quantizers with ``lo = 0`` and random integer adapters of one or two layers (with the ``h_shift``
+their 16-bit hidden units need, or more), biases and ``acc_shift`` of the v4 arithmetic, any ``value_frac`` the
 quantizer's shift holds), writes each with :func:`golden.graphfile.save_graph`, reads it back with
 :func:`golden.graphfile.load_graph` (which must accept it), compiles it, and runs a few samples on the
 engine in Amaranth's simulator: every output of every engine layer must equal the integer executor's
-(:func:`golden.intdag.run_graph`). A graph the compiler refuses (it proves value widths) must be
-refused with an :class:`golden.errors.InputError`; those examples are discarded.
+(:func:`golden.intdag.run_graph`). A graph the compiler refuses (it checks every field against its
+register) must be refused with an :class:`golden.errors.InputError`; those examples are discarded.
 
 The example count is modest (each one elaborates and simulates the engine).
 """
@@ -38,10 +39,14 @@ def graphs(draw):
                                                         max_size=int(np.prod(shape))))).reshape(shape)
 
     def rescale(out):
+        """v4 per-channel rescale: mult, shift (>= 14: any ASQ factor keeps the combined shift >= 1),
+        bias in BIAS_BITS, acc_shift 0..2 (more than these small layers need)."""
         mult = ints(-(2 ** arith.MULT_BITS - 1), 2 ** arith.MULT_BITS - 1, (out,))
         shift = ints(14, 24, (out,))
-        offset = ints(-(1 << 20), 1 << 20, (out,))
-        return mult.astype(np.int64), shift.astype(np.int64), offset.astype(np.int64)
+        blim = (1 << (arith.BIAS_BITS - 1)) - 1
+        bias = ints(-blim, blim, (out,))
+        return dict(mult=mult.astype(np.int64), shift=shift.astype(np.int64), bias=bias.astype(np.int64),
+                    acc_shift=draw(st.integers(0, 2)))
 
     kind = draw(st.sampled_from(["lsq", "asq"]))
     hi = draw(st.integers(1, 2 ** ABITS - 1))
@@ -49,31 +54,39 @@ def graphs(draw):
     vf = draw(st.integers(0, min(VALUE_FRAC_MAX, 10)))
     out = ActQuant(kind, ABITS, lo, hi, 1.0, 0.0, 1.0, vf)
     if kind == "asq":
+        # in the loader's ranges: H within 32 bits for any 16-bit channel sums, h = H >> h_shift within the
+        # 16-bit operand, z within 32 bits, z_frac = e1 + e2 - h_shift >= ASQ_Z_FRAC
         h = draw(st.integers(0, 3))                      # 0: one-layer adapter
-        wlim = 2 ** (arith.ADAPTER_WEIGHT_BITS - 1) - 1
+        op, acc = 1 << (arith.ADAPTER_WEIGHT_BITS - 1), 1 << (arith.ADAPTER_ACC_BITS - 1)
+        s_top = 1 << (arith.VALUE_BITS - 1)
+        wlim = min(op - 1, (acc - (1 << 24) - 1) // (hidden * s_top))
         w1 = ints(-wlim, wlim, (max(h, 1), hidden)).astype(np.int64)
         b1 = ints(-(1 << 24), 1 << 24, (max(h, 1),)).astype(np.int64)
+        h_bound = int(np.max(np.abs(w1).sum(axis=1) * s_top + np.abs(b1)))
+        h_shift = max(0, h_bound.bit_length() - (arith.ADAPTER_WEIGHT_BITS - 1)) + draw(st.integers(0, 2))
         e1 = draw(st.integers(0, 24))
+        factor = draw(st.sampled_from(arith.ASQ_FACTORS))
         if h == 0:
-            e1 = max(e1, arith.ASQ_Z_FRAC)
-            out.adapter = Adapter(w1, b1, e1, None, None, 0, draw(st.sampled_from(arith.ASQ_FACTORS)))
+            e1 = max(e1, arith.ASQ_Z_FRAC + h_shift)
+            out.adapter = Adapter(w1, b1, e1, None, None, 0, factor, h_shift)
         else:
-            w2 = ints(-wlim, wlim, (1, h)).astype(np.int64)
-            b2 = ints(-(1 << 30), 1 << 30, (1,)).astype(np.int64)
-            e2 = draw(st.integers(max(0, arith.ASQ_Z_FRAC - e1), 24))
-            out.adapter = Adapter(w1, b1, e1, w2, b2, e2, draw(st.sampled_from(arith.ASQ_FACTORS)))
-    m0, s0, o0 = rescale(hidden)
+            w2lim = min(op - 1, (acc - (1 << 28) - 1) // (h * max(h_bound >> h_shift, 1)))
+            w2 = ints(-w2lim, w2lim, (1, h)).astype(np.int64)
+            b2 = ints(-(1 << 28), 1 << 28, (1,)).astype(np.int64)
+            e2 = draw(st.integers(max(0, arith.ASQ_Z_FRAC + h_shift - e1), 24 + h_shift))
+            out.adapter = Adapter(w1, b1, e1, w2, b2, e2, factor, h_shift)
+    r0 = rescale(hidden)
     relu = draw(st.booleans())
     in_q = ActQuant("lsq", ABITS, 0, 2 ** ABITS - 1, 1.0, 0.0, 1.0, 0)
     s_hidden = Stage(name="hidden", kind="linear", weight_format="post", weights=ints(0, 2 ** wbits - 1, (hidden, n_in)),
-                     wbits=wbits, frac_bits=arith.DEFAULT_FRAC_BITS, mult=m0, shift=s0, offset=o0, relu=relu,
+                     wbits=wbits, frac_bits=arith.DEFAULT_FRAC_BITS, **r0, relu=relu,
                      relu_floor=draw(st.integers(-64, 64)) if relu else 0, input_from="input", in_quant=in_q,
                      value_unit=1.0)
-    m1, s1, o1 = rescale(classes)
+    r1 = rescale(classes)
     # the DAG form: the consumer's quantizer reads the hidden value through its own input rescale
     in_shift = draw(st.integers(14, 16))
     s_out = Stage(name="logits", kind="linear", weight_format="post", weights=ints(0, 2 ** wbits - 1, (classes, hidden)),
-                  wbits=wbits, frac_bits=arith.DEFAULT_FRAC_BITS, mult=m1, shift=s1, offset=o1,
+                  wbits=wbits, frac_bits=arith.DEFAULT_FRAC_BITS, **r1,
                   input_beta=kind == "asq", input_from="hidden", in_quant=out,
                   in_mult=draw(st.integers(2 ** (arith.MULT_BITS - 1), 2 ** arith.MULT_BITS - 1)),
                   in_shift=in_shift, in_offset=arith.rescale_offset(0.0, in_shift), value_unit=1.0)
