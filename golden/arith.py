@@ -570,7 +570,8 @@ FACTOR_BITS = FACTOR_MANT_BITS + FACTOR_SHIFT_BITS
 __all__ += ["VALUE_BITS", "RESCALE_ACC_BITS", "BIAS_BITS", "MAX_SHIFT", "ADAPTER_ACC_BITS", "FACTOR_MANT_BITS",
             "FACTOR_SHIFT_BITS", "ASQ_TABLE_BITS", "FACTOR_BITS", "adapter_z", "asq_table_index_count",
             "saturate", "shift_round", "normalize_fixed", "factor_words", "acc_shift_for", "beta_multiplier",
-            "stage_value", "finish_value", "sum_pool", "pool_shift", "prescale", "asq_sums", "value_unit_bound"]
+            "stage_value", "finish_value", "sum_pool", "pool_shift", "prescale", "asq_sums", "value_unit_bound",
+            "VALUE_RANGE_BITS"]
 
 
 def asq_table_index_count() -> int:
@@ -708,10 +709,17 @@ def asq_sums(vq):
     return saturate(s if ps == 0 else shift_round(s, ps))
 
 
+#: How many times smaller than the proven worst case export expects a layer's accumulators to be
+#: (log2): the value unit resolves ``2**(VALUE_BITS - 2 + VALUE_RANGE_BITS)`` steps over the worst-case
+#: range, and the rare values beyond saturate (the worst case of ``sum |w| * x_max`` is seldom within a
+#: factor of 10 of real activations).
+VALUE_RANGE_BITS = 4
+
+
 def value_unit_bound(bits: int = VALUE_BITS) -> int:
-    """The magnitude export gives the largest accumulator contribution to a value: ``2**(bits-2)``
-    (one bit of headroom for biases and residuals before saturation)."""
-    return 1 << (bits - 2)
+    """The number of value units export gives the largest possible accumulator contribution:
+    ``2**(bits - 2 + VALUE_RANGE_BITS)`` (contributions beyond ``2**(bits-1)`` saturate)."""
+    return 1 << (bits - 2 + VALUE_RANGE_BITS)
 
 
 def adapter_z(sums, w1, b1, w2=None, b2=None, h_shift: int = 0):

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 from golden import arith
 from golden.data import load_digits_split
 from golden.graphfile import load_graph, save_graph
-from golden.intdag import export_dag, run_graph
+from golden.intdag import export_dag, run_graph, stage_units
 from golden.intgraph import ExportError, float_codes_by_name, run_dag, stage_acc
 from golden.modelfile import METADATA_KEY, MODEL_FORMAT, MODEL_VERSION, ModelFileError, OldModelFileError
 from golden.quantizers import LSQActQuantizer, POSTWeightQuantizer
@@ -252,12 +252,12 @@ def test_executor_agrees_with_float_model(trained, exported, data):
     model, _, _ = trained
     X_test = data[2]
     r = run_graph(exported, X_test)
-    np.testing.assert_array_equal(r.logits, run_dag(model, X_test).logits)     # file executor == walk
+    np.testing.assert_array_equal(r.logits, run_dag(model, X_test, units=stage_units(exported)).logits)     # file executor == walk
     ref = float_codes_by_name(model, X_test)
     names = [st.name for st in exported.stages]
     codes = [ref.codes[k] for k in names]
     np.testing.assert_array_equal(r.codes[0], codes[0])                          # the input quantizer
-    forced = run_dag(model, X_test, force=ref)
+    forced = run_dag(model, X_test, force=ref, units=stage_units(exported))
     for k in names[1:]:                                                          # layer by layer
         diff = np.abs(forced.codes[k] - ref.codes[k])
         assert diff.max() <= 1, k
