@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from . import arith
-from .intgraph import (CONSUMER_FRAC, ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter, _asq_codes, _bn,
+from .intgraph import (ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter, _asq_codes, _bn,
                        _factor_name, _real_codes, _weights, rescale_params, stage_acc, stage_bound, trace,
                        value_params)
 from .zoo import QConv2d, QLinear
@@ -91,8 +91,9 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
 
     Works on chains too (each stage then reads the previous one). Raises :class:`ExportError`
     naming the node that has no stage form. Two passes: the first finds each value's consumers, the
-    second gives a value that feeds quantizers the unit ``min(consumer step) / 2**CONSUMER_FRAC``
-    (through a sum pooling, times ``positions / 2**pool_shift``), the logits a worst-case unit
+    second gives a value that feeds quantizers the unit at which its consumers' clip ranges span the
+    16-bit range (:func:`consumer_units`; through a sum pooling, times ``positions / 2**sum_pool_shift``),
+    the logits a worst-case unit
     (:func:`golden.intgraph.value_params`).
     """
     first, pooled = _export(model, input_shape, frac_bits, {})
@@ -107,15 +108,27 @@ def stage_units(graph: IntGraph) -> dict:
 
 def consumer_units(graph: IntGraph, pooled: dict) -> dict:
     """Stage name -> the unit its value gets from its quantizing consumers (see :func:`export_dag`);
-    ``pooled`` maps a sum-pooled stage to its positions."""
+    ``pooled`` maps a sum-pooled stage to its positions.
+
+    The consumer's real clip range ``[(lo - z)/a, (hi - z)/a]`` (ASQ: times beta < 2) spans the value
+    range: the whole positive range for values read only by quantizers (a quantizer clips what
+    saturates: an 8-bit consumer gets 128 units a step, a 4-bit one 2184), a quarter of it for values a
+    residual add also reads (headroom for the sum). A sum-pooled value gets the unit that makes its mean
+    span the range; the values it averages then have ``2**SUM_POOL_GUARD`` times the headroom
+    (:func:`golden.arith.sum_pool_shift`).
+    """
+    residual_read = {st.residual[0] for st in graph.stages if st.residual is not None}
     units: dict = {}
     for st in graph.stages:
         if st.input_from in (None, "input"):
             continue
-        want = (1.0 / st.in_quant.scale) * 2.0 ** -CONSUMER_FRAC
+        q = st.in_quant
+        reach = max(abs((q.lo - q.zero) / q.scale), abs((q.hi - q.zero) / q.scale)) * (2 if q.kind == "asq" else 1)
         positions = pooled.get(st.input_from)
+        room = 2 ** (arith.VALUE_BITS - 3) if st.input_from in residual_read else 2 ** (arith.VALUE_BITS - 1) - 1
+        want = reach / room
         if positions:
-            want *= positions / 2.0 ** arith.pool_shift(positions)
+            want *= positions / 2.0 ** arith.sum_pool_shift(positions)
         units[st.input_from] = min(units.get(st.input_from, math.inf), want)
     return units
 
@@ -257,7 +270,7 @@ def _export(model: nn.Module, input_shape, frac_bits: int, units: dict) -> tuple
                 x.stage.post_ops.append(("sumpool",))
                 c, h, w = x.shape
                 pooled[x.stage.name] = h * w
-                env[node.name] = _Val(x.stage, x.unit * 2.0 ** arith.pool_shift(h * w) / (h * w), (c, 1, 1),
+                env[node.name] = _Val(x.stage, x.unit * 2.0 ** arith.sum_pool_shift(h * w) / (h * w), (c, 1, 1),
                                       _POOLED)
             elif isinstance(m, (nn.Dropout, nn.Identity)):
                 env[node.name] = args[0]

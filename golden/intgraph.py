@@ -35,7 +35,6 @@ from .errors import InputError
 __all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun", "FloatRun", "stage_acc",
            "run_dag", "DagRun", "float_codes_by_name", "trace"]
 
-LOGIT_FRAC = arith.ASQ_VALUE_FRAC
 
 
 class ExportError(InputError):
@@ -166,7 +165,7 @@ def _act_quant(q: nn.Module, where: str) -> ActQuant:
             raise ExportError(f"{where}: ASQ factor {q.adapter.factor!r} has no integer form; use one of "
                               f"{', '.join(arith.ASQ_FACTORS)}")
         s = _positive_step(q, where)
-        return ActQuant("asq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, arith.ASQ_VALUE_FRAC)
+        return ActQuant("asq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, arith.asq_value_frac(q.bits))
     if isinstance(q, LSQActQuantizer):
         if q.per_channel:
             raise ExportError(f"{where}: per-channel activation steps are not supported by the integer graph")
@@ -206,11 +205,6 @@ def rescale_params(ratios, real_offsets, where: str) -> tuple[np.ndarray, np.nda
             np.array(offsets, dtype=np.int64))
 
 
-#: Fraction bits of a value below its consumer's step: a value that feeds quantizers has the unit
-#: ``min(consumer steps) / 2**CONSUMER_FRAC`` (``golden.intdag.export_dag``), so 16 bits hold +-128 steps.
-CONSUMER_FRAC = arith.ASQ_VALUE_FRAC
-
-
 def _ratio_bits(factor: str | None) -> int:
     """log2 of the largest rescale ratio: every shift then stays >= 1, and with an ASQ factor on the input
     ``shift + beta_shift - FACTOR_MANT_BITS >= 1`` for every table entry (:func:`golden.arith.beta_multiplier`)."""
@@ -224,9 +218,9 @@ def value_params(scale, offset, bound: int, factor: str | None, where: str, unit
     shift, bias, acc_shift, unit)`` for :func:`golden.arith.stage_value`.
 
     ``unit`` (the real value of one value unit) is given by export for values that feed quantizers
-    (their step over ``2**CONSUMER_FRAC``); otherwise (the logits) it makes the worst-case accumulator
-    contribution :func:`golden.arith.value_unit_bound` units (times 2 for ASQ input codes with factor
-    ``factor``). Either way it is at least the unit at which a rescale ratio reaches
+    (``golden.intdag.consumer_units``); otherwise (the logits) it makes the worst-case value -- the
+    largest accumulator contribution (times 2 for ASQ input codes with factor ``factor``) plus the
+    largest offset -- :func:`golden.arith.value_unit_bound` units, so the logits never saturate. Either way it is at least the unit at which a rescale ratio reaches
     ``2**_ratio_bits(factor)``. ``bias`` is ``offset / unit`` rounded half up, clamped to
     :data:`golden.arith.BIAS_BITS`.
     """
@@ -239,7 +233,8 @@ def value_params(scale, offset, bound: int, factor: str | None, where: str, unit
     peak = peak if peak > 0 else 1.0
     acc_shift = arith.acc_shift_for(bound)
     if unit is None:
-        unit = peak * max(int(bound), 1) * (2.0 if factor is not None else 1.0) / arith.value_unit_bound()
+        unit = (peak * max(int(bound), 1) * (2.0 if factor is not None else 1.0)
+                + float(np.max(np.abs(offset), initial=0.0))) / arith.value_unit_bound()
     unit = max(float(unit), peak * 2.0 ** (acc_shift - _ratio_bits(factor)))
     if not (math.isfinite(unit) and unit > 0):
         raise ExportError(f"{where}: value unit {unit!r} is not finite and positive; refusing to export it")
@@ -364,6 +359,8 @@ def _adapter(q: ASQActQuantizer, act: ActQuant, positions: int, where: str) -> A
         e2 = arith.adapter_layer_exponent(w2f, b2f, h_bound >> h_shift, e1 - h_shift)
     except arith.ArithError as exc:
         raise ExportError(f"{where}: ASQ adapter layer 2: {exc}") from None
+    if not np.any(w2f) and not np.any(b2f):           # z = 0 (an untrained adapter): any exponent is exact
+        e2 = max(e2, arith.ASQ_Z_FRAC - e1 + h_shift)
     w2 = np.floor(w2f * 2.0 ** e2 + 0.5).astype(np.int64)
     b2 = np.floor(b2f * 2.0 ** (e1 + e2 - h_shift) + 0.5).astype(np.int64)
     return Adapter(w1, b1, e1, w2, b2, e2, ad.factor, h_shift)
@@ -464,10 +461,9 @@ def _real_codes(q: ActQuant, module, x: np.ndarray):
 # quantizer, accumulates, and its affine output (``acc * scale_c + offset_c``, batch norm folded)
 # becomes a 16-bit saturating value (:func:`value_params`, :func:`golden.arith.stage_value`). Adds align
 # the second operand to the first's unit; ReLU6 clips at ``round(6 / u)``; average pooling is
-# :func:`golden.arith.sum_pool` (unit ``u * 2**pool_shift(P) / P``). docs/arithmetic.md, "Integer
+# :func:`golden.arith.sum_pool` (unit ``u * 2**sum_pool_shift(P) / P``). docs/arithmetic.md, "Integer
 # DAG", is the prose version.
 
-VALUE_FRAC = arith.ASQ_VALUE_FRAC
 
 
 @dataclass
@@ -675,7 +671,7 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
                     raise ExportError(f"{where}: only global average pooling is supported")
                 x = val(args[0])
                 positions = int(np.prod(x.v.shape[2:]))
-                env[node.name] = _Value(arith.sum_pool(x.done()), x.unit * 2.0 ** arith.pool_shift(positions) / positions)
+                env[node.name] = _Value(arith.sum_pool(x.done()), x.unit * 2.0 ** arith.sum_pool_shift(positions) / positions)
             elif isinstance(m, (nn.Dropout, nn.Identity)):
                 env[node.name] = args[0]
             else:

@@ -144,4 +144,4 @@ def test_unsupported_dataflow_is_named(digits):
 
 
 def test_dag_version_constant():
-    assert DAG_VERSION == 3
+    assert DAG_VERSION == 4
