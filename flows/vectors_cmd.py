@@ -119,12 +119,13 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
             arrays.append((n, "in_beta", run.betas[i], True,
                            f"per-sample ASQ factor of {n}'s input quantizer, fixed point 2**-{arith.ASQ_BETA_FRAC}"))
         arrays.append((n, "acc", run.accs[i], True,
-                       f"sums of products of {n} [N, out channels, ...] before the ASQ beta and the rescale"
+                       f"sums of products of {n} [N, out channels, ...] before the rescale"
                        + (" (POST products, units 2**-frac_bits)" if st.weight_format == "post" else "")))
         arrays.append((n, "value", run.values[i], True,
-                       f"pre-quantization value of {n}: rescale (acc*mult + offset) >> shift"
-                       + (" of apply_beta(acc, in_beta)" if st.input_beta else "")
+                       f"pre-quantization value of {n}: golden.arith.stage_value(acc, mult, shift, bias, "
+                       f"acc_shift={int(st.acc_shift)}" + (", in_beta)" if st.input_beta else ")")
                        + (", + residual" if st.residual is not None else "")
+                       + f", saturated to {arith.VALUE_BITS} bits"
                        + (", ReLU" if st.relu else "") + "".join(f", {op[0]}" for op in st.post_ops)))
         wmeaning = ("POST weight codes (sign bit MSB, magnitude m: |w| = alpha * 2**(-(m-1)/2), m = 0 is zero)"
                     if st.weight_format == "post" else "integer weights (level table)")
@@ -135,7 +136,8 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
                        (arith.MULT_BITS + 1, True)))
         arrays.append((n, "shift", st.shift, False, "per output channel rescale right shift (arithmetic, floor)",
                        ((arith.SHIFT_RANGE.stop - 1).bit_length(), False)))
-        arrays.append((n, "offset", st.offset, False, "per output channel rescale offset (added before the shift)"))
+        arrays.append((n, "bias", st.bias, False, "per output channel rescale bias in value units (added after the shift)",
+                       (arith.BIAS_BITS, True)))
         if st.weight_format == "post":
             arrays.append((n, "lut", np.asarray(arith.sqrt2_lut(in_bits, st.frac_bits), dtype=np.int64), False,
                            (f"sqrt(2) LUT: round_half_up(x * 2**{st.frac_bits} / sqrt 2) for each input code "
@@ -147,7 +149,8 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
             if ad.w2 is not None:
                 arrays.append((n, "in_adapter_w2", ad.w2, False, f"ASQ adapter layer-2 weights, units 2**-{ad.e2}"))
                 arrays.append((n, "in_adapter_b2", ad.b2, False,
-                               f"ASQ adapter layer-2 biases, units 2**-{ad.e1 + ad.e2}"))
+                               f"ASQ adapter layer-2 biases, units 2**-{ad.e1 + ad.e2 - ad.h_shift} "
+                               f"(hidden units shifted right by {ad.h_shift})"))
         if q.kind == "asq" and ad is not None:
             fac = ad.factor if hasattr(ad, "e1") else ad.adapter.factor
             beta_t, inv_t = arith.asq_tables(fac)
