@@ -10,20 +10,23 @@ from amaranth.lib.wiring import In, Out
 
 from golden import arith
 from hw.program import DESC_BITS, EngineParams, require_engine_params
-from hw.rescale import ActQuantizer
+from hw.rescale import ActQuantizer, clamp_shift, quant_layout, round_shift, saturate
 from hw.sequencer import desc_layout
 
-__all__ = ["PoolingWalk", "pooled_layout", "code_layout", "POOL_LATENCY"]
+__all__ = ["PoolingWalk", "pooled_layout", "code_layout", "POOL_LATENCY", "POOL_SUM_BITS"]
 
 #: Cycles from a walk tap (``val_en``) to the pooled value on ``sums`` / the residual write (value
 #: read 1, pooling and prescale stage 1).
 POOL_LATENCY = 2
+#: Signed width of the sum-pooling register: a window holds at most ``value_words <= 2**16`` distinct
+#: values of 16 bits, so its sum never leaves 32 bits.
+POOL_SUM_BITS = arith.VALUE_BITS + DESC_BITS
 
 
-def pooled_layout(value_bits: int) -> data.StructLayout:
+def pooled_layout() -> data.StructLayout:
     """One pooled (prescaled) value for the ASQ channel sums:
-    ``{value: signed value_bits, ch: 16, first_pix: 1, end_ch: 1}``, LSB first."""
-    return data.StructLayout({"value": signed(value_bits), "ch": unsigned(DESC_BITS), "first_pix": unsigned(1),
+    ``{value: signed 16, ch: 16, first_pix: 1, end_ch: 1}``, LSB first (``golden.arith.VALUE_BITS``)."""
+    return data.StructLayout({"value": signed(arith.VALUE_BITS), "ch": unsigned(DESC_BITS), "first_pix": unsigned(1),
                               "end_ch": unsigned(1)})
 
 
@@ -39,15 +42,23 @@ class PoolingWalk(wiring.Component):
     The walk visits, channel-outer, every pooled pixel (row-major, ``P_W`` wide) and the ``PK x PK``
     taps of its window (stride ``PS``, padding ``PP``), one tap a cycle from the cycle after
     ``start`` until ``end``: ``N_OUT * P_NPIX * PK**2`` cycles. Value ``(y, x, c)`` is at word
-    ``(y * OUT_W + x) * N_OUT + c``. Max pooling ignores padded taps, sum pooling (``POOL_SUM``)
-    adds 0 for them. With ``PRESCALE`` the pooled value is re-expressed as
-    ``round_half_up(v * Q_MULT_LO / 2**Q_MULT_HI)`` for the sums and the quantizer (never for the
-    residual). Then:
+    ``(y * OUT_W + x) * N_OUT + c``. Values are 16-bit signed (``golden.arith.VALUE_BITS``).
+
+    * Max pooling is exact and ignores padded taps.
+    * Sum pooling (``POOL_SUM``) adds the window's values (0 for padded taps) in a
+      :data:`POOL_SUM_BITS` (32) bit register, then ``v = saturate(round_half_up(sum / 2**POOL_SHIFT))``
+      (``POOL_SHIFT`` 0: just the saturation; amounts above 62 act as 62; ``golden.arith.sum_pool``).
+    * With ``PRESCALE`` the pooled value is re-expressed for the sums and the quantizer (never for the
+      residual) as ``saturate(round_half_up(v * Q_MULT_LO / 2**Q_MULT_HI))`` (16 x 15-bit product:
+      the low 15 bits of ``Q_MULT_LO``; ``Q_MULT_HI`` 1..63, above 62 acting as 62;
+      ``golden.arith.prescale``).
+
+    Then:
 
     * ``sum_pass`` 1 (ASQ summing walk): every pooled value leaves on ``sums``;
     * ``sum_pass`` 0: the pooled value goes to the residual memory (``res_*``, element
-      ``pooled_pixel * N_OUT + c``, with ``SAVE_RES``) and through :class:`hw.rescale.ActQuantizer`
-      (``inv``, ``Q_SHIFT``, ``LO``, ``HI``) to ``codes``: word ``OUT_BASE + pooled_pixel * OCT + c // R``,
+      ``pooled_pixel * N_OUT + c``, with ``SAVE_RES``; the pooled, saturated value) and through
+      :class:`hw.rescale.ActQuantizer` (``inv``, ``LO``, ``HI``) to ``codes``: word ``OUT_BASE + pooled_pixel * OCT + c // R``,
       bank ``c % R``.
 
     Latency: the pooled value of a window is on ``sums`` / ``res_*`` ``POOL_LATENCY`` cycles after
@@ -58,28 +69,29 @@ class PoolingWalk(wiring.Component):
     Parameters
     ----------
     params : EngineParams
-        R (banks), ``abits``, ``value_bits``, ``bank_bits``.
+        R (banks), ``abits``, ``bank_bits``.
 
     Attributes
     ----------
     desc : In(desc_layout())
         ``N_OUT``, ``OUT_W``, ``CONV_H``, ``PK``, ``PS``, ``PP``, ``P_W``, ``P_NPIX``, ``OUT_BASE``,
-        ``OCT``, ``FLAGS`` (``SAVE_RES``, ``POOL_SUM``, ``PRESCALE``), ``Q_MULT_LO``/``HI``, ``Q_SHIFT``,
-        ``LO``, ``HI``; constant during a walk.
+        ``OCT``, ``FLAGS`` (``SAVE_RES``, ``POOL_SUM``, ``PRESCALE``), ``POOL_SHIFT``,
+        ``Q_MULT_LO``/``HI`` (the prescale), ``LO``, ``HI``; constant during a walk.
     start : In(1)
         Pulse: the walk begins with the next cycle.
     sum_pass : In(1)
         Constant during a walk: 1 summing walk, 0 quantizing walk.
-    inv : In(ASQ_TABLE_BITS)
-        Quantizer multiplier (constant during a quantizing walk).
+    inv : In(hw.rescale.quant_layout())
+        Quantizer scale ``{mant: 15, shift: 7}`` (the ASQ unit's ``inv``; constant during a
+        quantizing walk).
     end : Out(1)
         The walk's last tap (combinational).
     val_addr : Out(2 * 16 + 2), val_en : Out(1)
-    val_data : In(signed(value_bits))
+    val_data : In(signed(16))
         Synchronous read port of the value buffer.
-    sums : Out(stream.Signature(pooled_layout(value_bits)))
+    sums : Out(stream.Signature(pooled_layout()))
         Pooled values of a summing walk.
-    res_addr : Out(2 * 16 + 1), res_data : Out(signed(value_bits)), res_en : Out(1)
+    res_addr : Out(2 * 16 + 1), res_data : Out(signed(16)), res_en : Out(1)
         Write port of the residual memory.
     codes : Out(stream.Signature(code_layout(params)))
         Activation codes of a quantizing walk.
@@ -88,12 +100,12 @@ class PoolingWalk(wiring.Component):
     def __init__(self, params: EngineParams):
         require_engine_params(self, params)
         self.params = p = params
-        VB = p.value_bits
+        VB = arith.VALUE_BITS
         super().__init__({
-            "desc": In(desc_layout()), "start": In(1), "sum_pass": In(1), "inv": In(arith.ASQ_TABLE_BITS),
+            "desc": In(desc_layout()), "start": In(1), "sum_pass": In(1), "inv": In(quant_layout()),
             "end": Out(1),
             "val_addr": Out(2 * DESC_BITS + 2), "val_en": Out(1), "val_data": In(signed(VB)),
-            "sums": Out(stream.Signature(pooled_layout(VB))),
+            "sums": Out(stream.Signature(pooled_layout())),
             "res_addr": Out(2 * DESC_BITS + 1), "res_data": Out(signed(VB)), "res_en": Out(1),
             "codes": Out(stream.Signature(code_layout(p))),
         })
@@ -101,13 +113,13 @@ class PoolingWalk(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        R, VB = p.rows, p.value_bits
+        R, VB = p.rows, arith.VALUE_BITS
         d = self.desc
         flags = d.flags
         save_res, pool_sum, prescale = flags[5], flags[7], flags[8]
         n_out, out_w = d.n_out, d.out_w
         pk, ps, pp = d.pk, d.ps, d.pp
-        m.submodules.quant = qz = ActQuantizer(DESC_BITS + p.bank_bits, VB)
+        m.submodules.quant = qz = ActQuantizer(DESC_BITS + p.bank_bits)
 
         walking = Signal()
         wc, wc_word, wc_bank = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R))
@@ -131,30 +143,36 @@ class PoolingWalk(wiring.Component):
                      t1_last.eq(last_tap), t1_end_ch.eq(last_tap & (wpix == d.p_npix - 1)),
                      t1_first_pix.eq(wpix == 0), t1_c.eq(wc), t1_cword.eq(wc_word), t1_cbank.eq(wc_bank),
                      t1_pix.eq(wpix)]
-        pool_max = Signal(signed(VB))
+        pool_acc = Signal(signed(POOL_SUM_BITS))     # the window's max, or its sum
         cand = Signal(signed(VB))
-        cur = Signal(signed(VB))
+        cur = Signal(signed(POOL_SUM_BITS))
         # max pooling: padded taps never win; sum pooling: they add 0
         m.d.comb += cand.eq(Mux(t1_tap, self.val_data, Mux(pool_sum, 0, -(1 << (VB - 1)))))
         with m.If(t1_first):
             m.d.comb += cur.eq(cand)
         with m.Elif(pool_sum):
-            m.d.comb += cur.eq(pool_max + cand)
+            m.d.comb += cur.eq(pool_acc + cand)
         with m.Else():
-            m.d.comb += cur.eq(Mux(cand > pool_max, cand, pool_max))
+            m.d.comb += cur.eq(Mux(cand > pool_acc, cand, pool_acc))
         with m.If(t1_v):
-            m.d.sync += pool_max.eq(cur)
-        # ASQ prescale (multiplier in q_mult_lo, shift 1..63 in q_mult_hi): the rounding add folded
-        # into the shift as in ActQuantizer; registered in stage 2 next to the pooled value itself
-        pre_p = Signal(signed(VB + DESC_BITS + 1))
-        pre_r = Signal(signed(VB + DESC_BITS + 1))
-        m.d.comb += [pre_p.eq(cur * d.q_mult_lo), pre_r.eq(((pre_p >> (d.q_mult_hi - 1)[:6]) + 1) >> 1)]
+            m.d.sync += pool_acc.eq(cur)
+        # the pooled value: the max itself, or the sum scaled by 2**-POOL_SHIFT (rounded) and saturated
+        pshift = d.pool_shift
+        pooled = Signal(signed(VB))
+        m.d.comb += pooled.eq(Mux(pool_sum, saturate(Mux(pshift == 0, cur, round_shift(cur, clamp_shift(pshift))), VB),
+                                  cur[:VB].as_signed()))
+        # ASQ prescale (15-bit multiplier in q_mult_lo, shift 1..63 in q_mult_hi), saturated;
+        # registered in stage 2 next to the pooled value itself
+        pre_p = Signal(signed(VB + arith.MULT_BITS))
+        pre_v = Signal(signed(VB))
+        m.d.comb += [pre_p.eq(pooled * d.q_mult_lo[:arith.MULT_BITS]),
+                     pre_v.eq(saturate(round_shift(pre_p, clamp_shift(d.q_mult_hi)), VB))]
         # stage 2: one pooled value (t2_val: the residual save) and what the sums / the quantizer take (t2_q)
         t2_v, t2_end_ch, t2_first_pix = Signal(), Signal(), Signal()
         t2_val = Signal(signed(VB))
         t2_q = Signal(signed(VB))
         t2_c, t2_cword, t2_cbank, t2_pix = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R)), Signal(DESC_BITS)
-        m.d.sync += [t2_v.eq(t1_v & t1_last), t2_val.eq(cur), t2_q.eq(Mux(prescale, pre_r, cur)),
+        m.d.sync += [t2_v.eq(t1_v & t1_last), t2_val.eq(pooled), t2_q.eq(Mux(prescale, pre_v, pooled)),
                      t2_end_ch.eq(t1_end_ch), t2_first_pix.eq(t1_first_pix),
                      t2_c.eq(t1_c), t2_cword.eq(t1_cword), t2_cbank.eq(t1_cbank), t2_pix.eq(t1_pix)]
         m.d.comb += [self.sums.valid.eq(t2_v & self.sum_pass), self.sums.payload.value.eq(t2_q),
@@ -168,7 +186,7 @@ class PoolingWalk(wiring.Component):
         m.d.comb += out_addr.eq(d.out_base + t2_pix * d.oct + t2_cword)
         m.d.comb += [qz.i.valid.eq(t2_v & ~self.sum_pass), qz.i.payload.v.eq(t2_q),
                      qz.i.payload.tag.eq(Cat(out_addr, t2_cbank)), qz.o.ready.eq(self.codes.ready),
-                     qz.inv.eq(self.inv), qz.shift.eq(d.q_shift), qz.lo.eq(d.lo), qz.hi.eq(d.hi)]
+                     qz.inv.eq(self.inv), qz.lo.eq(d.lo), qz.hi.eq(d.hi)]
         m.d.comb += [self.codes.valid.eq(qz.o.valid), self.codes.payload.code.eq(qz.o.payload.code[:p.abits]),
                      self.codes.payload.addr.eq(qz.o.payload.tag[:DESC_BITS]),
                      self.codes.payload.bank.eq(qz.o.payload.tag[DESC_BITS:])]
