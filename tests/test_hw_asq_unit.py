@@ -207,6 +207,25 @@ def test_asq_unit_golden_asq_sums_and_relu():
         assert case["H"][0] < 0
 
 
+def test_asq_unit_sums_round_half_up():
+    """With z = S (one channel, w1 = 1, no shifts) the table index is S + 512, so every bit of the
+    channel sum's rounding and saturation shows: exact halves round up (also negative), SUM_SHIFT 0
+    saturates both ways."""
+    rng = np.random.default_rng(8)
+    table = random_table(rng)
+    seen = []
+    for vals, sum_shift in [([3, 1, 0, 0], 3), ([-3, -1, 0, 0], 3), ([5, 6, 0, 1], 2), ([-5, -6, 0, -1], 2),
+                            ([V_MAX] * 4, 0), ([V_MIN] * 4, 0), ([V_MAX] * 4, 9), ([1000, -1, 24, 0], 1)]:
+        case = {"values": np.array([vals], dtype=np.int64), "w1": np.array([[1]]), "b1": np.array([0]),
+                "w2": np.ones(1, dtype=np.int64), "b2": 0, "relu": False, "z_shift": 0, "sum_shift": sum_shift,
+                "h_shift": 0, "q_shift": 3}
+        got = run_asq(case, table)
+        beta, inv, idx, sums, _ = reference(case, table)
+        assert (got["inv"], got["beta"]) == (inv, beta), (vals, sum_shift)
+        seen.append(int(sums[0]))
+    assert seen[:4] == [1, 0, 3, -3] and seen[4:6] == [V_MAX, V_MIN]       # 4/8 -> 1, -4/8 -> 0, 12/4, -12/4
+
+
 @pytest.mark.parametrize("name", arith.ASQ_FACTORS)
 def test_asq_unit_table_ends_and_real_tables(name):
     """z far below and far above the grid pick the first and the last entry of golden's tables

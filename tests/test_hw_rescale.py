@@ -280,8 +280,8 @@ def test_channel_rescale_random(acc_bits, acc_shift, use_beta, relu, use_res, c_
 
 
 def test_channel_rescale_shift_clamp_and_rounding():
-    """Shifts 61, 62, 63 and past 62 after the factor: a*m values on both sides of 2**61 round like golden
-    (shift 63 acts as 62: 2**61 rounds to 1, not 0); exact halves round up, also for negative products."""
+    """Channel shifts 61, 62, 63 and combined shifts past 62 after the factor (clamped: taken modulo 64
+    they would keep bits) round like golden; exact halves round up, also for negative products."""
     acc_bits = 48
     cfg = base_config(acc_shift=24)
     entries = [(MULT_MAX, 61, 0), (MULT_MAX, 62, 0), (MULT_MAX, 63, 0), (-MULT_MAX, 63, 5), (1, 1, 0), (-1, 1, 0),
@@ -534,6 +534,7 @@ QUANT_PARAMS = [
     # (mant, shift, lo, hi)
     (MULT_MAX, 127, 0, 255),           # largest mant and shift (clamped to 62): everything rounds to 0
     (MULT_MAX, 62, 0, 255),
+    (MULT_MAX, 74, 0, 255),            # 74 acts as 62 (its low 6 bits, 10, would not)
     (MULT_MAX, 16, 0, 255),
     (3 << 13, 20, 0, 255),             # small odd part: exact .5 points inside the code range
     (1 << 14, 18, 3, 200),
