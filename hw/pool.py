@@ -13,7 +13,7 @@ from hw.program import DESC_BITS, EngineParams, require_engine_params
 from hw.rescale import ActQuantizer, clamp_shift, quant_layout, round_shift, saturate
 from hw.sequencer import desc_layout
 
-__all__ = ["PoolingWalk", "pooled_layout", "code_layout", "POOL_LATENCY", "POOL_SUM_BITS"]
+__all__ = ["PoolingWalk", "pooled_layout", "code_layout", "depth_bits", "POOL_LATENCY", "POOL_SUM_BITS"]
 
 #: Cycles from a walk tap (``val_en``) to the pooled value on ``sums`` / the residual write (value
 #: read 1, pooling and prescale stage 1).
@@ -30,9 +30,15 @@ def pooled_layout() -> data.StructLayout:
                               "end_ch": unsigned(1)})
 
 
+def depth_bits(depth: int) -> int:
+    """Address bits of a memory of ``depth`` words (at least 1)."""
+    return max(1, (int(depth) - 1).bit_length())
+
+
 def code_layout(params: EngineParams) -> data.StructLayout:
-    """One activation code and where it goes: ``{code: abits, addr: 16, bank: bank_bits}``, LSB first."""
-    return data.StructLayout({"code": unsigned(params.abits), "addr": unsigned(DESC_BITS),
+    """One activation code and where it goes: ``{code: abits, addr: depth_bits(act_words), bank: bank_bits}``,
+    LSB first."""
+    return data.StructLayout({"code": unsigned(params.abits), "addr": unsigned(depth_bits(params.act_words)),
                               "bank": unsigned(params.bank_bits)})
 
 
@@ -86,13 +92,17 @@ class PoolingWalk(wiring.Component):
         quantizing walk).
     end : Out(1)
         The walk's last tap (combinational).
-    val_addr : Out(2 * 16 + 2), val_en : Out(1)
+    val_addr : Out(depth_bits(value_words)), val_en : Out(1)
     val_data : In(signed(16))
         Synchronous read port of the value buffer.
     sums : Out(stream.Signature(pooled_layout()))
         Pooled values of a summing walk.
-    res_addr : Out(2 * 16 + 1), res_data : Out(signed(16)), res_en : Out(1)
+    res_addr : Out(depth_bits(res_words)), res_data : Out(signed(16)), res_en : Out(1)
         Write port of the residual memory.
+
+    Addresses are computed modulo the memory's size (``val_addr``, ``res_addr``, ``codes.addr`` are
+    as wide as the value buffer's, the residual memory's and an activation bank's address), so the
+    address arithmetic keeps only the bits the memories use.
     codes : Out(stream.Signature(code_layout(params)))
         Activation codes of a quantizing walk.
     """
@@ -104,9 +114,9 @@ class PoolingWalk(wiring.Component):
         super().__init__({
             "desc": In(desc_layout()), "start": In(1), "sum_pass": In(1), "inv": In(quant_layout()),
             "end": Out(1),
-            "val_addr": Out(2 * DESC_BITS + 2), "val_en": Out(1), "val_data": In(signed(VB)),
+            "val_addr": Out(depth_bits(p.value_words)), "val_en": Out(1), "val_data": In(signed(VB)),
             "sums": Out(stream.Signature(pooled_layout())),
-            "res_addr": Out(2 * DESC_BITS + 1), "res_data": Out(signed(VB)), "res_en": Out(1),
+            "res_addr": Out(depth_bits(p.res_words)), "res_data": Out(signed(VB)), "res_en": Out(1),
             "codes": Out(stream.Signature(code_layout(p))),
         })
 
@@ -119,7 +129,8 @@ class PoolingWalk(wiring.Component):
         save_res, pool_sum, prescale = flags[5], flags[7], flags[8]
         n_out, out_w = d.n_out, d.out_w
         pk, ps, pp = d.pk, d.ps, d.pp
-        m.submodules.quant = qz = ActQuantizer(DESC_BITS + p.bank_bits)
+        AW = depth_bits(p.act_words)
+        m.submodules.quant = qz = ActQuantizer(AW + p.bank_bits)
 
         walking = Signal()
         wc, wc_word, wc_bank = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R))
@@ -129,7 +140,7 @@ class PoolingWalk(wiring.Component):
         ky2, kx2 = Signal(DESC_BITS), Signal(DESC_BITS)
         w_valid = Signal()
         m.d.comb += w_valid.eq((wy >= 0) & (wy < d.conv_h) & (wx >= 0) & (wx < out_w))
-        v_addr = Signal(2 * DESC_BITS + 2)
+        v_addr = Signal(depth_bits(p.value_words))
         m.d.comb += v_addr.eq((wy[:DESC_BITS] * out_w + wx[:DESC_BITS]) * n_out + wc)
         m.d.comb += [self.val_addr.eq(v_addr), self.val_en.eq(walking)]
         last_tap = (kx2 == pk - 1) & (ky2 == pk - 1)
@@ -182,14 +193,14 @@ class PoolingWalk(wiring.Component):
         m.d.comb += [self.res_addr.eq(t2_pix * n_out + t2_c), self.res_data.eq(t2_val),
                      self.res_en.eq(t2_v & ~self.sum_pass & save_res)]
         # quantizing walk: codes to the activation banks (HWC, pooled pixel t2_pix)
-        out_addr = Signal(DESC_BITS)
+        out_addr = Signal(AW)
         m.d.comb += out_addr.eq(d.out_base + t2_pix * d.oct + t2_cword)
         m.d.comb += [qz.i.valid.eq(t2_v & ~self.sum_pass), qz.i.payload.v.eq(t2_q),
                      qz.i.payload.tag.eq(Cat(out_addr, t2_cbank)), qz.o.ready.eq(self.codes.ready),
                      qz.inv.eq(self.inv), qz.lo.eq(d.lo), qz.hi.eq(d.hi)]
         m.d.comb += [self.codes.valid.eq(qz.o.valid), self.codes.payload.code.eq(qz.o.payload.code[:p.abits]),
-                     self.codes.payload.addr.eq(qz.o.payload.tag[:DESC_BITS]),
-                     self.codes.payload.bank.eq(qz.o.payload.tag[DESC_BITS:])]
+                     self.codes.payload.addr.eq(qz.o.payload.tag[:AW]),
+                     self.codes.payload.bank.eq(qz.o.payload.tag[AW:])]
 
         # the walk: window columns, window rows, pooled pixels (row-major), channels
         with m.If(self.start):

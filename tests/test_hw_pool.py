@@ -143,7 +143,7 @@ CASES = [
 @pytest.mark.parametrize("sum_pass", [1, 0])
 def test_pooling_walk_random(case, sum_pass):
     rows, n_out, h, w, pk, ps, pp, mode, prescale, save_res, pool_shift = case
-    params = EngineParams(rows=rows, cols=2, abits=4)
+    params = EngineParams(rows=rows, cols=2, abits=4, act_words=256)
     rng = np.random.default_rng(zlib.crc32(repr(case).encode()) + sum_pass)
     v = rng.integers(V_MIN, V_MAX + 1, size=(n_out, h, w))
     if not prescale and mode == "max":
