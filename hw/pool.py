@@ -135,6 +135,10 @@ class PoolingWalk(wiring.Component):
         walking = Signal()
         wc, wc_word, wc_bank = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R))
         wpix, wpx = Signal(DESC_BITS), Signal(DESC_BITS)
+        RW = depth_bits(p.res_words)
+        # the window's residual element pooled_pixel * N_OUT + c and its code's word
+        # OUT_BASE + pooled_pixel * OCT + c // R, counted (no multiplies)
+        w_res, w_out = Signal(RW), Signal(AW)
         wy0, wx0 = Signal(signed(DESC_BITS + 2)), Signal(signed(DESC_BITS + 2))
         wy, wx = Signal(signed(DESC_BITS + 2)), Signal(signed(DESC_BITS + 2))
         ky2, kx2 = Signal(DESC_BITS), Signal(DESC_BITS)
@@ -149,11 +153,11 @@ class PoolingWalk(wiring.Component):
         # stage 1: the value read
         t1_v, t1_tap, t1_first, t1_last, t1_end_ch, t1_first_pix = (Signal(name=f"t1_{n}") for n in
                                                                      ("v", "tap", "first", "last", "end_ch", "first_pix"))
-        t1_c, t1_cword, t1_cbank, t1_pix = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R)), Signal(DESC_BITS)
+        t1_c, t1_cbank, t1_res, t1_out = Signal(DESC_BITS), Signal(range(R)), Signal(RW), Signal(AW)
         m.d.sync += [t1_v.eq(walking), t1_tap.eq(w_valid), t1_first.eq((ky2 == 0) & (kx2 == 0)),
                      t1_last.eq(last_tap), t1_end_ch.eq(last_tap & (wpix == d.p_npix - 1)),
-                     t1_first_pix.eq(wpix == 0), t1_c.eq(wc), t1_cword.eq(wc_word), t1_cbank.eq(wc_bank),
-                     t1_pix.eq(wpix)]
+                     t1_first_pix.eq(wpix == 0), t1_c.eq(wc), t1_cbank.eq(wc_bank), t1_res.eq(w_res),
+                     t1_out.eq(w_out)]
         pool_acc = Signal(signed(POOL_SUM_BITS))     # the window's max, or its sum
         cand = Signal(signed(VB))
         cur = Signal(signed(POOL_SUM_BITS))
@@ -182,21 +186,19 @@ class PoolingWalk(wiring.Component):
         t2_v, t2_end_ch, t2_first_pix = Signal(), Signal(), Signal()
         t2_val = Signal(signed(VB))
         t2_q = Signal(signed(VB))
-        t2_c, t2_cword, t2_cbank, t2_pix = Signal(DESC_BITS), Signal(DESC_BITS), Signal(range(R)), Signal(DESC_BITS)
+        t2_c, t2_cbank, t2_res, t2_out = Signal(DESC_BITS), Signal(range(R)), Signal(RW), Signal(AW)
         m.d.sync += [t2_v.eq(t1_v & t1_last), t2_val.eq(pooled), t2_q.eq(Mux(prescale, pre_v, pooled)),
                      t2_end_ch.eq(t1_end_ch), t2_first_pix.eq(t1_first_pix),
-                     t2_c.eq(t1_c), t2_cword.eq(t1_cword), t2_cbank.eq(t1_cbank), t2_pix.eq(t1_pix)]
+                     t2_c.eq(t1_c), t2_cbank.eq(t1_cbank), t2_res.eq(t1_res), t2_out.eq(t1_out)]
         m.d.comb += [self.sums.valid.eq(t2_v & self.sum_pass), self.sums.payload.value.eq(t2_q),
                      self.sums.payload.ch.eq(t2_c), self.sums.payload.first_pix.eq(t2_first_pix),
                      self.sums.payload.end_ch.eq(t2_end_ch)]
         # the pooled values a later layer adds as its residual (element pooled_pixel * n_out + o), never prescaled
-        m.d.comb += [self.res_addr.eq(t2_pix * n_out + t2_c), self.res_data.eq(t2_val),
+        m.d.comb += [self.res_addr.eq(t2_res), self.res_data.eq(t2_val),
                      self.res_en.eq(t2_v & ~self.sum_pass & save_res)]
-        # quantizing walk: codes to the activation banks (HWC, pooled pixel t2_pix)
-        out_addr = Signal(AW)
-        m.d.comb += out_addr.eq(d.out_base + t2_pix * d.oct + t2_cword)
+        # quantizing walk: codes to the activation banks (HWC: word t2_out, bank t2_cbank)
         m.d.comb += [qz.i.valid.eq(t2_v & ~self.sum_pass), qz.i.payload.v.eq(t2_q),
-                     qz.i.payload.tag.eq(Cat(out_addr, t2_cbank)), qz.o.ready.eq(self.codes.ready),
+                     qz.i.payload.tag.eq(Cat(t2_out, t2_cbank)), qz.o.ready.eq(self.codes.ready),
                      qz.inv.eq(self.inv), qz.lo.eq(d.lo), qz.hi.eq(d.hi)]
         m.d.comb += [self.codes.valid.eq(qz.o.valid), self.codes.payload.code.eq(qz.o.payload.code[:p.abits]),
                      self.codes.payload.addr.eq(qz.o.payload.tag[:AW]),
@@ -205,7 +207,8 @@ class PoolingWalk(wiring.Component):
         # the walk: window columns, window rows, pooled pixels (row-major), channels
         with m.If(self.start):
             m.d.sync += [walking.eq(1), wc.eq(0), wc_word.eq(0), wc_bank.eq(0), wpix.eq(0), wpx.eq(0),
-                         wy0.eq(-pp), wx0.eq(-pp), wy.eq(-pp), wx.eq(-pp), ky2.eq(0), kx2.eq(0)]
+                         wy0.eq(-pp), wx0.eq(-pp), wy.eq(-pp), wx.eq(-pp), ky2.eq(0), kx2.eq(0),
+                         w_res.eq(0), w_out.eq(d.out_base)]
         with m.Elif(walking):
             with m.If(kx2 == pk - 1):
                 m.d.sync += [kx2.eq(0), wx.eq(wx0)]
@@ -213,19 +216,19 @@ class PoolingWalk(wiring.Component):
                     m.d.sync += ky2.eq(0)
                     with m.If(wpix == d.p_npix - 1):
                         m.d.sync += [wpix.eq(0), wpx.eq(0), wy0.eq(-pp), wx0.eq(-pp), wy.eq(-pp), wx.eq(-pp),
-                                     wc.eq(wc + 1)]
+                                     wc.eq(wc + 1), w_res.eq(wc + 1)]
                         with m.If(wc_bank == R - 1):
-                            m.d.sync += [wc_bank.eq(0), wc_word.eq(wc_word + 1)]
+                            m.d.sync += [wc_bank.eq(0), wc_word.eq(wc_word + 1), w_out.eq(d.out_base + wc_word + 1)]
                         with m.Else():
-                            m.d.sync += wc_bank.eq(wc_bank + 1)
+                            m.d.sync += [wc_bank.eq(wc_bank + 1), w_out.eq(d.out_base + wc_word)]
                         with m.If(wc == n_out - 1):
                             m.d.sync += walking.eq(0)
                     with m.Elif(wpx == d.p_w - 1):
                         m.d.sync += [wpix.eq(wpix + 1), wpx.eq(0), wx0.eq(-pp), wx.eq(-pp), wy0.eq(wy0 + ps),
-                                     wy.eq(wy0 + ps)]
+                                     wy.eq(wy0 + ps), w_res.eq(w_res + n_out), w_out.eq(w_out + d.oct)]
                     with m.Else():
                         m.d.sync += [wpix.eq(wpix + 1), wpx.eq(wpx + 1), wx0.eq(wx0 + ps), wx.eq(wx0 + ps),
-                                     wy.eq(wy0)]
+                                     wy.eq(wy0), w_res.eq(w_res + n_out), w_out.eq(w_out + d.oct)]
                 with m.Else():
                     m.d.sync += [ky2.eq(ky2 + 1), wy.eq(wy + 1)]
             with m.Else():
