@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import arith
 from hw.program import DESC_BITS, EngineParams, require_engine_params
-from hw.rescale import RESCALE_LATENCY, RES_MULT_BITS, ChannelRescale, chan_layout, factor_layout
+from hw.rescale import RESCALE_LATENCY, RES_MULT_BITS, ChannelRescale, chan_layout, clamp_shift, factor_layout
 from hw.sequencer import desc_layout
 
 __all__ = ["RescaleUnit", "value_layout"]
@@ -104,7 +104,7 @@ class RescaleUnit(wiring.Component):
         with m.If(push):
             m.d.sync += push_idx.eq(push_idx + 1)
         m.d.comb += [rs.use_res.eq(flags[6]), rs.res_mult.eq(d.res_mult[:RES_MULT_BITS]), rs.res_shift.eq(d.res_shift),
-                     rs.acc_shift.eq(Mux(d.acc_shift > 63, 63, d.acc_shift[:6])),
+                     rs.acc_shift.eq(clamp_shift(d.acc_shift, 63)),
                      rs.i.payload.idx.eq(push_idx), self.res_addr.eq(rs.res_addr), self.res_en.eq(rs.res_en),
                      rs.res.eq(self.res)]
         m.d.comb += [rs.i.valid.eq(drain_left != 0), rs.i.payload.acc.eq(drain[0]), rs.i.payload.ch.eq(drain_ch),
