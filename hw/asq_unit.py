@@ -10,17 +10,27 @@ from amaranth.lib.wiring import In, Out
 from golden import arith
 from hw.pool import pooled_layout
 from hw.lut import checked
-from hw.program import DESC_BITS, EngineParams, require_engine_params
+from hw.program import DESC_BITS, EngineFitError, EngineParams, require_engine_params
 from hw.rescale import clamp_shift, factor_layout, quant_layout, round_shift, saturate
 from hw.sequencer import desc_layout
 
-__all__ = ["AsqUnit", "TABLE_ENTRIES", "table_layout", "CHANNEL_SUM_BITS"]
+__all__ = ["AsqUnit", "TABLE_ENTRIES", "table_layout", "check_host_width", "CHANNEL_SUM_BITS"]
 
 #: Entries of the ASQ factor tables (``golden.arith.asq_table_index_count``).
 TABLE_ENTRIES = arith.asq_table_index_count()
 #: Signed width of the channel-sum accumulation register: a channel has at most ``value_words <=
 #: 2**16`` pooled pixels of 16 bits, so its sum never leaves 32 bits.
 CHANNEL_SUM_BITS = arith.VALUE_BITS + DESC_BITS
+
+
+def check_host_width(params: EngineParams) -> None:
+    """The host writes a TABLE entry in one word: :class:`hw.program.EngineFitError` unless
+    ``params.data_bits >= golden.arith.ASQ_TABLE_BITS``."""
+    if params.data_bits < arith.ASQ_TABLE_BITS:
+        raise EngineFitError(f"the host data width {params.data_bits} is narrower than a TABLE word "
+                             f"({arith.ASQ_TABLE_BITS} bits): EngineParams.data_bits must cover "
+                             f"golden.arith.ASQ_TABLE_BITS (or use a wider array: rows*cols*wbits >= "
+                             f"{arith.ASQ_TABLE_BITS})")
 
 
 def table_layout() -> data.StructLayout:
@@ -61,7 +71,7 @@ class AsqUnit(wiring.Component):
     ----------
     params : EngineParams
         ``max_layers``, ``max_channels``, ``adapter_words``, host widths (``data_bits`` must hold a
-        42-bit TABLE word).
+        42-bit TABLE word: :func:`check_host_width`).
 
     Attributes
     ----------
@@ -94,12 +104,7 @@ class AsqUnit(wiring.Component):
     def __init__(self, params: EngineParams):
         require_engine_params(self, params)
 
-        def check():
-            if params.data_bits < arith.ASQ_TABLE_BITS:
-                raise ValueError(f"the host data width {params.data_bits} is narrower than a TABLE word "
-                                 f"({arith.ASQ_TABLE_BITS} bits): EngineParams.data_bits must cover "
-                                 f"golden.arith.ASQ_TABLE_BITS")
-        checked(self, check)
+        checked(self, lambda: check_host_width(params))
         self.params = p = params
         super().__init__({
             "desc": In(desc_layout()), "layer": In(range(p.max_layers + 1)), "beta_in": In(factor_layout()),

@@ -70,10 +70,11 @@ from amaranth.lib.wiring import In, Out
 
 from golden import arith
 from hw.array import PostArray
-from hw.asq_unit import AsqUnit
+from hw.asq_unit import AsqUnit, check_host_width
 from hw.feed import FeedGenerator
 from hw.host_port import HostPort, host_read_layout, host_write_layout
 from hw.pool import PoolingWalk
+from hw.lut import checked
 from hw.program import CHAN_BITS, EngineParams, require_engine_params
 from hw.rescale import chan_layout
 from hw.rescale_unit import RescaleUnit
@@ -129,6 +130,7 @@ class PostEngine(wiring.Component):
 
     def __init__(self, params: EngineParams):
         require_engine_params(self, params)
+        checked(self, lambda: check_host_width(params))
         self.params = params
         super().__init__(self.members_for(params))
 

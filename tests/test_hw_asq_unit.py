@@ -19,7 +19,8 @@ from amaranth.sim import Simulator
 
 from golden import arith
 from hw.asq_unit import TABLE_ENTRIES, AsqUnit, table_layout
-from hw.program import ADAPT_TAIL, DescField, EngineParams
+from hw.engine import PostEngine
+from hw.program import ADAPT_TAIL, DescField, EngineFitError, EngineParams
 from hw.sequencer import desc_const
 from test_hw_rescale import run_sim
 
@@ -277,7 +278,9 @@ def test_asq_unit_widths_and_errors():
     assert small.data_bits < arith.ASQ_TABLE_BITS
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(ValueError, match="narrower than a TABLE word"):
+        with pytest.raises(EngineFitError, match="narrower than a TABLE word"):
             AsqUnit(small)
+        with pytest.raises(EngineFitError, match="narrower than a TABLE word"):
+            PostEngine(small)
         gc.collect()
     assert not [w for w in caught if "UnusedElaboratable" in w.category.__name__]
