@@ -158,9 +158,9 @@ def random_case(rng, n_out, pix, hid, relu, spread, sum_shift=None):
 
 
 def random_table(rng):
-    mant = lambda: rng.integers(1 << 14, 1 << 15, TABLE_ENTRIES)     # noqa: E731
-    shift = lambda: rng.integers(1, 64, TABLE_ENTRIES)               # noqa: E731
-    return [tuple(int(x) for x in e) for e in zip(mant(), shift(), mant(), shift())]
+    bm, im = rng.integers(1 << 14, 1 << 15, (2, TABLE_ENTRIES))
+    bs, ish = rng.integers(1, 64, (2, TABLE_ENTRIES))
+    return [tuple(int(x) for x in e) for e in zip(bm, bs, im, ish)]
 
 
 def real_table(name):
@@ -221,7 +221,7 @@ def test_asq_unit_sums_round_half_up():
                 "w2": np.ones(1, dtype=np.int64), "b2": 0, "relu": False, "z_shift": 0, "sum_shift": sum_shift,
                 "h_shift": 0, "q_shift": 3}
         got = run_asq(case, table)
-        beta, inv, idx, sums, _ = reference(case, table)
+        beta, inv, _, sums, _ = reference(case, table)
         assert (got["inv"], got["beta"]) == (inv, beta), (vals, sum_shift)
         seen.append(int(sums[0]))
     assert seen[:4] == [1, 0, 3, -3] and seen[4:6] == [V_MAX, V_MIN]       # 4/8 -> 1, -4/8 -> 0, 12/4, -12/4

@@ -18,7 +18,6 @@ import warnings
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
-from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 

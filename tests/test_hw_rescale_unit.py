@@ -15,7 +15,6 @@ import zlib
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module, signed
-from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
 from golden import arith
