@@ -184,9 +184,6 @@ class EngineParams:
         Depth of the ASQ adapter memory and of the channel-sum memory (largest ASQ layer width).
     res_words : int
         Depth of the residual memory (one layer's pooled values, kept for a later residual add).
-    value_bits : int
-        Signed width of the values v (value buffer, residual and result memories, pooling, the
-        quantizer's input), 16..48; the compiler proves every layer's values fit (default 32).
     """
 
     rows: int = 4
@@ -204,7 +201,6 @@ class EngineParams:
     adapter_words: int = 256
     max_channels: int = 128
     res_words: int = 1024
-    value_bits: int = arith.VALUE_BITS
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -214,9 +210,6 @@ class EngineParams:
         arith.check_wbits(self.wbits)
         arith.check_abits(self.abits)
         arith.check_frac_bits(self.frac_bits)
-        vb = self.value_bits
-        if not isinstance(vb, (int, np.integer)) or isinstance(vb, bool) or not 16 <= vb <= MAX_VALUE_BITS:
-            raise EngineFitError(f"value_bits must be an integer in 16..{MAX_VALUE_BITS}, got {vb!r}")
         for name in ("max_fan_in", "act_words", "weight_words", "chan_words", "result_words", "max_layers",
                      "value_words", "adapter_words", "max_channels", "res_words"):
             v = getattr(self, name)
@@ -243,6 +236,12 @@ class EngineParams:
                              f"use at most {(1 << DESC_BITS) * self.rows}")
 
     # --- derived ---------------------------------------------------------------
+    @property
+    def value_bits(self) -> int:
+        """Signed width of the values v (value buffer, residual and result memories, pooling, the
+        quantizer's input): ``golden.arith.VALUE_BITS`` (16, saturating), no longer a parameter."""
+        return arith.VALUE_BITS
+
     @property
     def acc_bits(self) -> int:
         """Signed accumulator width: ``arith.accumulator_bits(max_fan_in, abits, frac_bits)``."""

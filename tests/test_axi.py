@@ -270,8 +270,8 @@ def test_axi_map_round_trip():
     amap = AxiMap(EngineParams(rows=4, cols=4, wbits=8, abits=8))
     assert amap.pieces == 4 and amap.piece_bits == 2 and amap.addr_width == 24
     assert amap.mem_address(Sel.RESULT, 3, 1) == 0x800000 | 5 << 20 | 3 << 4 | 4
-    assert amap.beats == [1, 4, 3, 1, 1, 1, 2, 2]
-    assert amap.words_from_beats(Sel.ADAPT, amap.word_beats(Sel.ADAPT, -5)) == [(1 << 64) - 5]
+    assert amap.beats == [1, 4, 2, 1, 1, 1, 1, 2]      # CHAN 40, RESULT 16, ADAPT 32, TABLE 42 bits
+    assert amap.words_from_beats(Sel.ADAPT, amap.word_beats(Sel.ADAPT, -5)) == [(1 << 32) - 5]
     with pytest.raises(ValueError, match="1..65536"):
         amap.header(Sel.ACT, 0, 0)
 
