@@ -123,8 +123,8 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
                        f"sums of products of {n} [N, out channels, ...] before the rescale"
                        + (" (POST products, units 2**-frac_bits)" if st.weight_format == "post" else "")))
         arrays.append((n, "value", run.values[i], True,
-                       f"pre-quantization value of {n}: round_half_up((acc >> acc_shift) * mult / 2**shift) + bias"
-                       + (" with mult, shift scaled by in_beta (beta_multiplier)" if st.input_beta else "")
+                       f"pre-quantization value of {n}: golden.arith.stage_value(acc, mult, shift, bias, "
+                       f"acc_shift={int(st.acc_shift)}" + (", in_beta)" if st.input_beta else ")")
                        + (", + residual" if st.residual is not None else "")
                        + f", saturated to {arith.VALUE_BITS} bits"
                        + (", ReLU" if st.relu else "") + "".join(f", {op[0]}" for op in st.post_ops)))
@@ -137,7 +137,7 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
                        (arith.MULT_BITS + 1, True)))
         arrays.append((n, "shift", st.shift, False, "per output channel rescale right shift (round half up)",
                        ((arith.SHIFT_RANGE.stop - 1).bit_length(), False)))
-        arrays.append((n, "bias", st.bias, False, "per output channel bias in value units (added after the shift)",
+        arrays.append((n, "bias", st.bias, False, "per output channel rescale bias in value units (added after the shift)",
                        (arith.BIAS_BITS, True)))
         if st.weight_format == "post":
             arrays.append((n, "lut", np.asarray(arith.sqrt2_lut(in_bits, st.frac_bits), dtype=np.int64), False,
@@ -150,7 +150,8 @@ def build_vectors(graph, x, labels) -> tuple[list, list]:
             if ad.w2 is not None:
                 arrays.append((n, "in_adapter_w2", ad.w2, False, f"ASQ adapter layer-2 weights, units 2**-{ad.e2}"))
                 arrays.append((n, "in_adapter_b2", ad.b2, False,
-                               f"ASQ adapter layer-2 biases, units 2**-{ad.e1 + ad.e2}"))
+                               f"ASQ adapter layer-2 biases, units 2**-{ad.e1 + ad.e2 - ad.h_shift} "
+                               f"(hidden units shifted right by {ad.h_shift})"))
         if q.kind == "asq" and ad is not None:
             fac = ad.factor if hasattr(ad, "e1") else ad.adapter.factor
             beta_t, inv_t = arith.asq_tables(fac)

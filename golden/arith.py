@@ -365,9 +365,9 @@ class PostFormat:
 # activations; docs/arithmetic.md ("Integer graph (v2)") is the prose version. The v1 functions
 # above stay the definition of the MLP engine in hw/.
 
-#: Fraction bits of the pre-quantization value ``v`` of an ASQ layer (units ``step / 2**ASQ_VALUE_FRAC``)
-#: and of the final layer's logits.
-ASQ_VALUE_FRAC = 8
+#: Fraction bits of the pre-quantization value ``v`` of a 4-bit ASQ quantizer (units ``step / 2**ASQ_VALUE_FRAC``);
+#: in general :func:`asq_value_frac`.
+ASQ_VALUE_FRAC = 10
 #: The adapter's output ``z`` is rounded to ``2**-ASQ_Z_FRAC`` and clipped to ``[-ASQ_Z_LIMIT, ASQ_Z_LIMIT)``
 #: before the factor look-up.
 ASQ_Z_FRAC = 6
@@ -570,7 +570,15 @@ FACTOR_BITS = FACTOR_MANT_BITS + FACTOR_SHIFT_BITS
 __all__ += ["VALUE_BITS", "RESCALE_ACC_BITS", "BIAS_BITS", "MAX_SHIFT", "ADAPTER_ACC_BITS", "FACTOR_MANT_BITS",
             "FACTOR_SHIFT_BITS", "ASQ_TABLE_BITS", "FACTOR_BITS", "adapter_z", "asq_table_index_count",
             "saturate", "shift_round", "normalize_fixed", "factor_words", "acc_shift_for", "beta_multiplier",
-            "stage_value", "finish_value", "sum_pool", "pool_shift", "prescale", "asq_sums", "value_unit_bound"]
+            "asq_value_frac", "stage_value", "finish_value", "sum_pool", "pool_shift", "sum_pool_shift", "SUM_POOL_GUARD", "prescale", "asq_sums", "value_unit_bound",
+            "VALUE_RANGE_BITS"]
+
+
+def asq_value_frac(bits: int) -> int:
+    """Fraction bits of an ``bits``-bit ASQ quantizer's prescaled input ``vq`` (units ``step / 2**frac``):
+    ``VALUE_BITS - 2 - bits``, so the 16-bit ``vq`` holds ``2**(bits+1)`` steps (codes up to ``2**bits - 1``
+    with a factor up to 2)."""
+    return VALUE_BITS - 2 - check_abits(bits)
 
 
 def asq_table_index_count() -> int:
@@ -684,13 +692,24 @@ def pool_shift(positions: int) -> int:
     return (int(positions) - 1).bit_length()
 
 
+#: Guard bits a global average pooling keeps: its sum is shifted by ``pool_shift(P) - SUM_POOL_GUARD``, so the
+#: pooled mean has 16 times the resolution of the values it averages (whose unit leaves them headroom).
+SUM_POOL_GUARD = 4
+
+
+def sum_pool_shift(positions: int) -> int:
+    """The right shift of a global average pooling over ``positions`` values:
+    ``max(0, pool_shift(positions) - SUM_POOL_GUARD)``."""
+    return max(0, pool_shift(positions) - SUM_POOL_GUARD)
+
+
 def sum_pool(v):
     """Global average pooling of values ``[N, C, H, W]`` in hardware form: ``saturate(round_half_up(sum /
-    2**pool_shift(H*W)))`` per channel, shape ``[N, C, 1, 1]`` (unit ``u * 2**pool_shift / (H*W)``)."""
+    2**s))`` per channel with ``s = sum_pool_shift(H*W)`` (no rounding when ``s`` is 0), shape
+    ``[N, C, 1, 1]`` (unit ``u * 2**s / (H*W)``)."""
     v = np.asarray(v, dtype=np.int64)
-    positions = int(np.prod(v.shape[2:]))
     s = v.sum(axis=(2, 3), keepdims=True)
-    ps = pool_shift(positions)
+    ps = sum_pool_shift(int(np.prod(v.shape[2:])))
     return saturate(s if ps == 0 else shift_round(s, ps))
 
 
@@ -708,10 +727,17 @@ def asq_sums(vq):
     return saturate(s if ps == 0 else shift_round(s, ps))
 
 
+#: How many times smaller than the proven worst case export expects a layer's accumulators to be
+#: (log2): the value unit resolves ``2**(VALUE_BITS - 2 + VALUE_RANGE_BITS)`` steps over the worst-case
+#: range, and the rare values beyond saturate (the worst case of ``sum |w| * x_max`` is seldom within a
+#: factor of 10 of real activations).
+VALUE_RANGE_BITS = 0
+
+
 def value_unit_bound(bits: int = VALUE_BITS) -> int:
-    """The magnitude export gives the largest accumulator contribution to a value: ``2**(bits-2)``
-    (one bit of headroom for biases and residuals before saturation)."""
-    return 1 << (bits - 2)
+    """The number of value units export gives the largest possible accumulator contribution:
+    ``2**(bits - 2 + VALUE_RANGE_BITS)`` (contributions beyond ``2**(bits-1)`` saturate)."""
+    return 1 << (bits - 2 + VALUE_RANGE_BITS)
 
 
 def adapter_z(sums, w1, b1, w2=None, b2=None, h_shift: int = 0):

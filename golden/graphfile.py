@@ -1,8 +1,8 @@
 """The exported-model file: an integer DAG (:class:`golden.intgraph.IntGraph`, :func:`golden.intdag.export_dag`)
-in one safetensors file, format tag ``post-accel-intgraph`` version 3 (:mod:`golden.modelfile`).
+in one safetensors file, format tag ``post-accel-intgraph`` version 4 (:mod:`golden.modelfile`).
 
 ``docs/export.md`` describes it. Tensors hold every integer (weights, per-channel
-``mult``/``shift``/``offset``, fixed-point adapter weights); the JSON header under the
+``mult``/``shift``/``bias``, fixed-point adapter weights); the JSON header under the
 ``post_accel`` metadata key holds the structure. Read with ``safetensors`` only (never pickle);
 :func:`load_graph` checks everything and raises :class:`golden.modelfile.ModelFileError` with one
 line naming the file, the problem and the fix; files of earlier generations (v1 MLP, v2 chain) get
@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from . import arith
-from .intgraph import ActQuant, Adapter, IntGraph, Stage
+from .intgraph import ActQuant, Adapter, IntGraph, Stage, stage_bound
 from .modelfile import (METADATA_KEY, MODEL_FORMAT, MODEL_VERSION, ModelFileError, _Checker, _reject_constant,
                         check_format_tag, read_model_file)
 from .safeio import atomic_output
@@ -30,9 +30,9 @@ DAG_VERSION = MODEL_VERSION   #: the integer DAG (golden.intdag.export_dag); cha
 _DAG_STAGE_KEYS = ("input_from", "in_quant", "in_mult", "in_shift", "in_offset", "residual", "value_unit")
 _FIX = "re-export the model (`post-accel export`)"
 _STAGE_KEYS = ("name", "kind", "weight_format", "wbits", "frac_bits", "stride", "padding", "groups",
-               "input_beta", "relu", "relu_floor", "post_ops", "value_frac", "out", "weight_shape")
+               "input_beta", "relu", "relu_floor", "post_ops", "value_frac", "out", "weight_shape", "acc_shift")
 _ACT_KEYS = ("kind", "bits", "lo", "hi", "scale", "zero", "value_step", "value_frac", "adapter")
-_ADAPTER_KEYS = ("e1", "e2", "layers", "factor")
+_ADAPTER_KEYS = ("e1", "e2", "h_shift", "layers", "factor")
 #: Largest JSON header (characters) and nesting depth :func:`load_graph` reads (a real header is a few kB
 #: deep 6); anything larger is refused before (depth: instead of) a RecursionError or a memory blow-up.
 MAX_HEADER_CHARS = 1 << 22
@@ -59,13 +59,14 @@ def _act_header(q: ActQuant, prefix: str, tensors: dict, float_adapter=None) -> 
          "value_step": q.value_step, "value_frac": q.value_frac, "adapter": None}
     ad = q.adapter
     if isinstance(ad, Adapter):
-        h["adapter"] = {"e1": ad.e1, "e2": ad.e2, "layers": 1 if ad.w2 is None else 2, "factor": ad.factor}
+        h["adapter"] = {"e1": ad.e1, "e2": ad.e2, "h_shift": ad.h_shift, "layers": 1 if ad.w2 is None else 2,
+                        "factor": ad.factor}
         tensors[f"{prefix}.adapter.w1"], tensors[f"{prefix}.adapter.b1"] = ad.w1, ad.b1
         if ad.w2 is not None:
             tensors[f"{prefix}.adapter.w2"], tensors[f"{prefix}.adapter.b2"] = ad.w2, ad.b2
     elif ad is not None:                                   # float input adapter (host side)
         fa = ad.adapter
-        h["adapter"] = {"e1": None, "e2": None, "layers": fa.layers, "factor": fa.factor}
+        h["adapter"] = {"e1": None, "e2": None, "h_shift": None, "layers": fa.layers, "factor": fa.factor}
         first = fa.hidden if fa.hidden is not None else fa.out
         tensors[f"{prefix}.adapter.fw1"] = first.weight.detach().double().numpy()
         tensors[f"{prefix}.adapter.fb1"] = first.bias.detach().double().numpy()
@@ -89,12 +90,13 @@ def save_graph(graph: IntGraph, path, provenance: dict | None = None, what: str 
     for i, st in enumerate(graph.stages):
         p = f"stage{i}"
         tensors[f"{p}.weights"] = np.ascontiguousarray(st.weights, dtype=np.int32)
-        tensors[f"{p}.mult"], tensors[f"{p}.shift"], tensors[f"{p}.offset"] = st.mult, st.shift, st.offset
+        tensors[f"{p}.mult"], tensors[f"{p}.shift"], tensors[f"{p}.bias"] = st.mult, st.shift, st.bias
         stages.append({"name": st.name, "kind": st.kind, "weight_format": st.weight_format, "wbits": st.wbits,
                        "frac_bits": st.frac_bits, "stride": st.stride, "padding": st.padding,
                        "groups": st.groups, "input_beta": st.input_beta, "relu": st.relu,
                        "relu_floor": st.relu_floor, "post_ops": [list(op) for op in st.post_ops],
                        "value_frac": st.value_frac, "weight_shape": list(st.weights.shape),
+                       "acc_shift": int(st.acc_shift),
                        "out": None if st.out is None else _act_header(st.out, f"{p}.out", tensors)})
         if graph.kind == "dag":
             stages[-1].update({
@@ -204,8 +206,29 @@ def _load_act(h, prefix, tensors, c: _Checker, channels=None) -> ActQuant:
         w2 = _tensor(tensors, f"{prefix}.adapter.w2", c, (1, w1.shape[0]))
         b2 = _tensor(tensors, f"{prefix}.adapter.b2", c, (1,))
     q.adapter = Adapter(w1, b1, c.int_(ad["e1"], f"{prefix}.adapter.e1"), w2, b2,
-                        c.int_(ad["e2"], f"{prefix}.adapter.e2"), ad["factor"])
+                        c.int_(ad["e2"], f"{prefix}.adapter.e2"), ad["factor"],
+                        c.int_(ad["h_shift"], f"{prefix}.adapter.h_shift", 0))
+    _check_adapter(q.adapter, prefix, c)
     return q
+
+
+def _check_adapter(a: Adapter, prefix: str, c: _Checker) -> None:
+    """The adapter's 32-bit accumulators and 16-bit multiplier operands hold for every input
+    (golden.arith.adapter_z on saturated 16-bit inputs), as export guarantees."""
+    acc_top = 1 << (arith.ADAPTER_ACC_BITS - 1)
+    op_top = 1 << (arith.ADAPTER_WEIGHT_BITS - 1)
+    w1, b1 = a.w1.astype(np.int64), a.b1.astype(np.int64)
+    h_bound = int(np.max(np.abs(w1).sum(axis=1) * (1 << (arith.VALUE_BITS - 1)) + np.abs(b1), initial=0))
+    if h_bound >= acc_top:
+        c.fail(f"{prefix}.adapter: layer 1 can leave its {arith.ADAPTER_ACC_BITS}-bit accumulator")
+    if h_bound >> a.h_shift >= op_top:
+        c.fail(f"{prefix}.adapter.h_shift {a.h_shift} leaves hidden units wider than {arith.ADAPTER_WEIGHT_BITS} bits")
+    if a.w2 is not None:
+        w2, b2 = a.w2.astype(np.int64), a.b2.astype(np.int64)
+        if np.abs(w2).max(initial=0) >= op_top:
+            c.fail(f"{prefix}.adapter.w2 exceeds {arith.ADAPTER_WEIGHT_BITS}-bit fixed point")
+        if int(np.abs(w2).sum()) * (h_bound >> a.h_shift) + int(np.abs(b2).max(initial=0)) >= acc_top:
+            c.fail(f"{prefix}.adapter: layer 2 can leave its {arith.ADAPTER_ACC_BITS}-bit accumulator")
 
 
 def load_graph(path) -> IntGraph:
@@ -270,10 +293,12 @@ def load_graph(path) -> IntGraph:
         out_ch = weights.shape[0]
         mult = _tensor(tensors, f"{w}.mult", c, (out_ch,))
         shift = _tensor(tensors, f"{w}.shift", c, (out_ch,))
-        offset = _tensor(tensors, f"{w}.offset", c, (out_ch,))
+        bias = _tensor(tensors, f"{w}.bias", c, (out_ch,))
         if np.abs(mult).max() >= 2 ** arith.MULT_BITS or shift.min() < arith.SHIFT_RANGE.start \
                 or shift.max() >= arith.SHIFT_RANGE.stop:
             c.fail(f"{w}: mult or shift outside the rescale unit's range")
+        if np.abs(bias).max() >= 2 ** (arith.BIAS_BITS - 1):
+            c.fail(f"{w}: bias outside the rescale unit's {arith.BIAS_BITS}-bit range")
         ops = []
         for op in sh["post_ops"]:
             if op == ["flatten"]:
@@ -289,7 +314,8 @@ def load_graph(path) -> IntGraph:
                    wbits=wbits, frac_bits=c.int_(sh["frac_bits"], f"{w}.frac_bits", 0),
                    stride=c.int_(sh["stride"], f"{w}.stride", 1), padding=c.int_(sh["padding"], f"{w}.padding", 0),
                    groups=c.int_(sh["groups"], f"{w}.groups", 1), input_beta=bool(sh["input_beta"]),
-                   mult=mult, shift=shift, offset=offset, relu=bool(sh["relu"]),
+                   mult=mult, shift=shift, bias=bias, relu=bool(sh["relu"]),
+                   acc_shift=c.int_(sh["acc_shift"], f"{w}.acc_shift", 0),
                    relu_floor=c.int_(sh["relu_floor"], f"{w}.relu_floor"), post_ops=ops,
                    value_frac=c.int_(sh["value_frac"], f"{w}.value_frac", 0))
         if st.value_frac > VALUE_FRAC_MAX:
@@ -350,3 +376,12 @@ def _load_dag_stage(st: Stage, sh: dict, w: str, earlier: list, in_q: ActQuant, 
             c.fail(f"{w}: residual mult or shift outside the rescale unit's range")
         st.residual = (res[0], rm, rs)
     st.value_unit = _num(sh["value_unit"], f"{w}.value_unit", c, True)
+    need = arith.acc_shift_for(stage_bound(st, st.in_quant))
+    if st.acc_shift < need:
+        c.fail(f"{w}.acc_shift {st.acc_shift}: its accumulators can leave the rescale's {arith.RESCALE_ACC_BITS}-bit "
+               f"operand (needs >= {need})")
+    if st.input_beta:
+        ad = st.in_quant.adapter
+        factor = ad.factor if isinstance(ad, Adapter) else ad.adapter.factor     # integer / host (float) adapter
+        if int(st.shift.min()) + int(arith.factor_words(factor)[1].min()) - arith.FACTOR_MANT_BITS < 1:
+            c.fail(f"{w}: a rescale shift {int(st.shift.min())} is too small for its input's ASQ factor")

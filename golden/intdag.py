@@ -11,11 +11,12 @@ PyTorch module in the same arithmetic (the tests' reference); the two agree bit 
 A DAG stage is one quantized layer and what follows it up to the next consumer::
 
     codes = Q(rescale(v_src, in_mult, in_offset, in_shift))     # the layer's own input quantizer
-    acc   = conv/linear(codes)  [apply_beta if Q is ASQ]
-    v     = rescale(acc, mult, offset, shift)                   # unit max|scale| / 2**VALUE_FRAC
+    acc   = conv/linear(codes)
+    v     = stage_value(acc, mult, shift, bias, acc_shift, beta) # beta: Q's factor if Q is ASQ
     v    += align_value(v_res, res_mult, res_shift)             # residual add (optional)
+    v     = saturate(v)                                         # 16-bit value register
     v     = max(v, 0)                                           # ReLU (optional)
-    v     = maxpool(v) or sum over the map (global average pooling, unit / positions)  (optional)
+    v     = maxpool(v) or sum_pool(v) (global average pooling)  # (optional)
 
 ``v_src`` is the value of the stage named by ``input_from`` (or the real network input, quantized
 by ``graph.input_quant``) and ``v_res`` that of the stage named in ``residual``; Q is LSQ/QIL
@@ -36,11 +37,12 @@ import torch
 from torch import nn
 
 from . import arith
-from .intgraph import (VALUE_FRAC, ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter,
-                       _asq_codes, _bn, _real_codes, _weights, rescale_params, stage_acc, trace)
+from .intgraph import (ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _adapter, _asq_codes, _bn,
+                       _factor_name, _real_codes, _weights, rescale_params, stage_acc, stage_bound, trace,
+                       value_params)
 from .zoo import QConv2d, QLinear
 
-__all__ = ["export_dag", "run_graph", "integer_accuracy"]
+__all__ = ["export_dag", "run_graph", "integer_accuracy", "stage_units", "consumer_units"]
 
 # post-processing phases of a stage's value, in the order a stage applies them
 _RESCALED, _ADDED, _RELU, _POOLED = range(4)
@@ -53,6 +55,7 @@ class _Aff:
     scale: np.ndarray
     offset: np.ndarray
     shape: tuple                  # per-sample (C, H, W) or (F,)
+    bound: int = 0                # largest |acc| (golden.intgraph.stage_bound)
 
 
 @dataclass
@@ -64,17 +67,13 @@ class _Val:
     phase: int
 
 
-def _materialize(a: _Aff) -> _Val:
-    """The same per-channel rescale as :func:`golden.intgraph._materialize`."""
+def _materialize(a: _Aff, units: dict) -> _Val:
+    """The same per-channel rescale as :func:`golden.intgraph._materialize` (:func:`value_params`)."""
     st = a.stage
     if st.mult is None:
-        peak = float(np.max(np.abs(a.scale)))
-        unit = (peak if peak > 0 else 1.0) * 2.0 ** -VALUE_FRAC
-        if not math.isfinite(unit):
-            raise ExportError(f"{st.name}: output scale {peak!r} is not finite (a NaN or inf BN or quantizer "
-                              f"parameter); refusing to export it")
-        st.mult, st.shift, st.offset = rescale_params(a.scale / unit, a.offset / unit, st.name)
-        st.value_unit = unit
+        factor = _factor_name(st.in_quant) if st.input_beta else None
+        st.mult, st.shift, st.bias, st.acc_shift, st.value_unit = value_params(a.scale, a.offset, a.bound,
+                                                                               factor, st.name, units.get(st.name))
     return _Val(st, st.value_unit, a.shape, _RESCALED)
 
 
@@ -91,8 +90,52 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
     """The integer stages of a trained (eval-mode) zoo model with branches and residual adds.
 
     Works on chains too (each stage then reads the previous one). Raises :class:`ExportError`
-    naming the node that has no stage form.
+    naming the node that has no stage form. Two passes: the first finds each value's consumers, the
+    second gives a value that feeds quantizers the unit at which its consumers' clip ranges span the
+    16-bit range (:func:`consumer_units`; through a sum pooling, times ``positions / 2**sum_pool_shift``),
+    the logits a worst-case unit
+    (:func:`golden.intgraph.value_params`).
     """
+    first, pooled = _export(model, input_shape, frac_bits, {})
+    return _export(model, input_shape, frac_bits, consumer_units(first, pooled))[0]
+
+
+def stage_units(graph: IntGraph) -> dict:
+    """Stage name -> its value unit: what :func:`golden.intgraph.run_dag` needs (``units=``) to walk the
+    PyTorch model in the same units as the exported graph."""
+    return {st.name: st.value_unit for st in graph.stages}
+
+
+def consumer_units(graph: IntGraph, pooled: dict) -> dict:
+    """Stage name -> the unit its value gets from its quantizing consumers (see :func:`export_dag`);
+    ``pooled`` maps a sum-pooled stage to its positions.
+
+    The consumer's real clip range ``[(lo - z)/a, (hi - z)/a]`` (ASQ: times beta < 2) spans the value
+    range: the whole positive range for values read only by quantizers (a quantizer clips what
+    saturates: an 8-bit consumer gets 128 units a step, a 4-bit one 2184), a quarter of it for values a
+    residual add also reads (headroom for the sum). A sum-pooled value gets the unit that makes its mean
+    span the range; the values it averages then have ``2**SUM_POOL_GUARD`` times the headroom
+    (:func:`golden.arith.sum_pool_shift`).
+    """
+    residual_read = {st.residual[0] for st in graph.stages if st.residual is not None}
+    units: dict = {}
+    for st in graph.stages:
+        if st.input_from in (None, "input"):
+            continue
+        q = st.in_quant
+        reach = max(abs((q.lo - q.zero) / q.scale), abs((q.hi - q.zero) / q.scale)) * (2 if q.kind == "asq" else 1)
+        positions = pooled.get(st.input_from)
+        room = 2 ** (arith.VALUE_BITS - 3) if st.input_from in residual_read else 2 ** (arith.VALUE_BITS - 1) - 1
+        want = reach / room
+        if positions:
+            want *= positions / 2.0 ** arith.sum_pool_shift(positions)
+        units[st.input_from] = min(units.get(st.input_from, math.inf), want)
+    return units
+
+
+def _export(model: nn.Module, input_shape, frac_bits: int, units: dict) -> tuple[IntGraph, dict]:
+    """One pass of :func:`export_dag` with the given value units; also returns the sum-pooled stages'
+    positions."""
     model.eval()
     graph = trace(model)
     mods = dict(model.named_modules())
@@ -105,8 +148,10 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
     frozen: dict = {}                  # stage name -> who read its value (no post-processing after that)
     input_q = None
 
+    pooled: dict = {}                  # sum-pooled stage -> positions
+
     def value(x, where) -> _Val:
-        return _materialize(x) if isinstance(x, _Aff) else x
+        return _materialize(x, units) if isinstance(x, _Aff) else x
 
     def advance(x: _Val, to: int, what: str, where: str) -> None:
         """Apply post-processing step ``what`` (phase ``to``) to stage ``x.stage``."""
@@ -143,7 +188,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                             meta={"model": getattr(model, "model_name", type(model).__name__),
                                   "weight_quant": getattr(model, "weight_quant_name", None),
                                   "act_quant": getattr(model, "act_quant_name", None)},
-                            kind="dag", output=out.stage.name)
+                            kind="dag", output=out.stage.name), pooled
         args = [env[a.name] if isinstance(a, torch.fx.Node) else a for a in node.args]
         where = str(node.target) if node.op == "call_module" else node.name
         if node.op == "call_module":
@@ -187,19 +232,17 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                         raise ExportError(f"{where}: {m.in_features} inputs, but its input has shape {src.shape}")
                     shape = (m.out_features,)
                 scale = q.value_step * unit
-                if st.input_beta:
-                    scale = scale * 2.0 ** -arith.ASQ_ACC_FRAC
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(len(scale))
                 st.mult = None
                 stages.append(st)
                 phase[where] = _RESCALED
-                env[node.name] = _Aff(st, np.asarray(scale, dtype=np.float64), bias, shape)
+                env[node.name] = _Aff(st, np.asarray(scale, dtype=np.float64), bias, shape, stage_bound(st, q))
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 a = args[0]
                 if not isinstance(a, _Aff) or a.stage.mult is not None:
                     raise ExportError(f"{where}: batch norm must directly follow a conv/linear layer")
                 g, h = _bn(m)
-                env[node.name] = _Aff(a.stage, a.scale * g, a.offset * g + h, a.shape)
+                env[node.name] = _Aff(a.stage, a.scale * g, a.offset * g + h, a.shape, a.bound)
             elif isinstance(m, nn.ReLU):
                 env[node.name] = _relu(value(args[0], where), advance, where)
             elif isinstance(m, nn.ReLU6):
@@ -226,7 +269,9 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                 advance(x, _POOLED, "global average pooling", where)
                 x.stage.post_ops.append(("sumpool",))
                 c, h, w = x.shape
-                env[node.name] = _Val(x.stage, x.unit / (h * w), (c, 1, 1), _POOLED)
+                pooled[x.stage.name] = h * w
+                env[node.name] = _Val(x.stage, x.unit * 2.0 ** arith.sum_pool_shift(h * w) / (h * w), (c, 1, 1),
+                                      _POOLED)
             elif isinstance(m, (nn.Dropout, nn.Identity)):
                 env[node.name] = args[0]
             else:
@@ -236,7 +281,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
             if fn in (torch.nn.functional.relu, torch.relu):
                 env[node.name] = _relu(value(args[0], where), advance, where)
             elif fn is torch.flatten:
-                env[node.name] = _flatten(args[0], where)
+                env[node.name] = _flatten(args[0], where, units)
             elif fn in (operator.add, torch.add):
                 if len(args) != 2 or not all(isinstance(a, (_Aff, _Val)) for a in args):
                     raise ExportError(f"{where}: only the sum of two tensors has an integer form")
@@ -246,7 +291,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                 advance(a, _ADDED, "a residual add", where)
                 read(b, where)
                 if b.unit == a.unit:
-                    rm, rs = 1 << 15, 15                          # exact: align_value is the identity
+                    rm, rs = 1 << (arith.MULT_BITS - 1), arith.MULT_BITS - 1   # exact: align_value is the identity
                 else:
                     (rm,), (rs,), _ = rescale_params([b.unit / a.unit], [0.0], f"{where} residual alignment")
                 if b.shape != a.shape:
@@ -265,7 +310,7 @@ def export_dag(model: nn.Module, input_shape=None, frac_bits: int = arith.DEFAUL
                     raise ExportError(f"{where}: reshapes the {x.shape} input to {new_shape}")
                 env[node.name] = _Val(None, x.unit, tuple(int(v) for v in new_shape[1:]), x.phase)
             elif new_shape is None or len(new_shape) == 2:
-                env[node.name] = _flatten(x, where)
+                env[node.name] = _flatten(x, where, units)
             else:
                 raise ExportError(f"{where}: reshape to {new_shape} has no integer stage form (only flattening)")
         else:
@@ -279,10 +324,10 @@ def _relu(x: _Val, advance, where: str) -> _Val:
     return _Val(x.stage, x.unit, x.shape, _RELU)
 
 
-def _flatten(x, where: str) -> _Val:
+def _flatten(x, where: str, units: dict) -> _Val:
     """Flattening a value changes only its shape (the next linear layer reads it in CHW order)."""
     if isinstance(x, _Aff):
-        x = _materialize(x)
+        x = _materialize(x, units)
     if x.stage is not None and len(x.shape) == 3:
         x.stage.post_ops.append(("flatten",))
     return _Val(x.stage, x.unit, (int(np.prod(x.shape)),), x.phase)
@@ -302,29 +347,26 @@ def run_graph(graph: IntGraph, X) -> GraphRun:
             codes, beta = _real_codes(q, q.adapter if q.kind == "asq" else None, x_in)
         else:
             v = values[st.input_from]
-            vq = arith.rescale(v, st.in_mult, st.in_offset, st.in_shift)
             if q.kind == "asq":
-                codes, beta = _asq_codes(vq, q)
+                codes, beta = _asq_codes(arith.prescale(v, st.in_mult, st.in_offset, st.in_shift), q)
             else:
-                codes, beta = arith.quantize_value(vq, 0, q.lo, q.hi), None
+                codes = arith.quantize_value(arith.rescale(v, st.in_mult, st.in_offset, st.in_shift), 0, q.lo, q.hi)
+                beta = None
         codes_l.append(codes)
         betas_l.append(beta)
         acc = stage_acc(st, codes, q.bits)
         accs_l.append(acc)
-        if st.input_beta:
-            acc = arith.apply_beta(acc, np.asarray(beta).reshape((-1,) + (1,) * (acc.ndim - 1)))
-        shape = (1, -1) + (1,) * (acc.ndim - 2)
-        v = arith.rescale(acc, st.mult.reshape(shape), st.offset.reshape(shape), st.shift.reshape(shape))
+        v = arith.stage_value(acc, st.mult, st.shift, st.bias, st.acc_shift, beta if st.input_beta else None)
+        res = None
         if st.residual is not None:
             name, rm, rs = st.residual
-            v = v + arith.align_value(values[name], int(rm), int(rs))
-        if st.relu:
-            v = np.maximum(v, st.relu_floor)
+            res = arith.align_value(values[name], int(rm), int(rs))
+        v = arith.finish_value(v, res, st.relu_floor if st.relu else None)
         for op in st.post_ops:
             if op[0] == "maxpool":
                 v = arith.pool2d(v, *op[1:])
             elif op[0] == "sumpool":
-                v = v.sum(axis=(2, 3), keepdims=True)
+                v = arith.sum_pool(v)
             else:                                          # flatten (CHW order)
                 v = v.reshape(v.shape[0], -1)
         values[st.name] = v

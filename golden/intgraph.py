@@ -35,7 +35,6 @@ from .errors import InputError
 __all__ = ["ExportError", "ActQuant", "Adapter", "Stage", "IntGraph", "GraphRun", "FloatRun", "stage_acc",
            "run_dag", "DagRun", "float_codes_by_name", "trace"]
 
-LOGIT_FRAC = arith.ASQ_VALUE_FRAC
 
 
 class ExportError(InputError):
@@ -46,9 +45,9 @@ class ExportError(InputError):
 class Adapter:
     """An ASQ adapter in fixed point (see ``docs/arithmetic.md``).
 
-    ``h = relu(w1 @ S + b1)`` (units ``2**-e1``) with ``S`` the per-channel sum of ``v`` over the
-    feature map; ``z = w2 @ h + b2`` (units ``2**-(e1+e2)``); 1-layer adapters have ``w2 = None``
-    and ``z = w1 @ S + b1``. ``factor`` names the ``beta(z)`` table.
+    ``H = w1 @ S + b1`` (units ``2**-e1``) with ``S`` the adapter input of :func:`golden.arith.asq_sums`;
+    ``h = relu(H) >> h_shift``; ``z = w2 @ h + b2`` (units ``2**-(e1+e2-h_shift)``); 1-layer adapters have
+    ``w2 = None`` and ``z = H >> h_shift``. ``factor`` names the ``beta(z)`` table.
     """
 
     w1: np.ndarray
@@ -58,14 +57,15 @@ class Adapter:
     b2: np.ndarray | None
     e2: int
     factor: str
+    h_shift: int = 0
 
     @property
     def z_frac(self) -> int:
-        return self.e1 + (self.e2 if self.w2 is not None else 0)
+        return self.e1 + (self.e2 if self.w2 is not None else 0) - self.h_shift
 
     def z(self, sums: np.ndarray) -> np.ndarray:
-        """Fixed-point adapter output for per-sample channel sums ``[N, C]`` -> ``[N]`` (:func:`golden.arith.adapter_z`)."""
-        return arith.adapter_z(sums, self.w1, self.b1, self.w2, self.b2)
+        """Fixed-point adapter output for per-sample adapter inputs ``[N, C]`` -> ``[N]`` (:func:`golden.arith.adapter_z`)."""
+        return arith.adapter_z(sums, self.w1, self.b1, self.w2, self.b2, self.h_shift)
 
 
 @dataclass
@@ -105,9 +105,10 @@ class Stage:
     padding: int = 0
     groups: int = 1
     input_beta: bool = False        # input codes came from an ASQ quantizer
-    mult: np.ndarray = None         # [O]
+    mult: np.ndarray = None         # [O] signed, |mult| < 2**MULT_BITS
     shift: np.ndarray = None        # [O]
-    offset: np.ndarray = None       # [O]
+    bias: np.ndarray = None         # [O] value units, |bias| < 2**(BIAS_BITS-1)
+    acc_shift: int = 0              # the rescale operand is acc >> acc_shift (golden.arith.stage_value)
     relu: bool = False
     relu_floor: int = 0
     post_ops: list = field(default_factory=list)   # ("maxpool", k, stride, pad) / ("flatten",)
@@ -149,7 +150,7 @@ class GraphRun:
     betas: list                     # betas[i]: per-sample beta (fixed) of stage i's input, or None
     logits: np.ndarray              # [N, classes], units 2**-8 of the last stage's reference
     predictions: np.ndarray
-    accs: list = field(default_factory=list)    # accs[i]: stage i's sums of products [N, O, ...] (before beta, rescale)
+    accs: list = field(default_factory=list)    # accs[i]: stage i's sums of products [N, O, ...] (before the rescale)
     values: list = field(default_factory=list)  # values[i]: stage i's value after rescale (+ residual), ReLU, pooling,
     #                                             flatten: the pre-quantization integers its consumers quantize
 
@@ -164,7 +165,7 @@ def _act_quant(q: nn.Module, where: str) -> ActQuant:
             raise ExportError(f"{where}: ASQ factor {q.adapter.factor!r} has no integer form; use one of "
                               f"{', '.join(arith.ASQ_FACTORS)}")
         s = _positive_step(q, where)
-        return ActQuant("asq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, arith.ASQ_VALUE_FRAC)
+        return ActQuant("asq", q.bits, int(q.qmin), int(q.qmax), 1.0 / s, 0.0, s, arith.asq_value_frac(q.bits))
     if isinstance(q, LSQActQuantizer):
         if q.per_channel:
             raise ExportError(f"{where}: per-channel activation steps are not supported by the integer graph")
@@ -185,15 +186,16 @@ def _act_quant(q: nn.Module, where: str) -> ActQuant:
 
 def rescale_params(ratios, real_offsets, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel ``(mult, shift, offset)`` int64 arrays of :func:`golden.arith.rescale` for real
-    ``ratios`` and ``real_offsets``; a non-finite or out-of-range channel (NaN/zero/huge BN scale, a
-    huge bias) raises :class:`ExportError` naming ``where`` and the channel."""
+    ``ratios`` and ``real_offsets`` (a value's re-expression in another unit: input quantizers,
+    residual alignment); a non-finite or out-of-range channel raises :class:`ExportError` naming
+    ``where`` and the channel."""
     mults, shifts, offsets = [], [], []
     for ch, (r, o) in enumerate(zip(np.asarray(ratios, dtype=np.float64).reshape(-1),
                                     np.asarray(real_offsets, dtype=np.float64).reshape(-1))):
         try:
             m, s = arith.signed_multiplier(float(r))
-            if not math.isfinite(float(o)) or abs(float(o)) * 2.0 ** s >= 2.0 ** 62:
-                raise arith.ArithError(f"offset {float(o)!r} (a bias or BN shift) does not fit 62 bits "
+            if not math.isfinite(float(o)) or abs(float(o)) * 2.0 ** s >= 2.0 ** 40:
+                raise arith.ArithError(f"offset {float(o)!r} (a zero point) does not fit 40 bits "
                                        f"after scaling by 2**{s}")
             off = arith.rescale_offset(float(o), s)
         except arith.ArithError as exc:
@@ -201,6 +203,74 @@ def rescale_params(ratios, real_offsets, where: str) -> tuple[np.ndarray, np.nda
         mults.append(m), shifts.append(s), offsets.append(off)
     return (np.array(mults, dtype=np.int64), np.array(shifts, dtype=np.int64),
             np.array(offsets, dtype=np.int64))
+
+
+def _ratio_bits(factor: str | None) -> int:
+    """log2 of the largest rescale ratio: every shift then stays >= 1, and with an ASQ factor on the input
+    ``shift + beta_shift - FACTOR_MANT_BITS >= 1`` for every table entry (:func:`golden.arith.beta_multiplier`)."""
+    if factor is None:
+        return arith.MULT_BITS - 2
+    return min(arith.MULT_BITS - 2, int(arith.factor_words(factor)[1].min()) - 2)
+
+
+def value_params(scale, offset, bound: int, factor: str | None, where: str, unit: float | None = None):
+    """The hardware-sized rescale of a stage whose accumulators satisfy ``|acc| <= bound``: ``(mult,
+    shift, bias, acc_shift, unit)`` for :func:`golden.arith.stage_value`.
+
+    ``unit`` (the real value of one value unit) is given by export for values that feed quantizers
+    (``golden.intdag.consumer_units``); otherwise (the logits) it makes the worst-case value -- the
+    largest accumulator contribution (times 2 for ASQ input codes with factor ``factor``) plus the
+    largest offset -- :func:`golden.arith.value_unit_bound` units, so the logits never saturate. Either way it is at least the unit at which a rescale ratio reaches
+    ``2**_ratio_bits(factor)``. ``bias`` is ``offset / unit`` rounded half up, clamped to
+    :data:`golden.arith.BIAS_BITS`.
+    """
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+    offset = np.asarray(offset, dtype=np.float64).reshape(-1)
+    peak = float(np.max(np.abs(scale), initial=0.0))
+    if not (math.isfinite(peak) and np.all(np.isfinite(offset))):
+        raise ExportError(f"{where}: output scale or offset is not finite (a NaN or inf BN or quantizer "
+                          f"parameter); refusing to export it")
+    peak = peak if peak > 0 else 1.0
+    acc_shift = arith.acc_shift_for(bound)
+    if unit is None:
+        unit = (peak * max(int(bound), 1) * (2.0 if factor is not None else 1.0)
+                + float(np.max(np.abs(offset), initial=0.0))) / arith.value_unit_bound()
+    unit = max(float(unit), peak * 2.0 ** (acc_shift - _ratio_bits(factor)))
+    if not (math.isfinite(unit) and unit > 0):
+        raise ExportError(f"{where}: value unit {unit!r} is not finite and positive; refusing to export it")
+    mults, shifts = [], []
+    for ch, r in enumerate(scale * 2.0 ** acc_shift / unit):
+        try:
+            m, sh = arith.signed_multiplier(float(r))
+        except arith.ArithError as exc:
+            raise ExportError(f"{where}, output channel {ch}: {exc}; refusing to export it") from None
+        mults.append(m), shifts.append(sh)
+    top = (1 << (arith.BIAS_BITS - 1)) - 1
+    bias = np.clip(np.floor(offset / unit + 0.5), -top, top).astype(np.int64)
+    return (np.array(mults, dtype=np.int64), np.array(shifts, dtype=np.int64), bias, acc_shift, unit)
+
+
+def acc_bound(kind: str, weight_format: str, weights: np.ndarray, wbits: int, frac_bits: int, xmax: int,
+              abits: int) -> int:
+    """Largest ``|acc|`` of a layer over every input with ``|code| <= xmax``: ``max_o sum_k |product(xmax,
+    w[o, k])|`` (POST products are monotonic in ``|x|``; integer weights: ``xmax * sum |w|``)."""
+    w = np.asarray(weights, dtype=np.int64).reshape(np.shape(weights)[0], -1)
+    if weight_format == "table":
+        return int(np.max(np.abs(w).sum(axis=1), initial=0)) * int(xmax)
+    mags = np.abs(arith.product_table(wbits, abits, frac_bits)[int(xmax)])     # per code
+    return int(np.max(mags[w].sum(axis=1), initial=0))
+
+
+def _factor_name(q: "ActQuant") -> str:
+    """The factor function of an ASQ quantizer's adapter (integer or the host's float adapter)."""
+    ad = q.adapter
+    return ad.factor if isinstance(ad, Adapter) else ad.adapter.factor
+
+
+def stage_bound(st: "Stage", q: "ActQuant") -> int:
+    """:func:`acc_bound` of stage ``st`` for input codes of quantizer ``q``."""
+    return acc_bound(st.kind, st.weight_format, st.weights, st.wbits, st.frac_bits, max(abs(q.lo), abs(q.hi)),
+                     q.bits)
 
 
 def _positive_step(q, where: str) -> float:
@@ -257,10 +327,15 @@ def _bn(bn: nn.BatchNorm2d | nn.BatchNorm1d):
 
 
 def _adapter(q: ASQActQuantizer, act: ActQuant, positions: int, where: str) -> Adapter:
-    """Fold ``1 / (positions * 2**value_frac) * step`` into the first adapter layer and go fixed point."""
+    """The adapter in fixed point: its input is :func:`golden.arith.asq_sums` of the prescaled value
+    (``|S| <= 2**15``, ``S * 2**pool_shift(P) / P`` the channel mean in units ``step / 2**value_frac``),
+    so ``step * 2**pool_shift / (P * 2**value_frac)`` folds into the first layer; exponents from
+    :func:`golden.arith.adapter_layer_exponent` keep every accumulator in 32 bits and ``h_shift`` every
+    hidden unit in a 16-bit multiplier operand."""
     ad = q.adapter
     first = ad.hidden if ad.hidden is not None else ad.out
-    w1f = first.weight.detach().double().numpy() * act.value_step / (positions * 2.0 ** act.value_frac)
+    ps = arith.pool_shift(positions)
+    w1f = first.weight.detach().double().numpy() * act.value_step * 2.0 ** ps / (positions * 2.0 ** act.value_frac)
     b1f = first.bias.detach().double().numpy()
     w2f = b2f = None
     if ad.hidden is not None:
@@ -269,23 +344,26 @@ def _adapter(q: ASQActQuantizer, act: ActQuant, positions: int, where: str) -> A
     for t, what in ((w1f, "weights w1"), (b1f, "biases b1"), (w2f, "weights w2"), (b2f, "biases b2")):
         if t is not None and not np.all(np.isfinite(t)):
             raise ExportError(f"{where}: ASQ adapter {what} contain NaN or inf; refusing to export them")
-
-    def fixed(t, e, what):
-        """``round_half_up(t * 2**e)`` as int64, refusing values the 62-bit adapter arithmetic cannot hold."""
-        scaled = t * 2.0 ** e
-        if np.max(np.abs(scaled), initial=0.0) >= 2.0 ** 62:
-            raise ExportError(f"{where}: ASQ adapter {what} (max |{what.split()[-1]}| "
-                              f"{np.max(np.abs(t)):.3g}) overflow 62-bit fixed point at 2**-{e}; refusing to "
-                              f"export them")
-        return np.floor(scaled + 0.5).astype(np.int64)
-
-    e1 = arith.adapter_weight_exponent(w1f)
-    w1, b1 = fixed(w1f, e1, "weights w1"), fixed(b1f, e1, "biases b1")
+    in_bound = 1 << (arith.VALUE_BITS - 1)
+    try:
+        e1 = arith.adapter_layer_exponent(w1f, b1f, in_bound)
+    except arith.ArithError as exc:
+        raise ExportError(f"{where}: ASQ adapter layer 1: {exc}") from None
+    w1 = np.floor(w1f * 2.0 ** e1 + 0.5).astype(np.int64)
+    b1 = np.floor(b1f * 2.0 ** e1 + 0.5).astype(np.int64)
+    h_bound = int(np.max(np.abs(w1).sum(axis=1) * in_bound + np.abs(b1), initial=0))
+    h_shift = max(0, h_bound.bit_length() - (arith.ADAPTER_WEIGHT_BITS - 1))
     if ad.hidden is None:
-        return Adapter(w1, b1, e1, None, None, 0, ad.factor)
-    e2 = arith.adapter_weight_exponent(w2f)
-    w2, b2 = fixed(w2f, e2, "weights w2"), fixed(b2f, e1 + e2, "biases b2")
-    return Adapter(w1, b1, e1, w2, b2, e2, ad.factor)
+        return Adapter(w1, b1, e1, None, None, 0, ad.factor, h_shift)
+    try:
+        e2 = arith.adapter_layer_exponent(w2f, b2f, h_bound >> h_shift, e1 - h_shift)
+    except arith.ArithError as exc:
+        raise ExportError(f"{where}: ASQ adapter layer 2: {exc}") from None
+    if not np.any(w2f) and not np.any(b2f):           # z = 0 (an untrained adapter): any exponent is exact
+        e2 = max(e2, arith.ASQ_Z_FRAC - e1 + h_shift)
+    w2 = np.floor(w2f * 2.0 ** e2 + 0.5).astype(np.int64)
+    b2 = np.floor(b2f * 2.0 ** (e1 + e2 - h_shift) + 0.5).astype(np.int64)
+    return Adapter(w1, b1, e1, w2, b2, e2, ad.factor, h_shift)
 
 
 # --- execution -------------------------------------------------------------------
@@ -354,8 +432,7 @@ def _accumulate(st: Stage, x: np.ndarray, abits: int) -> np.ndarray:
 
 def _asq_codes(v: np.ndarray, q: ActQuant):
     """ASQ: integer adapter on the per-channel sums of ``v``, then the factor tables."""
-    sums = v.reshape(v.shape[0], v.shape[1], -1).sum(axis=2) if v.ndim > 2 else v
-    z = q.adapter.z(sums)
+    z = q.adapter.z(arith.asq_sums(v))
     idx = arith.asq_z_index(z, q.adapter.z_frac)
     beta_t, inv_t = arith.asq_tables(q.adapter.factor)
     beta, inv = beta_t[idx], inv_t[idx]
@@ -382,24 +459,33 @@ def _real_codes(q: ActQuant, module, x: np.ndarray):
 # integer graph keeps such tensors as *values*: integers ``v`` with a real unit ``u`` per tensor
 # (``v * u`` is the real value). A quantized layer turns its input value into codes with its own
 # quantizer, accumulates, and its affine output (``acc * scale_c + offset_c``, batch norm folded)
-# becomes a value of unit ``max_c |scale_c| / 2**VALUE_FRAC`` (:func:`golden.arith.rescale`).
-# Adds align the second operand to the first's unit; ReLU6 clips at ``round(6 / u)``; average
-# pooling sums (unit ``u / P``). docs/arithmetic.md, "Integer DAG", is the prose version.
+# becomes a 16-bit saturating value (:func:`value_params`, :func:`golden.arith.stage_value`). Adds align
+# the second operand to the first's unit; ReLU6 clips at ``round(6 / u)``; average pooling is
+# :func:`golden.arith.sum_pool` (unit ``u * 2**sum_pool_shift(P) / P``). docs/arithmetic.md, "Integer
+# DAG", is the prose version.
 
-VALUE_FRAC = arith.ASQ_VALUE_FRAC
 
 
 @dataclass
 class _Value:
     v: np.ndarray
     unit: float
+    raw: bool = False               # a fresh rescale not yet saturated (a residual add may follow)
+
+    def done(self) -> np.ndarray:
+        """The value as its consumers read it (saturated)."""
+        return arith.saturate(self.v) if self.raw else self.v
 
 
 @dataclass
 class _Affine:
-    acc: np.ndarray                 # integer accumulators [N, O, ...] (after apply_beta if any)
-    scale: np.ndarray               # real value of one acc unit, per channel [O]
+    acc: np.ndarray                 # integer accumulators [N, O, ...]
+    scale: np.ndarray               # real value of one acc unit, per channel [O] (without the ASQ factor)
     offset: np.ndarray              # real offset per channel [O]
+    bound: int = 0                  # largest |acc| over every input (golden.intgraph.acc_bound)
+    beta: np.ndarray | None = None  # per-sample ASQ factor of the input codes (fixed point), or None
+    factor: str | None = None       # the name of that factor's function
+    name: str = ""                  # the quantized layer (a stage of the exported graph)
     value: _Value | None = None
 
 
@@ -427,29 +513,23 @@ def trace(model: nn.Module) -> torch.fx.Graph:
         raise ExportError(f"cannot trace {type(model).__name__} into a dataflow graph: {exc}") from None
 
 
-def _materialize(a: _Affine) -> _Value:
-    """Affine accumulator output -> value of unit ``max|scale| / 2**VALUE_FRAC`` (per-channel rescale)."""
+def _materialize(a: _Affine, units: dict) -> _Value:
+    """Affine accumulator output -> the stage's (not yet saturated) value (:func:`value_params`, with the
+    exported graph's unit of that stage where there is one)."""
     if a.value is not None:
         return a.value
-    peak = float(np.max(np.abs(a.scale)))
-    unit = (peak if peak > 0 else 1.0) * 2.0 ** -VALUE_FRAC
-    mults, shifts = zip(*(arith.signed_multiplier(float(r)) for r in a.scale / unit))
-    shifts = np.array(shifts, dtype=np.int64)
-    offs = np.array([arith.rescale_offset(float(o), int(s)) for o, s in zip(a.offset / unit, shifts)],
-                    dtype=np.int64)
-    shape = (1, -1) + (1,) * (a.acc.ndim - 2)
-    v = arith.rescale(a.acc, np.array(mults, dtype=np.int64).reshape(shape), offs.reshape(shape),
-                      shifts.reshape(shape))
-    a.value = _Value(v, unit)
+    mult, shift, bias, acc_shift, unit = value_params(a.scale, a.offset, a.bound, a.factor, a.name,
+                                                      units.get(a.name))
+    a.value = _Value(arith.stage_value(a.acc, mult, shift, bias, acc_shift, a.beta), unit, raw=True)
     return a.value
 
 
 def _align(x: _Value, unit: float) -> np.ndarray:
     """``x`` re-expressed in ``unit`` (round half up through a 16-bit multiplier)."""
     if x.unit == unit:
-        return x.v
-    m, s = arith.signed_multiplier(x.unit / unit)
-    return arith.align_value(x.v, m, s)
+        return x.done()
+    (m,), (s,), _ = rescale_params([x.unit / unit], [0.0], "residual alignment")
+    return arith.align_value(x.done(), int(m), int(s))
 
 
 def _codes_from_value(layer, x: _Value, where: str):
@@ -457,13 +537,13 @@ def _codes_from_value(layer, x: _Value, where: str):
     q = _act_quant_any(layer.act_quant, where)
     if q.kind == "asq":
         w, s = arith.signed_multiplier(x.unit / q.value_step * 2.0 ** q.value_frac)
-        vq = arith.rescale(x.v, w, arith.rescale_offset(0.0, s), s)     # units step / 2**V
+        vq = arith.prescale(x.done(), w, arith.rescale_offset(0.0, s), s)     # units step / 2**V
         positions = int(np.prod(vq.shape[2:])) if vq.ndim > 2 else 1
         q.adapter = _adapter(layer.act_quant, q, positions, where)
         codes, beta = _asq_codes(vq, q)
         return codes, beta, q
-    m, s = arith.signed_multiplier(x.unit * q.scale)
-    codes = arith.quantize_value(arith.rescale(x.v, m, arith.rescale_offset(q.zero, s), s), 0, q.lo, q.hi)
+    (m,), (s,), (off,) = rescale_params([x.unit * q.scale], [q.zero], where)
+    codes = arith.quantize_value(arith.rescale(x.done(), int(m), int(off), int(s)), 0, q.lo, q.hi)
     return codes, None, q
 
 
@@ -511,16 +591,19 @@ def stage_acc(st: Stage, codes: np.ndarray, bits: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force: "FloatRun | None" = None
-            ) -> DagRun:
+def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force: "FloatRun | None" = None,
+            units: dict | None = None) -> DagRun:
     """Run ``X`` through ``model`` in integer arithmetic, node by node of its dataflow graph: the
     PyTorch-side reference the tests compare with the float model and with the exported file's executor
     (:func:`golden.intdag.run_graph`, the golden model).
 
     Works for every zoo model (chains, ResNets, MobileNetV2). ``force`` (a :func:`float_codes_by_name`
     result) replaces each quantized layer's input codes and ASQ factor by the float model's, so
-    that each layer's own arithmetic is compared in isolation (teacher forcing).
+    that each layer's own arithmetic is compared in isolation (teacher forcing). ``units`` maps quantized
+    layer names to value units (``golden.intdag.export_dag``'s ``value_unit`` per stage; the tests pass
+    them so both walks choose the same units); layers not in it use :func:`value_params`' worst-case unit.
     """
+    units = dict(units or {})
     model.eval()
     graph = trace(model)
     mods = dict(model.named_modules())
@@ -534,7 +617,7 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
         x_in = x_in.reshape((-1,) + shape)
 
     def val(a):
-        return _materialize(a) if isinstance(a, _Affine) else a
+        return _materialize(a, units) if isinstance(a, _Affine) else a
 
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -542,7 +625,8 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
             continue
         if node.op == "output":
             out = val(env[node.args[0].name])
-            return DagRun(codes_out, betas_out, out.v, out.unit, np.argmax(out.v, axis=1))
+            logits = out.done().reshape(out.v.shape[0], -1)
+            return DagRun(codes_out, betas_out, logits, out.unit, np.argmax(logits, axis=1))
         args = [env[a.name] if isinstance(a, torch.fx.Node) else a for a in node.args]
         if node.op == "call_module":
             m = mods[node.target]
@@ -560,33 +644,34 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
                 fmt, w, unit, frac = _weights(m, where, frac_bits)
                 acc = _layer_acc(m, codes, q.bits, fmt, w, frac)
                 scale = q.value_step * unit
-                if beta is not None:
-                    acc = arith.apply_beta(acc, np.asarray(beta).reshape((-1,) + (1,) * (acc.ndim - 1)))
-                    scale = scale * 2.0 ** -arith.ASQ_ACC_FRAC
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(len(scale))
-                env[node.name] = _Affine(acc, np.asarray(scale, dtype=np.float64), bias)
+                bound = acc_bound("conv" if isinstance(m, QConv2d) else "linear", fmt, w, int(m.weight_quant.bits),
+                                  frac, max(abs(q.lo), abs(q.hi)), q.bits)
+                env[node.name] = _Affine(acc, np.asarray(scale, dtype=np.float64), bias, bound,
+                                         None if beta is None else np.asarray(beta, dtype=np.int64),
+                                         None if beta is None else m.act_quant.adapter.factor, where)
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 a = args[0]
                 if not isinstance(a, _Affine) or a.value is not None:
                     raise ExportError(f"{where}: batch norm must directly follow a conv/linear layer")
                 g, h = _bn(m)
-                env[node.name] = _Affine(a.acc, a.scale * g, a.offset * g + h)
+                env[node.name] = _Affine(a.acc, a.scale * g, a.offset * g + h, a.bound, a.beta, a.factor, a.name)
             elif isinstance(m, nn.ReLU6):
                 x = val(args[0])
-                env[node.name] = _Value(np.clip(x.v, 0, int(math.floor(6.0 / x.unit + 0.5))), x.unit)
+                env[node.name] = _Value(np.clip(x.done(), 0, int(math.floor(6.0 / x.unit + 0.5))), x.unit)
             elif isinstance(m, nn.ReLU):
                 x = val(args[0])
-                env[node.name] = _Value(np.maximum(x.v, 0), x.unit)
+                env[node.name] = _Value(np.maximum(x.done(), 0), x.unit)
             elif isinstance(m, nn.MaxPool2d):
                 x = val(args[0])
                 k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
-                env[node.name] = _Value(arith.pool2d(x.v, int(k), int(s), int(p)), x.unit)
+                env[node.name] = _Value(arith.pool2d(x.done(), int(k), int(s), int(p)), x.unit)
             elif isinstance(m, nn.AdaptiveAvgPool2d):
                 if m.output_size not in (1, (1, 1)):
                     raise ExportError(f"{where}: only global average pooling is supported")
                 x = val(args[0])
                 positions = int(np.prod(x.v.shape[2:]))
-                env[node.name] = _Value(x.v.sum(axis=(2, 3), keepdims=True), x.unit / positions)
+                env[node.name] = _Value(arith.sum_pool(x.done()), x.unit * 2.0 ** arith.sum_pool_shift(positions) / positions)
             elif isinstance(m, (nn.Dropout, nn.Identity)):
                 env[node.name] = args[0]
             else:
@@ -595,16 +680,16 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
             fn = node.target
             if fn in (torch.nn.functional.relu, torch.relu):
                 x = val(args[0])
-                env[node.name] = _Value(np.maximum(x.v, 0), x.unit)
+                env[node.name] = _Value(np.maximum(x.done(), 0), x.unit)
             elif fn in (torch.flatten,):
                 if isinstance(args[0], tuple):
                     env[node.name] = ("real", args[0][1].reshape(args[0][1].shape[0], -1))
                 else:
                     x = val(args[0])
-                    env[node.name] = _Value(x.v.reshape(x.v.shape[0], -1), x.unit)
+                    env[node.name] = _Value(x.v.reshape(x.v.shape[0], -1), x.unit, x.raw)
             elif fn in (operator.add, torch.add):
                 a, b = val(args[0]), val(args[1])
-                env[node.name] = _Value(a.v + _align(b, a.unit), a.unit)
+                env[node.name] = _Value(arith.saturate(a.v + _align(b, a.unit)), a.unit)
             else:
                 raise ExportError(f"function {getattr(fn, '__name__', fn)} has no integer form")
         elif node.op == "call_method" and node.target in ("view", "reshape", "flatten"):
@@ -617,7 +702,7 @@ def run_dag(model: nn.Module, X, frac_bits: int = arith.DEFAULT_FRAC_BITS, force
             else:
                 x = val(args[0])
                 env[node.name] = _Value(x.v.reshape(x.v.shape[0], -1) if new_shape is None
-                                        else x.v.reshape(new_shape), x.unit)
+                                        else x.v.reshape(new_shape), x.unit, x.raw)
         elif node.op == "call_method" and node.target == "size":
             raise ExportError("shape-dependent control flow cannot be traced; use the chain exporter")
         else:

@@ -1,8 +1,8 @@
 """The container of an exported model file and its format tag (``docs/export.md``).
 
 An exported model is one safetensors file whose ``__metadata__["post_accel"]`` entry is a JSON header
-starting with a format tag: ``"format": "post-accel-intgraph"`` and ``"version": 3`` (the integer
-DAG of :mod:`golden.intdag`, the one format; :mod:`golden.graphfile` reads and writes it). Loading
+starting with a format tag: ``"format": "post-accel-intgraph"`` and ``"version": 4`` (the integer
+DAG of :mod:`golden.intdag` in the hardware-sized arithmetic, the one format; :mod:`golden.graphfile` reads and writes it). Loading
 dispatches on that tag (:func:`check_format_tag`), never on the text of an error. Files of earlier
 generations -- the version-1 MLP file (``"post-accel-intmodel"``) and the version-2 chain graph --
 are refused with one line naming the command that re-exports them (:class:`OldModelFileError`).
@@ -25,14 +25,15 @@ __all__ = ["METADATA_KEY", "MODEL_FORMAT", "MODEL_VERSION", "MODEL_FORMAT_NAME",
 
 METADATA_KEY = "post_accel"
 MODEL_FORMAT = "post-accel-intgraph"      #: the format tag of every exported model
-MODEL_VERSION = 3                         #: its version (the integer DAG)
+MODEL_VERSION = 4                         #: its version (the integer DAG, hardware-sized arithmetic)
 MODEL_FORMAT_NAME = f"{MODEL_FORMAT} v{MODEL_VERSION}"
 #: How to make a file of the current format from a training checkpoint.
 REEXPORT = "re-export it from its training checkpoint: `post-accel export CHECKPOINT`"
 _FIX = "re-export the model (`post-accel export CHECKPOINT`)"
 #: Tags of earlier generations: (format, version) -> what it was.
 _OLD_FORMATS = {("post-accel-intmodel", 1): "a version-1 MLP file (format post-accel-intmodel v1)",
-                (MODEL_FORMAT, 2): "a version-2 chain graph (format post-accel-intgraph v2)"}
+                (MODEL_FORMAT, 2): "a version-2 chain graph (format post-accel-intgraph v2)",
+                (MODEL_FORMAT, 3): "a version-3 integer DAG of the int64 arithmetic (format post-accel-intgraph v3)"}
 
 
 class ModelFileError(InputError):

@@ -126,7 +126,7 @@ class AxiMap:
     def word_bits(self) -> list[int]:
         """Width of one word of each select (index = ``Sel``)."""
         p = self.params
-        return [p.abits, p.weight_word_bits, CHAN_BITS, DESC_BITS, 32, p.value_bits, arith.ADAPTER_ACC_BITS,
+        return [p.abits, p.weight_word_bits, CHAN_BITS, DESC_BITS, 32, arith.VALUE_BITS, arith.ADAPTER_ACC_BITS,
                 arith.ASQ_TABLE_BITS]
 
     @property
@@ -409,7 +409,7 @@ class AxiPostEngine(wiring.Component):
         status = Cat(busy, eng.done, (ld_state != 0) | ld_valid, so_active | oq.r_rdy, ~oq.w_rdy)
         g = p.rows | p.cols << 8 | p.wbits << 16 | p.abits << 24
         values = {Reg.ID: Const(ID_VALUE, 32), Reg.GEOMETRY: Const(g & 0xFFFFFFFF, 32),
-                  Reg.INFO: Const(DB | p.value_bits << 16 | PB << 24, 32), Reg.CONTROL: Const(0, 32),
+                  Reg.INFO: Const(DB | arith.VALUE_BITS << 16 | PB << 24, 32), Reg.CONTROL: Const(0, 32),
                   Reg.STATUS: status, Reg.CYCLES: eng.cycles, Reg.IRQ_ENABLE: ier, Reg.IRQ_STATUS: isr,
                   Reg.N_LAYERS: ctrl_shadow[Ctrl.N_LAYERS], Reg.BETA: ctrl_shadow[Ctrl.BETA],
                   Reg.FIRST_LAYER: ctrl_shadow[Ctrl.FIRST_LAYER], Reg.OUT_ADDR: out_addr_reg,

@@ -2,7 +2,9 @@
 
 Ports and memory map are those of ``docs/engine.md``; the schedule below is what ``cycles``
 counts and what :func:`hw.program.predicted_cycles` computes. The arithmetic is
-``docs/arithmetic.md`` ("Integer graph (v2)"), defined once in :mod:`golden.arith`.
+``docs/arithmetic.md`` ("Hardware-sized stage arithmetic"), defined once in :mod:`golden.arith`:
+16-bit saturating values, 15-bit multiplier mantissas, ASQ factors as ``{mant: 15, shift: 6}``,
+32-bit adapter accumulators.
 
 Schedule
 --------
@@ -33,11 +35,12 @@ field and the ``CT`` channel tiles of each tap with incremental address register
 ``col_step``, ``row_step``, ``krow_jump`` from the descriptor); taps outside the input feed
 zeros. Weight memory: one ``R*C*W``-bit word per tile, tiles ``(ot, it)`` consecutive from
 ``w_base`` and read again for every pixel. The array's accumulators (which start at 0) drain one
-a cycle through :class:`hw.rescale.ChannelRescale` (``apply_beta``, per-channel ``mult``,
-``offset``, ``shift`` from CHAN, ReLU) into the value buffer at ``pixel*n_out + o`` (the final
-layer: into RESULT). The walk reads the value buffer, max- or sum-pools, with ``PRESCALE`` (ASQ
-only) re-expresses the pooled value as ``round_half_up(v * pre_mult / 2**pre_shift)`` in the same
-pipeline stage, and either accumulates the channel sums (ASQ) or feeds
+a cycle through :class:`hw.rescale.ChannelRescale` (``acc >> ACC_SHIFT``, per-channel ``mult``,
+``shift``, ``bias`` from CHAN, the multiplier scaled by the input factor with ``INPUT_BETA``, the
+aligned residual, saturation to 16 bits, ReLU) into the value buffer at ``pixel*n_out + o`` (the final
+layer: into RESULT). The walk reads the value buffer, max- or sum-pools (a sum: in a 32-bit register, then
+``saturate(round_half_up(sum / 2**POOL_SHIFT))``), with ``PRESCALE`` (ASQ only) re-expresses the pooled
+value as ``saturate(round_half_up(v * pre_mult / 2**pre_shift))`` in the same pipeline stage, and either accumulates the channel sums (ASQ) or feeds
 :class:`hw.rescale.ActQuantizer`, whose codes go to word ``out_base + pooled_pixel*oct + o // R``,
 bank ``o % R``; a layer whose values a later layer adds also stores them (the pooled values, never
 prescaled) in the residual memory, and that later layer's rescale unit adds them (aligned) before
@@ -49,7 +52,8 @@ Host notes
 Writes to addresses outside a memory (or to a bank ``>= R``, a descriptor field ``>= DESC_FIELDS``)
 are ignored; such reads answer 0. ``n_layers`` above ``max_layers`` is clamped to it. Take every
 read response before ``start``: during a run the activation ports belong to the sequencer.
-``CTRL`` 1 is the network input's ASQ factor (write it for each sample); the factor each ASQ
+``CTRL`` 1 is the network input's ASQ factor ``{mant: 15, shift: 6}`` (21 bits, LSB first; write it
+for each sample); the factor each ASQ
 layer chooses goes to a per-layer factor memory, from which a layer with ASQ input codes takes
 its source layer's (descriptor ``SRC``), so branches may interleave ASQ layers freely.
 
@@ -64,11 +68,13 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden import arith
 from hw.array import PostArray
-from hw.asq_unit import AsqUnit
+from hw.asq_unit import AsqUnit, check_host_width
 from hw.feed import FeedGenerator
 from hw.host_port import HostPort, host_read_layout, host_write_layout
 from hw.pool import PoolingWalk
+from hw.lut import checked
 from hw.program import CHAN_BITS, EngineParams, require_engine_params
 from hw.rescale import chan_layout
 from hw.rescale_unit import RescaleUnit
@@ -124,6 +130,7 @@ class PostEngine(wiring.Component):
 
     def __init__(self, params: EngineParams):
         require_engine_params(self, params)
+        checked(self, lambda: check_host_width(params))
         self.params = params
         super().__init__(self.members_for(params))
 
@@ -143,7 +150,7 @@ class PostEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        R, A, VB = p.rows, p.abits, p.value_bits
+        R, A, VB = p.rows, p.abits, arith.VALUE_BITS
 
         # --- the memories the components share -----------------------------------------
         act_mem = [memory.Memory(shape=unsigned(A), depth=p.act_words, init=[]) for _ in range(R)]

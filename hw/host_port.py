@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden import arith
 from hw.program import DESC_FIELDS, Ctrl, EngineParams, Sel, require_engine_params
+from hw.rescale import factor_layout
 
 __all__ = ["HostPort", "host_write_layout", "host_read_layout", "TABLE_ENTRIES"]
 
@@ -34,8 +35,8 @@ class HostPort(wiring.Component):
     enable per memory (per bank for ACT), each only for an address inside that memory (ACT: bank
     ``addr % 2**bank_bits < R``, word ``addr >> bank_bits < act_words``; DESC: field
     ``addr % 64 < DESC_FIELDS``, slot ``addr // 64 < max_layers``); other writes are dropped. CTRL
-    writes set ``n_layers`` / ``first_layer`` (clamped to ``max_layers``) and ``beta_in`` at the
-    end of the cycle.
+    writes set ``n_layers`` / ``first_layer`` (clamped to ``max_layers``) and ``beta_in`` (the low
+    21 bits of the data: ``{mant: 15, shift: 6}``) at the end of the cycle.
 
     Reads (``rd_req``): the response is valid the cycle after the request is accepted and held
     until taken; a request is accepted while idle and no response is blocked. ACT answers the
@@ -64,13 +65,13 @@ class HostPort(wiring.Component):
     weight_we, chan_we, adapt_we, table_we, desc_we : Out(1)
         Write enables of WEIGHT, CHAN, ADAPT, TABLE and DESC.
     n_layers, first_layer : Out(range(max_layers + 1))
-    beta_in : Out(ASQ_TABLE_BITS)
+    beta_in : Out(hw.rescale.factor_layout())
         CTRL registers (0 after reset).
     act_raddr : Out(addr_bits - bank_bits), act_re : Out(1)
     act_rdata : In(data.ArrayLayout(unsigned(abits), R))
         Read port of every ACT bank (synchronous).
     result_raddr : Out(addr_bits), result_re : Out(1)
-    result_rdata : In(signed(value_bits))
+    result_rdata : In(signed(16))
         Read port of RESULT (synchronous).
     """
 
@@ -87,10 +88,10 @@ class HostPort(wiring.Component):
             "wr_addr": Out(p.addr_bits), "wr_data": Out(p.data_bits),
             "act_word": Out(word_bits), "act_we": Out(p.rows),
             "weight_we": Out(1), "chan_we": Out(1), "adapt_we": Out(1), "table_we": Out(1), "desc_we": Out(1),
-            "n_layers": Out(slots), "first_layer": Out(slots), "beta_in": Out(arith.ASQ_TABLE_BITS),
+            "n_layers": Out(slots), "first_layer": Out(slots), "beta_in": Out(factor_layout()),
             "act_raddr": Out(word_bits), "act_re": Out(1),
             "act_rdata": In(data.ArrayLayout(unsigned(p.abits), p.rows)),
-            "result_raddr": Out(p.addr_bits), "result_re": Out(1), "result_rdata": In(signed(p.value_bits)),
+            "result_raddr": Out(p.addr_bits), "result_re": Out(1), "result_rdata": In(signed(arith.VALUE_BITS)),
         })
 
     def elaborate(self, platform):
@@ -122,7 +123,7 @@ class HostPort(wiring.Component):
             with m.Else():
                 m.d.sync += self.n_layers.eq(wr.data)
         with m.If(ctrl & (wr.addr == Ctrl.BETA)):
-            m.d.sync += self.beta_in.eq(wr.data[:arith.ASQ_TABLE_BITS])
+            m.d.sync += self.beta_in.eq(wr.data[:arith.FACTOR_BITS])
         with m.If(ctrl & (wr.addr == Ctrl.FIRST_LAYER)):
             with m.If(wr.data > p.max_layers):
                 m.d.sync += self.first_layer.eq(p.max_layers)

@@ -134,8 +134,8 @@ class DescField(IntEnum):
     SRC = 41       #: 1 + the layer whose output codes this layer reads (0: the network input); an
                    #: INPUT_BETA layer takes that layer's ASQ factor from the engine's factor memory
     ACC_SHIFT = 42 #: rescale operand pre-shift: a = acc >> ACC_SHIFT (golden.arith.stage_value)
-    POOL_SHIFT = 43  #: sum pooling: v = saturate(round_half_up(sum / 2**POOL_SHIFT)), pool_shift of the
-                     #: convolution's positions (golden.arith.sum_pool); 0 otherwise
+    POOL_SHIFT = 43  #: sum pooling: v = saturate(round_half_up(sum / 2**POOL_SHIFT)), sum_pool_shift of
+                     #: the convolution's positions (golden.arith.sum_pool); 0 otherwise
     SUM_SHIFT = 44 #: ASQ adapter input: S = saturate(round_half_up(channel sum / 2**SUM_SHIFT)), pool_shift of
                    #: the pooled positions (golden.arith.asq_sums)
     H_SHIFT = 45   #: adapter hidden units: h = (ADAPTER_RELU ? relu(H) : H) >> H_SHIFT (golden.arith.adapter_z)
@@ -473,8 +473,9 @@ class LayerSpec:
 
     @property
     def pool_shift(self) -> int:
-        """POOL_SHIFT: ``golden.arith.pool_shift`` of the convolution's positions for sum pooling, else 0."""
-        return arith.pool_shift(self.conv_chw[1] * self.conv_chw[2]) if self.pool_mode == "sum" else 0
+        """POOL_SHIFT: ``golden.arith.sum_pool_shift`` of the convolution's positions for sum pooling
+        (``pool_shift - SUM_POOL_GUARD``, at least 0), else 0."""
+        return arith.sum_pool_shift(self.conv_chw[1] * self.conv_chw[2]) if self.pool_mode == "sum" else 0
 
     @property
     def sum_shift(self) -> int:

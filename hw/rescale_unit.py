@@ -9,15 +9,16 @@ from amaranth.lib.wiring import In, Out
 
 from golden import arith
 from hw.program import DESC_BITS, EngineParams, require_engine_params
-from hw.rescale import RESCALE_LATENCY, ChannelRescale, chan_layout
+from hw.rescale import RESCALE_LATENCY, RES_MULT_BITS, ChannelRescale, chan_layout, clamp_shift, factor_layout
 from hw.sequencer import desc_layout
 
 __all__ = ["RescaleUnit", "value_layout"]
 
 
-def value_layout(value_bits: int) -> data.StructLayout:
-    """A rescaled value and its element index: ``{addr: 16, value: signed value_bits}``, LSB first."""
-    return data.StructLayout({"addr": unsigned(DESC_BITS), "value": signed(value_bits)})
+def value_layout() -> data.StructLayout:
+    """A rescaled value and its element index: ``{addr: 16, value: signed 16}``, LSB first
+    (``golden.arith.VALUE_BITS``)."""
+    return data.StructLayout({"addr": unsigned(DESC_BITS), "value": signed(arith.VALUE_BITS)})
 
 
 class RescaleUnit(wiring.Component):
@@ -36,17 +37,20 @@ class RescaleUnit(wiring.Component):
     Parameters
     ----------
     params : EngineParams
-        ``cols`` (C), ``acc_bits``, ``value_bits``.
+        ``cols`` (C), ``acc_bits``.
+
+    The arithmetic is :class:`hw.rescale.ChannelRescale`'s (16-bit saturating values).
 
     Attributes
     ----------
     desc : In(desc_layout())
         ``N_OT``, ``V_LAST``, ``C_BASE``, ``FLAGS`` (``INPUT_BETA``, ``RELU``, ``ADD_RES``),
-        ``RELU_FLOOR``, ``RES_MULT``, ``RES_SHIFT``.
+        ``RELU_FLOOR``, ``RES_MULT`` (its low 15 bits: ``RES_MULT < 2**15``), ``RES_SHIFT`` (1..63),
+        ``ACC_SHIFT`` (values above 63 act as 63).
     start : In(1)
         Pulse before a layer: output tile 0 and element 0 next.
-    beta : In(ASQ_TABLE_BITS)
-        ASQ factor of the layer's input codes (used with ``INPUT_BETA``).
+    beta : In(hw.rescale.factor_layout())
+        ASQ factor ``{mant: 15, shift: 6}`` of the layer's input codes (used with ``INPUT_BETA``).
     i : In(stream.Signature(data.ArrayLayout(signed(acc_bits), C)))
         Finished tiles from the array.
     tile_in : In(1)
@@ -55,9 +59,9 @@ class RescaleUnit(wiring.Component):
     param : In(chan_layout())
         Synchronous read port of the CHAN memory (one cycle latency).
     res_addr, res_en : Out(16), Out(1)
-    res : In(signed(value_bits))
+    res : In(signed(16))
         Synchronous read port of the residual memory.
-    o : Out(stream.Signature(value_layout(value_bits)))
+    o : Out(stream.Signature(value_layout()))
         Rescaled values; ``o.ready`` must be high when ``o.valid`` is (the pipeline would stall,
         the engine never stalls it).
     idle : Out(1)
@@ -68,11 +72,11 @@ class RescaleUnit(wiring.Component):
         require_engine_params(self, params)
         self.params = p = params
         super().__init__({
-            "desc": In(desc_layout()), "start": In(1), "beta": In(arith.ASQ_TABLE_BITS),
+            "desc": In(desc_layout()), "start": In(1), "beta": In(factor_layout()),
             "i": In(stream.Signature(data.ArrayLayout(signed(p.acc_bits), p.cols))), "tile_in": In(1),
             "param_addr": Out(DESC_BITS), "param_en": Out(1), "param": In(chan_layout()),
-            "res_addr": Out(DESC_BITS), "res_en": Out(1), "res": In(signed(p.value_bits)),
-            "o": Out(stream.Signature(value_layout(p.value_bits))), "idle": Out(1),
+            "res_addr": Out(DESC_BITS), "res_en": Out(1), "res": In(signed(arith.VALUE_BITS)),
+            "o": Out(stream.Signature(value_layout())), "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -81,7 +85,7 @@ class RescaleUnit(wiring.Component):
         C = p.cols
         d = self.desc
         flags = d.flags
-        m.submodules.rescale = rs = ChannelRescale(p.acc_bits, p.value_bits)
+        m.submodules.rescale = rs = ChannelRescale(p.acc_bits)
 
         drain = Signal(data.ArrayLayout(signed(p.acc_bits), C))
         drain_left = Signal(range(C + 1))
@@ -99,7 +103,8 @@ class RescaleUnit(wiring.Component):
         push_idx = Signal(DESC_BITS)                 # element index (pixel * n_out + o) of the next push
         with m.If(push):
             m.d.sync += push_idx.eq(push_idx + 1)
-        m.d.comb += [rs.use_res.eq(flags[6]), rs.res_mult.eq(d.res_mult), rs.res_shift.eq(d.res_shift),
+        m.d.comb += [rs.use_res.eq(flags[6]), rs.res_mult.eq(d.res_mult[:RES_MULT_BITS]), rs.res_shift.eq(d.res_shift),
+                     rs.acc_shift.eq(clamp_shift(d.acc_shift, 63)),
                      rs.i.payload.idx.eq(push_idx), self.res_addr.eq(rs.res_addr), self.res_en.eq(rs.res_en),
                      rs.res.eq(self.res)]
         m.d.comb += [rs.i.valid.eq(drain_left != 0), rs.i.payload.acc.eq(drain[0]), rs.i.payload.ch.eq(drain_ch),

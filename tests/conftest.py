@@ -17,7 +17,8 @@ MLP_QUICK = {"model": "mlp", "weight_quant": "post", "act_quant": "lsq", "edge_w
 
 
 def _export(spec, model, metrics, path) -> None:
-    """The one export: golden.intdag.export_dag -> golden.graphfile.save_graph (post-accel-intgraph v3)."""
+    """The one export: golden.intdag.export_dag -> golden.graphfile.save_graph (post-accel-intgraph, the
+    current version)."""
     from golden.graphfile import save_graph
     from golden.intdag import export_dag
 
@@ -25,12 +26,18 @@ def _export(spec, model, metrics, path) -> None:
     save_graph(export_dag(model), path, provenance={"spec": spec.to_dict(), "metrics": metrics})
 
 
+def _format_version() -> int:
+    """The model file version: cached exports of an older arithmetic are not reused."""
+    from golden.modelfile import MODEL_VERSION
+    return MODEL_VERSION
+
+
 def _trained_zoo_paths(quick: dict) -> tuple[Path, Path]:
     """(checkpoint, exported model) of the zoo model ``quick`` describes, trained once and cached."""
     from golden.train_zoo import TrainSpec, save_checkpoint, train_spec
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = "-".join(f"{k}{v}" for k, v in quick.items()) + "-v3"
+    key = "-".join(f"{k}{v}" for k, v in quick.items()) + f"-v{_format_version()}"
     ckpt, model_path = CACHE / f"{key}.ckpt.safetensors", CACHE / f"{key}.model.safetensors"
     with open(CACHE / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -89,7 +96,7 @@ def _trained_resnet8_path() -> Path:
     from golden.train_zoo import TrainSpec, train_spec
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = "-".join(f"{k}{v}" for k, v in RESNET8_QUICK.items())
+    key = "-".join(f"{k}{v}" for k, v in RESNET8_QUICK.items()) + f"-v{_format_version()}"
     model_path = CACHE / f"{key}.model.safetensors"
     with open(CACHE / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

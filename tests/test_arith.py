@@ -236,10 +236,10 @@ def test_fixed_point_multiplier_accuracy():
         mult, shift = arith.fixed_point_multiplier(float(r))
         assert 2 ** (arith.MULT_BITS - 1) <= mult < 2 ** arith.MULT_BITS
         assert shift in arith.SHIFT_RANGE
-        assert abs(mult / 2 ** shift - r) / r < 2.0 ** -16
+        assert abs(mult / 2 ** shift - r) / r < 2.0 ** -arith.MULT_BITS
     # the mantissa carry case: just below a power of two rounds up to it
-    assert arith.fixed_point_multiplier(1 - 2.0 ** -30) == (2 ** 15, 15)
-    assert arith.fixed_point_multiplier(np.float32(0.25)) == (2 ** 15, 17)
+    assert arith.fixed_point_multiplier(1 - 2.0 ** -30) == (2 ** 14, 14)
+    assert arith.fixed_point_multiplier(np.float32(0.25)) == (2 ** 14, 16)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "0.5", None, 2.0 ** 20, 2.0 ** -60])
@@ -249,7 +249,7 @@ def test_fixed_point_multiplier_errors(bad):
 
 
 def test_requantize_rounds_half_up_and_clips():
-    mult, shift, bits = 3 * 2 ** 13, 16, 4              # ratio 0.375
+    mult, shift, bits = 3 * 2 ** 12, 15, 4              # ratio 0.375
     qmax = 2 ** bits - 1
     acc = np.arange(-200, 400, dtype=np.int64)
     got = arith.requantize(acc, mult, shift, bits)
@@ -258,14 +258,14 @@ def test_requantize_rounds_half_up_and_clips():
     # exact half: 4 * 0.375 = 1.5 -> 2; 12 * 0.375 = 4.5 -> 5; just below half rounds down
     assert arith.requantize(4, mult, shift, bits) == 2
     assert arith.requantize(12, mult, shift, bits) == 5
-    assert arith.requantize(3, 2 ** 15, 16, bits) == 2      # 1.5 -> 2
-    assert arith.requantize(1, 2 ** 15 - 1, 16, bits) == 0  # 0.49998 -> 0
-    assert arith.requantize(-1, 2 ** 15, 16, bits) == 0     # -0.5 -> 0 (and ReLU)
+    assert arith.requantize(3, 2 ** 14, 15, bits) == 2      # 1.5 -> 2
+    assert arith.requantize(1, 2 ** 14 - 1, 15, bits) == 0  # 0.49997 -> 0
+    assert arith.requantize(-1, 2 ** 14, 15, bits) == 0     # -0.5 -> 0 (and ReLU)
     assert arith.requantize(10 ** 6, mult, shift, bits) == qmax
     assert arith.requantize(-(10 ** 6), mult, shift, bits) == 0
     big = np.array([2 ** 40, -(2 ** 40)], dtype=np.int64)
-    np.testing.assert_array_equal(arith.requantize(big, 2 ** 16 - 1, 63, 8), [0, 0])
-    for m, s in [(0, 8), (2 ** 16, 8), (100, 0), (100, 64)]:
+    np.testing.assert_array_equal(arith.requantize(big, 2 ** 15 - 1, 63, 8), [0, 0])
+    for m, s in [(0, 8), (2 ** 15, 8), (100, 0), (100, 64)]:
         with pytest.raises(arith.ArithError):
             arith.requantize(5, m, s, 4)
     with pytest.raises(arith.ArithError):
@@ -293,3 +293,93 @@ def test_post_format():
     assert f.product_bits == 4 + arith.DEFAULT_FRAC_BITS + 1
     assert f.acc_bits(64) == arith.accumulator_bits(64, 4)
     assert f.product(15, 1) == 15 << arith.DEFAULT_FRAC_BITS
+
+
+# --- the hardware-sized stage arithmetic ----------------------------------------------------------
+
+def test_saturate_and_shift_round():
+    v = np.array([-(1 << 20), -32769, -32768, 0, 32767, 32768, 1 << 20])
+    np.testing.assert_array_equal(arith.saturate(v), [-32768, -32768, -32768, 0, 32767, 32767, 32767])
+    x = np.arange(-40, 41)
+    for sh in (1, 2, 5):
+        ref = [math.floor(Fraction(int(a), 2 ** sh) + Fraction(1, 2)) for a in x]
+        np.testing.assert_array_equal(arith.shift_round(x, sh), ref)
+    # amounts above MAX_SHIFT act as MAX_SHIFT: 0 for every operand the datapath holds
+    np.testing.assert_array_equal(arith.shift_round(np.array([-(1 << 40), 1 << 40]), 200), [0, 0])
+    with pytest.raises(arith.ArithError):
+        arith.shift_round(3, 0)
+
+
+def test_normalize_fixed_is_exact_rounding():
+    """mant / 2**shift is f / 2**frac rounded half up to FACTOR_MANT_BITS significant bits, exhaustively
+    over the sigmoid and exp tables and a sweep of small and large numbers."""
+    B = arith.FACTOR_MANT_BITS
+    fs = np.concatenate([np.arange(1, 5000), np.array([(1 << 28) - 1, 1 << 27, 3 << 20]),
+                         *arith.asq_tables("sigmoid"), *arith.asq_tables("exp")])
+    mant, shift = arith.normalize_fixed(fs, 16)
+    assert ((mant >= 1 << (B - 1)) & (mant < 1 << B)).all()
+    for f, m, s in zip(fs.tolist(), mant.tolist(), shift.tolist()):
+        exact = Fraction(f, 1 << 16)
+        assert abs(Fraction(m, 1 << s) - exact) <= exact / (1 << B)
+    with pytest.raises(arith.ArithError):
+        arith.normalize_fixed([0, 3], 16)
+
+
+def test_stage_value_against_fractions():
+    """stage_value is round_half_up((acc >> acc_shift) * m / 2**sh) + bias, with the factor folded into
+    m by beta_multiplier, checked against exact rational arithmetic on random operands."""
+    rng = np.random.default_rng(3)
+    B = arith.FACTOR_MANT_BITS
+    for _ in range(200):
+        acc = rng.integers(-(1 << 25), 1 << 25, size=(3, 4))
+        mult = rng.integers(-(1 << 15) + 1, 1 << 15, size=4)
+        shift = rng.integers(16, 40, size=4)
+        bias = rng.integers(-(1 << 17) + 1, 1 << 17, size=4)
+        acc_shift = int(rng.integers(2, 6))
+        beta = rng.integers(40, 1 << 17, size=3)
+        got = arith.stage_value(acc, mult, shift, bias, acc_shift, beta)
+        bm, bs = arith.normalize_fixed(beta, arith.ASQ_BETA_FRAC)
+        for n in range(3):
+            for c in range(4):
+                a = int(acc[n, c]) >> acc_shift
+                m = (int(mult[c]) * int(bm[n])) >> B
+                sh = min(int(shift[c]) + int(bs[n]) - B, arith.MAX_SHIFT)
+                want = math.floor(Fraction(a * m, 1 << sh) + Fraction(1, 2)) + int(bias[c])
+                assert got[n, c] == want
+    with pytest.raises(arith.ArithError):                       # operand wider than RESCALE_ACC_BITS
+        arith.stage_value(np.array([[1 << 30]]), [1], [20], [0], 0)
+    with pytest.raises(arith.ArithError):                       # combined shift below 1
+        arith.stage_value(np.array([[5]]), [1 << 14], [1], [0], 0, beta=[1 << 20])
+
+
+def test_sum_pool_asq_sums_and_adapter():
+    v = np.full((1, 2, 8, 8), 1000)
+    v[0, 1] = -32768
+    pooled = arith.sum_pool(v)                                  # 64 positions: shift 6 - 4 = 2
+    np.testing.assert_array_equal(pooled.reshape(-1), [16000, -32768])     # 64000/4 = 16000; the other saturates
+    assert arith.sum_pool_shift(64) == 2 and arith.sum_pool_shift(4) == 0 and arith.pool_shift(49) == 6
+    s = arith.asq_sums(np.full((2, 3, 7, 7), 100))             # 4900 / 64 = 76.56 -> 77
+    np.testing.assert_array_equal(s, np.full((2, 3), 77))
+    z = arith.adapter_z(np.array([[3, -4]]), np.array([[2, 1], [-1, 1]]), np.array([5, 100]),
+                        np.array([[1, 2]]), np.array([7]), h_shift=1)
+    # H = [6-4+5, -3-4+100] = [7, 93]; h = [3, 46]; z = 3 + 92 + 7
+    assert int(z[0]) == 102
+    z1 = arith.adapter_z(np.array([[3, -4]]), np.array([[2, 1]]), np.array([-9]), h_shift=2)
+    assert int(z1[0]) == (6 - 4 - 9) >> 2                      # one layer: no ReLU, arithmetic shift
+
+
+def test_adapter_layer_exponent_keeps_32_bits():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        w = rng.normal(0, 10 ** rng.uniform(-4, 2), size=(8, 64))
+        b = rng.normal(0, 1, size=8)
+        e = arith.adapter_layer_exponent(w, b, 1 << 15)
+        W = np.floor(w * 2.0 ** e + 0.5)
+        B = np.floor(b * 2.0 ** e + 0.5)
+        assert np.abs(W).max() < 1 << 15
+        assert (np.abs(W).sum(axis=1) * (1 << 15) + np.abs(B)).max() < 1 << 31
+        # the largest such exponent
+        W1 = np.floor(w * 2.0 ** (e + 1) + 0.5)
+        B1 = np.floor(b * 2.0 ** (e + 1) + 0.5)
+        assert np.abs(W1).max() >= 1 << 15 or (np.abs(W1).sum(axis=1) * (1 << 15) + np.abs(B1)).max() >= 1 << 31 \
+            or e == arith.adapter_weight_exponent(w)

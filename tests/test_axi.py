@@ -171,13 +171,10 @@ def test_register_file(seed):
         assert await bus.write(0x3C, 1) == SLVERR                          # unmapped
         assert (await bus.read(0x40))[0] == SLVERR
         assert (await bus.read(0x1000))[0] == SLVERR
-        assert amap.pieces == 3 and amap.piece_bits == 2                   # piece 3 does not exist
-        assert await bus.write(amap.mem_address(Sel.ACT, 0) | 3 << 2, 1) == SLVERR
-        assert (await bus.read(amap.mem_address(Sel.ACT, 0) | 3 << 2))[0] == SLVERR
-        # a 71-bit CHAN word through the window: pieces 2, 1, then 0 commits
-        word = (0x55 << 64) | 0x0123456789ABCDEF
-        assert await bus.write(amap.mem_address(Sel.CHAN, 3, 2), word >> 64) == OKAY
-        assert await bus.write(amap.mem_address(Sel.CHAN, 3, 1), (word >> 32) & 0xFFFFFFFF) == OKAY
+        assert amap.pieces == 2 and amap.piece_bits == 1                   # 42-bit words (TABLE)
+        # a 40-bit CHAN word through the window: piece 1, then 0 commits
+        word = (0x55 << 32) | 0x89ABCDEF
+        assert await bus.write(amap.mem_address(Sel.CHAN, 3, 1), word >> 32) == OKAY
         assert await bus.write(amap.mem_address(Sel.CHAN, 3, 0), word & 0xFFFFFFFF) == OKAY
         assert await bus.write(amap.mem_address(Sel.DESC, 65, 0), 0xBEEF) == OKAY   # staging was cleared
         assert await bus.write(amap.mem_address(Sel.ACT, 5, 0), 9) == OKAY
@@ -206,7 +203,7 @@ def test_register_file(seed):
     _simulate(SMALL, body, seed)
     assert checks["ctrl"] == [(Sel.CTRL, Ctrl.N_LAYERS, 2), (Sel.CTRL, Ctrl.BETA, 0x1234567),
                               (Sel.CTRL, Ctrl.BETA, 0xAB234567), (Sel.CTRL, Ctrl.FIRST_LAYER, 1)]
-    assert checks["window"] == [(Sel.CHAN, 3, (0x55 << 64) | 0x0123456789ABCDEF), (Sel.DESC, 65, 0xBEEF),
+    assert checks["window"] == [(Sel.CHAN, 3, (0x55 << 32) | 0x89ABCDEF), (Sel.DESC, 65, 0xBEEF),
                                 (Sel.ACT, 5, 9), (Sel.ACT, 6, 0xF3)]
 
 
@@ -218,8 +215,8 @@ def test_stream_load_and_result_stream(seed):
     rng = random.Random(seed)
     acts = [(Sel.ACT, a, rng.getrandbits(4)) for a in range(10, 30)]
     good = ([(Sel.WEIGHT, 2 + i, rng.getrandbits(16)) for i in range(3)]
-            + [(Sel.CHAN, i, rng.getrandbits(71)) for i in range(2)]
-            + [(Sel.ADAPT, 4, rng.getrandbits(64))] + acts)
+            + [(Sel.CHAN, i, rng.getrandbits(40)) for i in range(2)]
+            + [(Sel.ADAPT, 4, rng.getrandbits(32))] + acts)
     frames = amap.load_frames(good)
     assert [f[0] >> 24 for f in frames] == [HEADER_MAGIC] * 4
     bad = [[0x12 << 24 | 5, 1, 7],                                      # bad magic: skipped up to tlast
@@ -249,10 +246,10 @@ def test_stream_load_and_result_stream(seed):
         assert await bus.write(Reg.OUT_ADDR, 0 | Sel.ACT << 16) == OKAY
         assert await bus.write(Reg.OUT_COUNT, 4) == OKAY
         assert await bus.write(Reg.OUT_COUNT, 0) == SLVERR
-        assert await bus.write(Reg.OUT_ADDR, 0 | Sel.CHAN << 16) == OKAY     # 3 beats a word (reads answer 0)
+        assert await bus.write(Reg.OUT_ADDR, 0 | Sel.CHAN << 16) == OKAY     # 2 beats a word (reads answer 0)
         assert await bus.write(Reg.OUT_COUNT, 2) == OKAY
         got["stream"] = await bus.receive(24)
-        got["chan"] = await bus.receive(6)
+        got["chan"] = await bus.receive(4)
         got["lite"] = [(await bus.read(amap.mem_address(Sel.ACT, a)))[1] for a in (10, 17, 29)]
         got["writes"] = list(writes)
 
@@ -262,7 +259,7 @@ def test_stream_load_and_result_stream(seed):
     values = [v for _, _, v in acts] + [1, 2, 0, 4]
     assert [d for d, _ in got["stream"]] == values
     assert [last for _, last in got["stream"]] == [0] * 19 + [1] + [0] * 3 + [1]
-    assert got["chan"] == [(0, 0)] * 5 + [(0, 1)]
+    assert got["chan"] == [(0, 0)] * 3 + [(0, 1)]
     assert got["lite"] == [acts[0][2], acts[7][2], acts[19][2]]
 
 
@@ -270,8 +267,8 @@ def test_axi_map_round_trip():
     amap = AxiMap(EngineParams(rows=4, cols=4, wbits=8, abits=8))
     assert amap.pieces == 4 and amap.piece_bits == 2 and amap.addr_width == 24
     assert amap.mem_address(Sel.RESULT, 3, 1) == 0x800000 | 5 << 20 | 3 << 4 | 4
-    assert amap.beats == [1, 4, 3, 1, 1, 1, 2, 2]
-    assert amap.words_from_beats(Sel.ADAPT, amap.word_beats(Sel.ADAPT, -5)) == [(1 << 64) - 5]
+    assert amap.beats == [1, 4, 2, 1, 1, 1, 1, 2]      # CHAN 40, RESULT 16, ADAPT 32, TABLE 42 bits
+    assert amap.words_from_beats(Sel.ADAPT, amap.word_beats(Sel.ADAPT, -5)) == [(1 << 32) - 5]
     with pytest.raises(ValueError, match="1..65536"):
         amap.header(Sel.ACT, 0, 0)
 

@@ -51,7 +51,7 @@ def test_v4_stage_fields_reach_the_program():
     assert (conv.adapter.h_shift, conv.adapter.z_frac) == (13, a.z_frac)
     assert (conv.pre_mult, conv.pre_shift) == (20000, 15) and fc.input_beta and fc.final
     lay = program.layouts[0]
-    assert (lay.acc_shift, lay.pool_shift, lay.sum_shift, lay.h_shift) == (1, 4, 0, 13)
+    assert (lay.acc_shift, lay.pool_shift, lay.sum_shift, lay.h_shift) == (1, arith.sum_pool_shift(16), 0, 13)
     assert (lay.q_mult_lo, lay.q_mult_hi, lay.q_shift) == (20000, 15, 8)
     assert lay.flags & Flag.POOL_SUM and lay.flags & Flag.PRESCALE and lay.flags & Flag.ADAPTER_RELU
     outs, betas = program.reference_run(rng.integers(0, 16, 32))

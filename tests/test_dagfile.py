@@ -13,7 +13,7 @@ from torch import nn
 from golden import zoo
 from golden.data import load_digits_split
 from golden.graphfile import DAG_VERSION, load_graph, save_graph
-from golden.intdag import export_dag, run_graph
+from golden.intdag import export_dag, run_graph, stage_units
 from golden.intgraph import ExportError, run_dag
 from golden.modelfile import METADATA_KEY, ModelFileError
 
@@ -48,7 +48,7 @@ def test_resnet8_stages_equal_run_dag(digits, aq):
     assert c2.residual[0] == "layers.1.downsample.0" and c2.relu
     assert g.stages[names.index("layers.0.conv2")].residual[0] == "conv1"          # identity shortcut
     assert ("sumpool",) in g.stages[names.index("layers.2.conv2")].post_ops
-    got, want = run_graph(g, xte[:120]), run_dag(m, xte[:120])
+    got, want = run_graph(g, xte[:120]), run_dag(m, xte[:120], units=stage_units(g))
     np.testing.assert_array_equal(got.logits, want.logits)
     for st, codes in zip(g.stages, got.codes):
         np.testing.assert_array_equal(codes, want.codes[st.name])
@@ -59,12 +59,12 @@ def test_resnet20_and_chain_cnn_equal_run_dag(digits):
     m = _calibrated("resnet20", "asq", X)
     g = export_dag(m)
     assert len(g.stages) == 22                    # 19 convs + 2 shortcut convs + fc
-    np.testing.assert_array_equal(run_graph(g, X).logits, run_dag(m, X).logits)
+    np.testing.assert_array_equal(run_graph(g, X).logits, run_dag(m, X, units=stage_units(g)).logits)
     xtr, _, xte, _ = digits
     cnn = _calibrated("cnn", "asq", xtr[:256])
     g = export_dag(cnn)
     assert [st.input_from for st in g.stages][1:] == [st.name for st in g.stages][:-1]
-    np.testing.assert_array_equal(run_graph(g, xte[:60]).logits, run_dag(cnn, xte[:60]).logits)
+    np.testing.assert_array_equal(run_graph(g, xte[:60]).logits, run_dag(cnn, xte[:60], units=stage_units(g)).logits)
 
 
 def test_dag_file_round_trip(digits, tmp_path):
@@ -74,7 +74,7 @@ def test_dag_file_round_trip(digits, tmp_path):
     save_graph(export_dag(m), path)
     g = load_graph(path)
     assert g.kind == "dag"
-    np.testing.assert_array_equal(run_graph(g, xte).logits, run_dag(m, xte).logits)
+    np.testing.assert_array_equal(run_graph(g, xte).logits, run_dag(m, xte, units=stage_units(g)).logits)
 
 
 def _rewrite_header(path, out, edit):
@@ -144,4 +144,4 @@ def test_unsupported_dataflow_is_named(digits):
 
 
 def test_dag_version_constant():
-    assert DAG_VERSION == 3
+    assert DAG_VERSION == 4

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 from golden import arith
 from golden.data import load_digits_split
 from golden.graphfile import load_graph, save_graph
-from golden.intdag import export_dag, run_graph
+from golden.intdag import export_dag, run_graph, stage_units
 from golden.intgraph import ExportError, float_codes_by_name, run_dag, stage_acc
 from golden.modelfile import METADATA_KEY, MODEL_FORMAT, MODEL_VERSION, ModelFileError, OldModelFileError
 from golden.quantizers import LSQActQuantizer, POSTWeightQuantizer
@@ -177,7 +177,7 @@ def test_export_follows_the_spec(trained, exported):
     for st, layer in zip(g.stages, model.layers):
         assert st.weight_format == "post" and st.frac_bits == arith.DEFAULT_FRAC_BITS
         np.testing.assert_array_equal(st.weights, layer.weight_quant.codes(layer.weight))
-        assert st.mult.shape == st.shift.shape == st.offset.shape == (layer.out_features,)
+        assert st.mult.shape == st.shift.shape == st.bias.shape == (layer.out_features,)
         assert math.isclose(st.in_quant.value_step, float(layer.act_quant.step.detach()), rel_tol=1e-7)
     assert g.meta["model"] == "mlp"
 
@@ -193,7 +193,7 @@ def test_export_save_load_round_trip(exported, tmp_path, data):
     from safetensors import safe_open
     with safe_open(str(path), framework="numpy") as f:
         header = json.loads(f.metadata()[METADATA_KEY])
-    assert (header["format"], header["version"]) == (MODEL_FORMAT, MODEL_VERSION) == ("post-accel-intgraph", 3)
+    assert (header["format"], header["version"]) == (MODEL_FORMAT, MODEL_VERSION) == ("post-accel-intgraph", 4)
     assert header["input_shape"] == [64] and header["input"]["bits"] == 8 and header["output"] == "layers.2"
 
 
@@ -225,9 +225,8 @@ def test_executor_matches_scalar_reference(exported, data):
                 ref = sum(int(arith.post_product(int(xin[b, k]), int(st.weights[o, k]), st.wbits, bits,
                                                  st.frac_bits)) for k in range(st.weights.shape[1]))
                 assert acc[b, o] == ref
-        v = arith.rescale(acc, st.mult.reshape(1, -1), st.offset.reshape(1, -1), st.shift.reshape(1, -1))
-        if st.relu:
-            v = np.maximum(v, st.relu_floor)
+        v = arith.finish_value(arith.stage_value(acc, st.mult, st.shift, st.bias, st.acc_shift), None,
+                               st.relu_floor if st.relu else None)
         if i + 1 < len(exported.stages):
             nxt = exported.stages[i + 1]
             q = nxt.in_quant
@@ -252,12 +251,12 @@ def test_executor_agrees_with_float_model(trained, exported, data):
     model, _, _ = trained
     X_test = data[2]
     r = run_graph(exported, X_test)
-    np.testing.assert_array_equal(r.logits, run_dag(model, X_test).logits)     # file executor == walk
+    np.testing.assert_array_equal(r.logits, run_dag(model, X_test, units=stage_units(exported)).logits)     # file executor == walk
     ref = float_codes_by_name(model, X_test)
     names = [st.name for st in exported.stages]
     codes = [ref.codes[k] for k in names]
     np.testing.assert_array_equal(r.codes[0], codes[0])                          # the input quantizer
-    forced = run_dag(model, X_test, force=ref)
+    forced = run_dag(model, X_test, force=ref, units=stage_units(exported))
     for k in names[1:]:                                                          # layer by layer
         diff = np.abs(forced.codes[k] - ref.codes[k])
         assert diff.max() <= 1, k
@@ -301,7 +300,7 @@ def _mutations():
         t["stage1.weights"][0, 0] = 16
     return [
         ("format", lambda h, t: h.update(format="something-else"), "format tag"),
-        ("version", lambda h, t: h.update(version=4), "version 4"),
+        ("version", lambda h, t: h.update(version=5), "version 5"),
         ("bad-json", lambda h, t: "{not json", "not valid JSON"),
         ("nan", lambda h, t: json.dumps(h).replace('"value_unit": ', '"value_unit": NaN, "x": ', 1), "JSON"),
         ("missing-field", lambda h, t: (h["input"].pop("scale"), None)[1], "lacks field"),
@@ -310,7 +309,8 @@ def _mutations():
         ("weights-dtype", lambda h, t: t.update({"stage0.weights": t["stage0.weights"].astype(np.float32)}),
          "must be integer"),
         ("mult-shape", lambda h, t: t.update({"stage2.mult": t["stage2.mult"][:5]}), "shape"),
-        ("missing-tensor", lambda h, t: (t.pop("stage1.offset"), None)[1], "missing"),
+        ("missing-tensor", lambda h, t: (t.pop("stage1.bias"), None)[1], "missing"),
+        ("acc-shift", set_stage(1, "acc_shift", -1), "acc_shift"),
         ("wbits", set_stage(1, "wbits", 9), "wbits"),
         ("wbits-bool", set_stage(1, "wbits", True), "integer"),
         ("input-from", set_stage(2, "input_from", "nowhere"), "input_from"),
@@ -335,7 +335,8 @@ def test_bad_model_files_raise(trained_model_path, tmp_path, name, mutate, fragm
 
 
 @pytest.mark.parametrize("fmt,version,what", [("post-accel-intmodel", 1, "version-1 MLP file"),
-                                              ("post-accel-intgraph", 2, "version-2 chain graph")])
+                                              ("post-accel-intgraph", 2, "version-2 chain graph"),
+                                              ("post-accel-intgraph", 3, "version-3 integer DAG")])
 def test_old_format_generations_are_refused_with_the_reexport_command(tmp_path, fmt, version, what):
     """v1 MLP files and v2 chain graphs are recognised by their format tag alone (whatever else their
     header holds) and refused in one line that names the command re-exporting them."""

@@ -262,7 +262,7 @@ def build_stack(rng, params, in_shape, specs, samples, betas=None):
         # ASQ prescale: v in units 1/pre of the quantizer's (a sum-pooled value: per position); sum_pool's
         # value is sum / 2**pool_shift = mean * gain, and pre_mult / 2**pre_shift = pre / gain
         n_sum = spec.pool[0] ** 2 if spec.pool_mode == "sum" else 1
-        gain = n_sum / 2 ** arith.pool_shift(n_sum)
+        gain = n_sum / 2 ** arith.sum_pool_shift(n_sum)
         pre_mult = pre_shift = None
         scale = 1.0
         if spec.pre is not None:
@@ -390,11 +390,12 @@ CASES = {
         Spec(out=5, conv=(3, 1, 1), pool=(3, 2, 1), relu=0.0, vf=4, asq=("sigmoid", 2), pre=0.0371),
         Spec(out=4, conv=(2, 1, 0), relu=-0.05, vf=8, asq=("sigmoid", 0), pre=3.3),
         Spec(out=3, final=True)], None),
-    # global average pooling as sum pooling over the whole 4x4 map (golden.arith.sum_pool: sum / 16, the
-    # rounding ties of sums = 8 mod 16 occur), then ASQ with a prescale of exactly 1/2 (ties at every odd
-    # value), no ReLU (negative values round half up too); exp one-layer adapter; then the input_beta FC
-    "asq_prescale_global_sum_fc": (dict(rows=2, cols=2), (2, 4, 4), [
-        Spec(out=6, conv=(3, 1, 1), pool=(4, 1, 0), pool_mode="sum", vf=8, asq=("exp", 0), pre=0.5,
+    # global average pooling as sum pooling over the whole 6x6 map (golden.arith.sum_pool: sum / 4,
+    # sum_pool_shift(36) = 2; the rounding ties of sums = 2 mod 4 occur), then ASQ with a prescale of exactly
+    # 1/2 (ties at every odd value), no ReLU (negative values round half up too); exp one-layer adapter;
+    # then the input_beta FC. value_frac 4: the pooled value is 9 times the mean (guard bits), 16-bit
+    "asq_prescale_global_sum_fc": (dict(rows=2, cols=2), (2, 6, 6), [
+        Spec(out=6, conv=(3, 1, 1), pool=(6, 1, 0), pool_mode="sum", vf=4, asq=("exp", 0), pre=0.5,
              z_range=(-0.6, 0.6)),
         Spec(out=3, final=True)], None),
     # a prescaled ASQ layer (pre 1/2: ties at every odd value, a negative ReLU floor) whose pooled values a

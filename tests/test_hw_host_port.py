@@ -2,7 +2,7 @@
 
 Random writes (every select, addresses inside and outside each memory, banks >= R, descriptor
 fields >= DESC_FIELDS) must raise exactly the write enables the memory map allows, in the cycle
-they are taken; CTRL writes set (and clamp) ``n_layers``/``first_layer`` and ``beta_in``. Random
+they are taken; CTRL writes set (and clamp) ``n_layers``/``first_layer`` and ``beta_in`` (the 21-bit factor). Random
 reads, with the response held back by random stalls, must answer ACT codes zero-extended, RESULT
 values sign-extended and 0 elsewhere, the cycle after the request is taken, held until taken. While
 ``busy`` nothing is taken.
@@ -38,7 +38,7 @@ class HostHarness(Elaboratable):
             wr, rd = mem.write_port(), mem.read_port()
             m.d.comb += [wr.addr.eq(dut.act_word), wr.data.eq(dut.wr_data[:p.abits]), wr.en.eq(dut.act_we[r]),
                          rd.addr.eq(dut.act_raddr), rd.en.eq(dut.act_re), dut.act_rdata[r].eq(rd.data)]
-        m.submodules.result = res = Memory(shape=signed(p.value_bits), depth=p.result_words, init=self.result)
+        m.submodules.result = res = Memory(shape=signed(arith.VALUE_BITS), depth=p.result_words, init=self.result)
         rd = res.read_port()
         m.d.comb += [rd.addr.eq(dut.result_raddr), rd.en.eq(dut.result_re), dut.result_rdata.eq(rd.data)]
         return m
@@ -91,7 +91,7 @@ def run_host(params, ops, result, seed):
                 log["we"].append((we, ctx.get(dut.wr_addr), ctx.get(dut.wr_data)))
                 await ctx.tick()
                 ctx.set(dut.host_wr.valid, 0)
-                log["ctrl"].append((ctx.get(dut.n_layers), ctx.get(dut.first_layer), ctx.get(dut.beta_in)))
+                log["ctrl"].append((ctx.get(dut.n_layers), ctx.get(dut.first_layer), ctx.get(dut.beta_in.as_value())))
             elif op[0] == "r":
                 _, sel, addr = op
                 ctx.set(dut.rd_req.valid, 1)
@@ -133,7 +133,7 @@ def run_host(params, ops, result, seed):
 def test_host_port_random(rows, abits):
     params = EngineParams(rows=rows, cols=2, abits=abits, **SMALL)
     rng = np.random.default_rng(rows * 10 + abits)
-    vb = params.value_bits
+    vb = arith.VALUE_BITS
     result = rng.integers(-(1 << (vb - 1)), 1 << (vb - 1), params.result_words)
     result[0], result[1] = -(1 << (vb - 1)), -1
     ops, acts = [], {}
@@ -161,7 +161,7 @@ def test_host_port_random(rows, abits):
             _, sel, addr, value = op
             we, wa, wd = next(writes)
             assert we == decode(params, sel, addr), op
-            assert (wa, wd) == (addr, value)
+            assert (wa, wd) == (addr, value & mask)
             if we["act"]:
                 acts[(addr & ((1 << params.bank_bits) - 1), addr >> params.bank_bits)] = value & ((1 << abits) - 1)
             if sel == Sel.CTRL and addr == Ctrl.N_LAYERS:
@@ -169,7 +169,7 @@ def test_host_port_random(rows, abits):
             if sel == Sel.CTRL and addr == Ctrl.FIRST_LAYER:
                 first = min(value, params.max_layers)
             if sel == Sel.CTRL and addr == Ctrl.BETA:
-                beta = value & ((1 << arith.ASQ_TABLE_BITS) - 1)
+                beta = value & ((1 << arith.FACTOR_BITS) - 1)          # {mant: 15, shift: 6}
             assert next(ctrl) == (n_layers, first, beta), op
         elif op[0] == "r":
             _, sel, addr = op

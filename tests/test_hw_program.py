@@ -83,7 +83,7 @@ def spec_run(p, layers, x, beta=None):
                     v[o, y, xx] = t
         if L.pool_mode == "sum":                                # step 6
             n = oh * ow
-            ps = (n - 1).bit_length()
+            ps = max(0, (n - 1).bit_length() - arith.SUM_POOL_GUARD)
             v = np.array([[[_sat(_rhu(int(v[o].sum()), ps) if ps else int(v[o].sum()))]] for o in range(O)],
                          dtype=object)
         elif L.pool is not None:
@@ -257,10 +257,10 @@ def test_host_beta_limit_covers_every_layer_reading_the_input():
         build_program(p, [l0, dataclasses.replace(l1, input_beta=False)])
 
 
-@pytest.mark.parametrize("hw", [1, 3, 4, 5])
+@pytest.mark.parametrize("hw", [1, 4, 6, 9])
 def test_sum_pooling_rounds_and_saturates(hw):
-    """Global sum pooling over 1, 9, 16 and 25 positions (pool_shift 0, 4, 4, 5): ties round half up,
-    large sums saturate; POOL_SHIFT carries pool_shift(positions)."""
+    """Global sum pooling over 1, 16, 36 and 81 positions (sum_pool_shift 0, 0, 2, 3): ties round half up,
+    large sums saturate; POOL_SHIFT carries sum_pool_shift(positions)."""
     p = EngineParams(rows=2, cols=2, **MEM)
     rng = np.random.default_rng(4 + hw)
     c0 = LayerSpec(codes=_codes(rng, (6, 3, 3, 3)), name="c0", in_shape=(3, hw, hw), pad=1,
@@ -269,13 +269,14 @@ def test_sum_pooling_rounds_and_saturates(hw):
     layers = [c0, fc]
     program = build_program(p, layers)
     lay = program.layouts[0]
-    assert lay.pool_shift == arith.pool_shift(hw * hw) == (hw * hw - 1).bit_length()
+    assert lay.pool_shift == arith.sum_pool_shift(hw * hw) == max(0, (hw * hw - 1).bit_length() - 4)
     assert lay.flags & Flag.POOL_SUM and lay.sum_shift == 0
     for x in _samples(rng, p, 3 * hw * hw, n=8):
         _same(program, layers, x)
-    # ties: a pooled value of exactly k + 1/2 rounds up, for negative sums too
-    v = np.array([[[-24, 0, 0], [0, 0, 0], [0, 0, 0]], [[8, 0, 0], [0, 0, 0], [0, 0, 0]]])
-    assert arith.sum_pool(v[None])[0].reshape(-1).tolist() == [_rhu(-24, 4), _rhu(8, 4)] == [-1, 1]
+    # ties: a pooled value of exactly k + 1/2 rounds up, for negative sums too (36 positions: shift 2)
+    v = np.zeros((2, 6, 6), np.int64)
+    v[0, 0, 0], v[1, 0, 0] = -6, 2
+    assert arith.sum_pool(v[None])[0].reshape(-1).tolist() == [_rhu(-6, 2), _rhu(2, 2)] == [-1, 1]
 
 
 def _adapter_layer(rng, hidden, h_shift, relu_floor=-200, pre=None, wscale=1 << 13):

@@ -59,7 +59,8 @@ def _calibrate(layers, layer, samples, hi=15):
 def resnet_like(rng, samples):
     base = dict(relu=True, out_lo=0, out_hi=15, value_frac=0)
     al_m, al_s = arith.signed_multiplier(0.7)                   # residual alignment: 0.7 x the shortcut
-    gap_m, gap_s = arith.fixed_point_multiplier(16 / 9)        # sum_pool gives sum / 16; the mean is sum / 9
+    # sum_pool gives sum / 2**sum_pool_shift(9); the mean is sum / 9
+    gap_m, gap_s = arith.fixed_point_multiplier(2 ** arith.sum_pool_shift(9) / 9)
     specs = [
         LayerSpec(codes=_codes(rng, (4, 2, 3, 3)), name="c0", in_shape=(2, 5, 5), pad=1, **base),
         LayerSpec(codes=_codes(rng, (4, 4, 3, 3)), name="c1", in_shape=(4, 5, 5), pad=1, **base),
@@ -116,7 +117,8 @@ def test_resnet_like_program_without_simulator():
     program = build_program(PARAMS, layers)
     lay = {l.name: x for l, x in zip(layers, program.layouts)}
     assert lay["c0"].flags & Flag.SAVE_RES and lay["c2"].flags & Flag.ADD_RES and lay["c4"].flags & Flag.POOL_SUM
-    assert lay["c4"].pool_shift == 4 and all(x.pool_shift == 0 for n, x in lay.items() if n != "c4")
+    assert lay["c4"].pool_shift == arith.sum_pool_shift(9) and all(x.pool_shift == 0 for n, x in lay.items()
+                                                                    if n != "c4")
     assert [x.acc_shift for x in program.layouts] == [l.acc_shift for l in layers]
     assert predicted_cycles(PARAMS, program) == model_perf(layer_spec_shapes(layers), 2, 2)["total_cycles"]
     refs = [program.reference(x) for x in samples]

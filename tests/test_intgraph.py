@@ -17,7 +17,7 @@ import torch
 
 from golden import arith
 from golden.data import load_digits_split
-from golden.intdag import export_dag, integer_accuracy, run_graph
+from golden.intdag import export_dag, integer_accuracy, run_graph, stage_units
 from golden.intgraph import ExportError, float_codes_by_name, run_dag
 from golden.zoo import build_model
 
@@ -59,7 +59,7 @@ def _compare(model, graph, X, frac_bits=arith.DEFAULT_FRAC_BITS):
     the graph's run must equal the PyTorch-side integer walk bit for bit."""
     run = run_graph(graph, X)
     ref = float_codes_by_name(model, X)
-    walk = run_dag(model, X, frac_bits=frac_bits)
+    walk = run_dag(model, X, frac_bits=frac_bits, units=stage_units(graph))
     np.testing.assert_array_equal(run.logits, walk.logits)
     assert len(ref.codes) == len(run.codes) == len(graph.stages)
     codes = [ref.codes[st.name] for st in graph.stages]
@@ -72,12 +72,29 @@ def _per_stage(model, graph, X, frac_bits=arith.DEFAULT_FRAC_BITS):
     """Layer by layer: each quantized layer gets the float model's input codes (and ASQ factors), so
     only that layer's own arithmetic (the stage's) can make the next layer's codes differ."""
     ref = float_codes_by_name(model, X)
-    run = run_dag(model, X, frac_bits=frac_bits, force=ref)
+    run = run_dag(model, X, frac_bits=frac_bits, force=ref, units=stage_units(graph))
     names = [st.name for st in graph.stages]
     assert set(run.codes) == set(names)
     agree = [float((run.codes[k] == ref.codes[k]).mean()) for k in names[1:]]
     maxdiff = [int(np.abs(run.codes[k] - ref.codes[k]).max()) for k in names[1:]]
     return agree, maxdiff
+
+
+#: Agreement floor for a layer whose input quantizer has 8 bits (the zoo's edge layers): the 16-bit value
+#: register gives an 8-bit consumer's clip range 2**15 units, 128 a step, so a code can differ where the
+#: float value lies within 1/256 step of a rounding boundary (measured 0.9978-0.9985 on the digits CNNs;
+#: 4-bit consumers get 2184 units a step and stay above 0.999).
+EDGE_FLOOR = 0.997
+
+
+def _floors(graph, floor: float) -> list:
+    """Per stage after the first (as :func:`_per_stage` lists them): ``floor``, or :data:`EDGE_FLOOR`
+    where the stage's input quantizer has 8 bits."""
+    return [min(floor, EDGE_FLOOR) if st.in_quant.bits >= 8 else floor for st in graph.stages[1:]]
+
+
+def _meets(agree, graph, floor: float) -> bool:
+    return all(a >= f for a, f in zip(agree, _floors(graph, floor)))
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +110,18 @@ def cnn_post(digits):
 def test_uniform_cnn_matches_float_codes(cnn_uniform, digits):
     """Integer weights (LSQ): layer by layer the codes equal the float model's on the whole test set,
     except where a value lands on the other side of a tie: float32 rounding in the PyTorch conv, and
-    the graph's two roundings (the layer's value in units of ``max|scale| / 2**8``, then the next
-    quantizer's code) -- a few in 10^4 codes (measured: 2.2e-4 at worst on the fc input), never more
-    than 1 apart; predictions are identical."""
+    the graph's two roundings (the layer's 16-bit value, then the next quantizer's code) -- a few in
+    10^4 codes on 4-bit layers, a few in 10^3 on the 8-bit fc input (:data:`EDGE_FLOOR`), never more
+    than 1 apart; end to end the accuracies are within 0.3 points (issue 15's guard)."""
     X, y = digits[2], digits[3]
     graph = export_dag(cnn_uniform)
     agree, maxdiff = _per_stage(cnn_uniform, graph, X)
-    assert min(agree) >= 0.999 and max(maxdiff) <= 1, (agree, maxdiff)
+    assert _meets(agree, graph, 0.999) and max(maxdiff) <= 1, (agree, maxdiff)
     run, _, _, fpred = _compare(cnn_uniform, graph, X)
-    assert (run.predictions == fpred).all()
+    # issue 15's accuracy guard: the integer model within 0.3 points of the float model
+    assert abs(float((run.predictions == y).mean()) - float((fpred == y).mean())) <= 0.003, \
+        ((run.predictions == y).mean(), (fpred == y).mean(), (run.predictions != fpred).sum())
+    assert (run.predictions == fpred).mean() >= 0.995
     assert (run.predictions == y).mean() > 0.9          # a trained model, not noise
 
 
@@ -110,8 +130,9 @@ def test_post_cnn_matches_float_model(cnn_post, digits):
     X, y = digits[2], digits[3]
     agree8, maxdiff8 = _per_stage(cnn_post, export_dag(cnn_post), X)
     assert min(agree8) >= 0.98 and max(maxdiff8) <= 1, (agree8, maxdiff8)
-    agree14, maxdiff14 = _per_stage(cnn_post, export_dag(cnn_post, frac_bits=14), X, frac_bits=14)
-    assert min(agree14) >= 0.999 and max(maxdiff14) <= 1, (agree14, maxdiff14)
+    graph14 = export_dag(cnn_post, frac_bits=14)
+    agree14, maxdiff14 = _per_stage(cnn_post, graph14, X, frac_bits=14)
+    assert _meets(agree14, graph14, 0.999) and max(maxdiff14) <= 1, (agree14, maxdiff14)
     assert min(agree14) > min(agree8)
     run8, _, _, fpred = _compare(cnn_post, export_dag(cnn_post), X)
     assert (run8.predictions == fpred).mean() >= 0.98
@@ -134,7 +155,7 @@ def test_other_quantizers(name, wq, aq, kw, digits):
     agree, maxdiff = _per_stage(model, graph, X)
     assert min(agree) >= 0.98 and max(maxdiff) <= 1, (agree, maxdiff)
     if aq != "asq" and wq != "post":
-        assert min(agree) >= 0.999, agree          # integer weights: only float32 ties can differ
+        assert _meets(agree, graph, 0.999), agree  # integer weights: float32 ties and the 16-bit value
     run, _, _, fpred = _compare(model, graph, X)
     assert (run.predictions == fpred).mean() >= 0.98
 
@@ -143,7 +164,7 @@ def test_asq_stage_uses_adapter(digits):
     model = _train(digits, "cnn", "post", "asq", epochs=2)
     g = export_dag(model)
     assert all(st.input_beta for st in g.stages)
-    assert all(st.in_quant.value_frac == arith.ASQ_VALUE_FRAC for st in g.stages)
+    assert all(st.in_quant.value_frac == arith.asq_value_frac(st.in_quant.bits) for st in g.stages)
     ad = g.stages[1].in_quant.adapter
     assert ad is not None and ad.factor == "sigmoid"
     assert np.abs(ad.w1).max() < 2 ** (arith.ADAPTER_WEIGHT_BITS - 1)
@@ -179,7 +200,7 @@ def test_nan_weights_are_refused(cnn_uniform):
 def test_signed_multiplier_and_rescale():
     for ratio in (0.3, -0.3, 1e-4, -7.5, 123.0):
         m, s = arith.signed_multiplier(ratio)
-        assert abs(m / 2 ** s - ratio) <= abs(ratio) * 2 ** -16
+        assert abs(m / 2 ** s - ratio) <= abs(ratio) * 2 ** -arith.MULT_BITS
         assert (m < 0) == (ratio < 0)
     assert arith.signed_multiplier(0.0) == (0, 1)
     # round half up of acc * ratio + offset
@@ -190,7 +211,7 @@ def test_signed_multiplier_and_rescale():
     off = arith.rescale_offset(1.5, s)
     assert (arith.rescale(acc, m, off, s) == np.floor(acc * 0.25 + 1.5 + 0.5)).all()
     with pytest.raises(arith.ArithError):
-        arith.rescale(acc, 2 ** 16, 0, 4)
+        arith.rescale(acc, 2 ** arith.MULT_BITS, 0, 4)
 
 
 def test_asq_tables_and_index():

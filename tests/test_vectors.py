@@ -114,10 +114,11 @@ def _corrupt(out: Path, vec, layer, array, flat_index, delta=1):
         return int(a.reshape(-1)[flat_index])
     if f.suffix == ".hex":
         lines = f.read_text().splitlines()
-        v = int(lines[flat_index], 16) + delta
-        lines[flat_index] = f"{v & ((1 << e['width']) - 1):0{len(lines[flat_index])}x}"
+        raw, w = int(lines[flat_index], 16), e["width"]
+        v = (raw - (1 << w) if e["signed"] and raw >> (w - 1) else raw) + delta      # the value, edited
+        lines[flat_index] = f"{v & ((1 << w) - 1):0{len(lines[flat_index])}x}"
         f.write_text("\n".join(lines) + "\n")
-        return v - ((1 << e["width"]) if e["signed"] and v >> (e["width"] - 1) else 0)
+        return v
     doc = json.loads(f.read_text())
     a = np.asarray(doc["arrays"][e["key"]]["data"])
     a.reshape(-1)[flat_index] += delta
