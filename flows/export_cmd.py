@@ -11,7 +11,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub) -> None:
     export_help = ("trained checkpoint (`post-accel train`) -> integer model file: the integer graph of every "
-                   "digits model (mlp, cnn, resnet8; safetensors + JSON header, format tag post-accel-intgraph v3, "
+                   "digits model (mlp, cnn, resnet8; safetensors + JSON header, format tag post-accel-intgraph v4, "
                    "docs/export.md)")
     p = sub.add_parser("export", help=export_help, description=export_help)
     p.add_argument("checkpoint", help="checkpoint written by `post-accel train`")

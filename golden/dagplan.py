@@ -26,7 +26,7 @@ def quant_key(st) -> tuple:
     arrays = () if q.kind != "asq" else tuple(
         None if a is None else tuple(np.asarray(a).reshape(-1).tolist()) for a in (ad.w1, ad.b1, ad.w2, ad.b2))
     return (q.kind, q.bits, q.lo, q.hi, q.value_frac, int(st.in_mult), int(st.in_shift), int(st.in_offset),
-            None if q.kind != "asq" else (ad.z_frac, ad.factor), arrays)
+            None if q.kind != "asq" else (ad.z_frac, ad.h_shift, ad.factor), arrays)
 
 
 def copy_plan(graph) -> list[tuple]:

@@ -232,7 +232,7 @@ def _check_adapter(a: Adapter, prefix: str, c: _Checker) -> None:
 
 
 def load_graph(path) -> IntGraph:
-    """Read and check a file written by :func:`save_graph` (format tag ``post-accel-intgraph`` v3)."""
+    """Read and check a file written by :func:`save_graph` (format tag ``post-accel-intgraph`` v4)."""
     c, meta, tensors = read_model_file(path)            # refuses FIFOs and devices before opening
     if METADATA_KEY not in meta:
         c.fail(f"safetensors metadata has no {METADATA_KEY!r} entry",
@@ -346,7 +346,7 @@ def load_graph(path) -> IntGraph:
 
 
 def _load_dag_stage(st: Stage, sh: dict, w: str, earlier: list, in_q: ActQuant, tensors, c: _Checker) -> None:
-    """The DAG keys of stage ``w`` (file version 3): sources must name earlier stages."""
+    """The DAG keys of stage ``w`` (file version 4): sources must name earlier stages."""
     names = {e.name for e in earlier}
     frm = sh["input_from"]
     if frm != "input" and frm not in names:

@@ -3,7 +3,7 @@
 :func:`export_dag` turns a trained zoo model (chains like the digits MLP and CNN are DAGs too;
 ResNets with branches and residual adds) into a list of :class:`golden.intgraph.Stage` (an
 :class:`golden.intgraph.IntGraph`) that needs no PyTorch model to run; :mod:`golden.graphfile`
-stores it (format tag ``post-accel-intgraph`` v3) and :func:`run_graph` executes it. ``run_graph`` is
+stores it (format tag ``post-accel-intgraph`` v4) and :func:`run_graph` executes it. ``run_graph`` is
 the golden model: the engine's expected outputs come from it. :func:`golden.intgraph.run_dag` walks the
 PyTorch module in the same arithmetic (the tests' reference); the two agree bit for bit
 (``tests/test_intdag.py``).

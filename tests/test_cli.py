@@ -53,7 +53,7 @@ def test_train_export_json(tmp_path):
     proc = cli("simulate", model, "--backend", "amaranth", "--samples", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["model_format"] == "post-accel-intgraph v3" and result["mismatches"] == 0
+    assert result["model_format"] == "post-accel-intgraph v4" and result["mismatches"] == 0
 
 
 @pytest.mark.parametrize("backend", ["amaranth", "icarus"])
@@ -64,7 +64,7 @@ def test_simulate_json(backend, trained_model_path):
     for key in ("samples", "mismatches", "rtl_accuracy", "golden_accuracy", "cycles", "seconds"):
         assert key in result
     assert result["samples"] == 3 and result["mismatches"] == 0
-    assert result["model_format"] == "post-accel-intgraph v3"
+    assert result["model_format"] == "post-accel-intgraph v4"
     assert result["layers"] == result["stages"] == ["layers.0", "layers.1", "layers.2"]
     assert result["rtl_accuracy"] == result["golden_accuracy"]
     assert result["cycles"] > 0
@@ -108,7 +108,7 @@ def test_simulate_trained_cnn_json(trained_cnn_path):
     proc = cli("simulate", trained_cnn_path, "--backend", "verilator", "--samples", "6", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["model_format"] == "post-accel-intgraph v3"
+    assert result["model_format"] == "post-accel-intgraph v4"
     assert result["layers"] == ["features.0", "features.3", "features.7", "fc"]
     assert result["mismatches"] == 0 and result["prediction_mismatches"] == 0
     assert result["cycles"] == 6 * result["cycles_per_sample"] > 6 * 40_000     # the 4x4 W8A8 engine

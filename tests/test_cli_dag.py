@@ -1,7 +1,7 @@
-"""The command line on a DAG model (export v3): ``train --model resnet8`` -> ``export`` (a v3 integer
+"""The command line on a DAG model (export v4): ``train --model resnet8`` -> ``export`` (a v4 integer
 graph) -> ``simulate`` (every output of every engine layer, copies and residual-only layers
 included, against the integer graph's run) -> ``perf --model FILE`` (exactly the compiled
-program's cycles), and one-line errors for checkpoints without an integer form and corrupted v3
+program's cycles), and one-line errors for checkpoints without an integer form and corrupted v4
 files.
 
 The ResNet-8 is trained briefly through the CLI once per module (POST weights everywhere so that
@@ -36,7 +36,7 @@ def _main(capsys, *args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def resnet8(tmp_path_factory):
-    """(train JSON, export JSON, checkpoint path, v3 model path) of a briefly trained digits ResNet-8."""
+    """(train JSON, export JSON, checkpoint path, v4 model path) of a briefly trained digits ResNet-8."""
     d = tmp_path_factory.mktemp("resnet8")
     ckpt, model = d / "r8.ckpt.safetensors", d / "r8.model.safetensors"
     trained = _ok(cli("train", *TRAIN, "--out", ckpt, "--json"))
@@ -62,18 +62,18 @@ def test_train_help_mentions_resnet8():
     assert "resnet8" in cli("export", "--help").stdout
 
 
-def test_train_and_export_resnet8_to_v3(resnet8, graph):
+def test_train_and_export_resnet8_to_v4(resnet8, graph):
     trained, exported, ckpt, model = resnet8
     assert trained["checkpoint"] == str(ckpt) and trained["model"] == "resnet8"
     assert trained["act_quant"] == "asq" and trained["epochs"] == 2
     assert 0 <= trained["float_test_accuracy"] <= 1
     assert exported["model"] == str(model) and exported["format"] == "post-accel-intgraph"
-    assert exported["version"] == 3 and exported["output"] == "fc"
+    assert exported["version"] == 4 and exported["output"] == "fc"
     assert exported["layers"] == [st.name for st in graph.stages] and len(exported["layers"]) == 10
     assert exported["test_samples"] == 360
     assert exported["float_test_accuracy"] == trained["float_test_accuracy"]
     assert abs(exported["integer_test_accuracy"] - exported["float_test_accuracy"]) <= 0.05
-    # the file is a v3 DAG and its integer accuracy is run_graph's
+    # the file is a v4 DAG and its integer accuracy is run_graph's
     from golden.data import load_digits_split
     from golden.graphfile import DAG_VERSION
     from golden.intdag import run_graph
@@ -138,7 +138,7 @@ def test_simulate_expectations_are_the_integer_graph(graph, program):
 
 
 def test_simulate_resnet8_verilator(trained_resnet8_path, trained_resnet8):
-    """A v3 file through `simulate` on Verilator (the conftest model, whose build
+    """A v4 file through `simulate` on Verilator (the conftest model, whose build
     tests/test_rtl_resnet.py shares): every value of every engine layer and the predictions equal
     the integer graph's; the cycles are the program's (and `perf`'s)."""
     from flows.compile import compile_graph
@@ -146,7 +146,7 @@ def test_simulate_resnet8_verilator(trained_resnet8_path, trained_resnet8):
     program = compile_graph(trained_resnet8)
     r = _ok(cli("simulate", trained_resnet8_path, "--backend", "verilator", "--samples", "4", "--jobs", "1",
                 "--json"))
-    assert r["model_format"] == "post-accel-intgraph v3" and r["samples"] == 4
+    assert r["model_format"] == "post-accel-intgraph v4" and r["samples"] == 4
     assert r["mismatches"] == 0 and r["prediction_mismatches"] == 0
     assert r["rtl_accuracy"] == r["golden_accuracy"]
     assert r["layers"] == [l.name for l in program.layers] and r["engine_layers"] == len(program.layers)
@@ -157,7 +157,7 @@ def test_simulate_resnet8_verilator(trained_resnet8_path, trained_resnet8):
     assert per_sample == _ok(cli("perf", "--model", trained_resnet8_path, "--json"))["total_cycles"]
 
 
-def test_perf_of_a_v3_file_is_the_program(resnet8, program, capsys):
+def test_perf_of_a_v4_file_is_the_program(resnet8, program, capsys):
     from hw.program import predicted_cycles
     from sim.cycle_model import model_perf, program_shapes, shapes_from_file
     shapes, unmodelled = shapes_from_file(resnet8[3])
@@ -192,8 +192,8 @@ def _rewrite_header(path, out, edit):
     (lambda h: h.update(output="nowhere"), "output"),
     (lambda h: h["stages"][1].update(input_from="fc"), "input_from"),
 ])
-def test_corrupted_v3_file_is_one_line(resnet8, tmp_path, capsys, how, needle):
-    """A damaged v3 file: `simulate`, `perf` and `generate` name the file and the problem in one line
+def test_corrupted_v4_file_is_one_line(resnet8, tmp_path, capsys, how, needle):
+    """A damaged v4 file: `simulate`, `perf` and `generate` name the file and the problem in one line
     (the graph loader's message, not the old-format refusal)."""
     bad = tmp_path / "bad.safetensors"
     if how == "truncate":

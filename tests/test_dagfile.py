@@ -1,5 +1,5 @@
 """Integer graphs (golden.intdag): the exported stages run bit for bit like golden.intgraph.run_dag (the
-PyTorch-side walk), survive the file round trip (format post-accel-intgraph v3), and dataflow without a
+PyTorch-side walk), survive the file round trip (format post-accel-intgraph v4), and dataflow without a
 stage form is refused by name."""
 
 import json

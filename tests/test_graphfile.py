@@ -1,4 +1,4 @@
-"""The exported-model file (golden/graphfile.py, format post-accel-intgraph v3): round trip bit for bit for
+"""The exported-model file (golden/graphfile.py, format post-accel-intgraph v4): round trip bit for bit for
 chain models of any quantizers, and clear errors for bad files."""
 
 import json
