@@ -252,6 +252,13 @@ MARKER_TABLE: list[tuple[str, set[str]]] = [
 # simulator, which is a Python package, never the whole engine).
 PURE: list[str] = [
     "tests/test_arith.py",
+    "tests/test_compile.py::test_v4_stage_fields_reach_the_program",
+    "tests/test_compile.py::test_value_bits_flag_is_gone",
+    "tests/test_cycle_model.py::test_cycle_model_equals_schedule",
+    "tests/test_hw_conv.py::test_conv_program_cycles_and_reference_spread",
+    "tests/test_hw_program.py",
+    "tests/test_hw_residual.py::test_resnet_like_program_without_simulator",
+    "tests/test_hw_asq.py::test_prescale_gain_saturates_instead_of_refusing",
     "tests/test_axi.py::test_axi_map_round_trip",
     "tests/test_axi.py::test_generate_bus_axi",
     "tests/test_cli.py::test_help_for_every_command",
