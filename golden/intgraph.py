@@ -354,6 +354,10 @@ def _adapter(q: ASQActQuantizer, act: ActQuant, positions: int, where: str) -> A
     h_bound = int(np.max(np.abs(w1).sum(axis=1) * in_bound + np.abs(b1), initial=0))
     h_shift = max(0, h_bound.bit_length() - (arith.ADAPTER_WEIGHT_BITS - 1))
     if ad.hidden is None:
+        if e1 - h_shift < arith.ASQ_Z_FRAC:
+            raise ExportError(f"{where}: ASQ adapter weights w1 / biases b1 (max |b1| {np.max(np.abs(b1f)):.3g}) leave "
+                              f"z only {e1 - h_shift} fraction bits in 32-bit fixed point, fewer than the factor "
+                              f"grid's {arith.ASQ_Z_FRAC}; refusing to export them")
         return Adapter(w1, b1, e1, None, None, 0, ad.factor, h_shift)
     try:
         e2 = arith.adapter_layer_exponent(w2f, b2f, h_bound >> h_shift, e1 - h_shift)
@@ -361,6 +365,10 @@ def _adapter(q: ASQActQuantizer, act: ActQuant, positions: int, where: str) -> A
         raise ExportError(f"{where}: ASQ adapter layer 2: {exc}") from None
     if not np.any(w2f) and not np.any(b2f):           # z = 0 (an untrained adapter): any exponent is exact
         e2 = max(e2, arith.ASQ_Z_FRAC - e1 + h_shift)
+    if e1 + e2 - h_shift < arith.ASQ_Z_FRAC:
+        raise ExportError(f"{where}: ASQ adapter weights w2 / biases b2 (max |w2| {np.max(np.abs(w2f)):.3g}, "
+                          f"max |b2| {np.max(np.abs(b2f)):.3g}) leave z only {e1 + e2 - h_shift} fraction bits in "
+                          f"32-bit fixed point, fewer than the factor grid's {arith.ASQ_Z_FRAC}; refusing to export them")
     w2 = np.floor(w2f * 2.0 ** e2 + 0.5).astype(np.int64)
     b2 = np.floor(b2f * 2.0 ** (e1 + e2 - h_shift) + 0.5).astype(np.int64)
     return Adapter(w1, b1, e1, w2, b2, e2, ad.factor, h_shift)

@@ -46,7 +46,7 @@ def test_train_export_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["test_samples"] == 360
-    assert (result["format"], result["version"]) == ("post-accel-intgraph", 3)
+    assert (result["format"], result["version"]) == ("post-accel-intgraph", 4)
     assert result["layers"] == ["layers.0", "layers.1", "layers.2"] and result["output"] == "layers.2"
     assert abs(result["integer_test_accuracy"] - result["float_test_accuracy"]) < 0.05
     # the default MLP (POST weights everywhere) runs on the engine: a bit-exact sample
@@ -181,7 +181,7 @@ def test_train_export_cnn_with_any_quantizers(tmp_path):
     assert r["model"] == "cnn" and r["weight_quant"] == "pot" and r["act_quant"] == "asq"
     r = _cli("export", str(ckpt), "--out", str(model), "--json")
     assert r["format"] == "post-accel-intgraph" and len(r["layers"]) == 4
-    assert r["version"] == 3 and r["output"] == r["layers"][-1]      # a chain is a DAG: the one format
+    assert r["version"] == 4 and r["output"] == r["layers"][-1]      # a chain is a DAG: the one format
     assert abs(r["integer_test_accuracy"] - r["float_test_accuracy"]) <= 0.05
     r = _cli("perf", "--model", str(model), "--json")
     assert [l["kind"] for l in r["layers"]] == ["conv", "conv", "conv", "linear"]

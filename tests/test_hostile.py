@@ -329,11 +329,11 @@ def _cnn(cnn_ckpt):
 
 
 @pytest.mark.parametrize("edit,words", [
-    (lambda m: m.features[3].act_quant.adapter.out.bias.fill_(1e30), ("adapter", "b2", "62-bit")),
+    (lambda m: m.features[3].act_quant.adapter.out.bias.fill_(1e30), ("adapter", "b2", "fraction bits")),
     (lambda m: m.features[3].act_quant.adapter.out.bias.fill_(float("nan")), ("adapter", "b2", "NaN")),
     (lambda m: m.features[3].act_quant.step.fill_(0.0), ("step", "> 0")),
     (lambda m: m.features[3].act_quant.step.fill_(-1.0), ("step", "> 0")),
-    (lambda m: m.fc.bias.fill_(1e30), ("output channel", "62 bits")),
+    (lambda m: m.fc.bias.fill_(1e30), ("output channel", "shift")),
     (lambda m: m.features[1].weight.fill_(float("nan")), ("finite",)),
 ])
 def test_export_refuses_what_no_file_may_hold(cnn_ckpt, edit, words):
