@@ -62,7 +62,7 @@ demo: deps
 	$(RUN) $(VENV)/bin/post-accel simulate $(OUT)/model.safetensors --backend verilator --report
 
 # The same flow for a residual network: the digits ResNet-8 (identity and 1x1-conv shortcuts, global
-# average pooling), exported as an integer DAG (file v3).
+# average pooling), exported as an integer DAG (file v4).
 demo-resnet: deps
 	$(RUN) $(VENV)/bin/post-accel train --model resnet8 --weight-quant post --act-quant asq --edge-weight-quant post --out $(OUT)/resnet8.ckpt.safetensors
 	$(RUN) $(VENV)/bin/post-accel export $(OUT)/resnet8.ckpt.safetensors --out $(OUT)/resnet8.safetensors
