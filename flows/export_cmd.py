@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from golden.data import load_dataset
     from golden.graphfile import save_graph
-    from golden.intdag import export_dag, run_graph
+    from golden.intdag import export_dag, predict
     from golden.intgraph import ExportError
     from golden.modelfile import MODEL_FORMAT, MODEL_VERSION
     from golden.train_zoo import CHECKPOINT_KEY, load_checkpoint
@@ -45,7 +45,7 @@ def run(args) -> int:
                         f"{spec.act_quant} activations) to an integer graph: {exc}") from None
     save_graph(graph, out, provenance={"spec": spec.to_dict(), "metrics": metrics, "data": spec.data}, what="--out")
     _, _, x_test, y_test = load_dataset(spec.data).split()
-    int_acc = float((run_graph(graph, x_test).predictions == y_test).mean())
+    int_acc = float((predict(graph, x_test) == y_test).mean())
     float_acc = metrics.get("float_test_accuracy")
     result = {"model": str(out), "format": MODEL_FORMAT, "version": MODEL_VERSION,
               "layers": [st.name for st in graph.stages], "output": graph.output, "test_samples": int(len(y_test)),

@@ -42,7 +42,7 @@ from .intgraph import (ExportError, GraphRun, IntGraph, Stage, _act_quant_any, _
                        value_params)
 from .zoo import QConv2d, QLinear
 
-__all__ = ["export_dag", "run_graph", "integer_accuracy", "stage_units", "consumer_units"]
+__all__ = ["export_dag", "run_graph", "predict", "integer_accuracy", "stage_units", "consumer_units"]
 
 # post-processing phases of a stage's value, in the order a stage applies them
 _RESCALED, _ADDED, _RELU, _POOLED = range(4)
@@ -376,8 +376,18 @@ def run_graph(graph: IntGraph, X) -> GraphRun:
                     [values[st.name] for st in graph.stages])
 
 
+def predict(graph: IntGraph, X, chunk: int = 256) -> np.ndarray:
+    """The golden model's predictions for real inputs ``X``, ``chunk`` samples at a time (a whole
+    Fashion-MNIST test set through :func:`run_graph` at once would hold every stage's im2col patches and
+    values of all 10,000 images in memory)."""
+    x = np.asarray(X)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk!r}")
+    return np.concatenate([run_graph(graph, x[i:i + chunk]).predictions for i in range(0, len(x), chunk)]) \
+        if len(x) else np.zeros(0, dtype=np.int64)
+
+
 def integer_accuracy(model: nn.Module, X, y) -> float:
     """Test accuracy of ``model`` exported to the integer graph (raises :class:`ExportError`)."""
     model.eval()
-    run = run_graph(export_dag(model), X)
-    return float((run.predictions == np.asarray(y)).mean())
+    return float((predict(export_dag(model), X) == np.asarray(y)).mean())
